@@ -1,0 +1,128 @@
+"""The `agfsync` command: each workflow step runnable by hand, outside Snakemake.
+
+  agfsync check-config CONFIG              validate a config, print it with defaults filled
+  agfsync tiny-models OUTDIR               build the tiny offline models
+  agfsync prompts --config C --out P ...   stage 1a: LLM-written prompts
+  agfsync qa --config C --prompts P ...    stage 1b: TIFA-style QA pairs
+
+`agfsync COMMAND --help` describes each. Exit status 2 on bad config or input, with a
+message naming the file and key; 1 on a failed job (the log has the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agfsync import __version__
+
+
+def _cmd_check_config(args) -> int:
+    import yaml
+
+    from agfsync.config import load_config
+
+    cfg = load_config(args.config)
+    if not args.quiet:
+        yaml.safe_dump(cfg, sys.stdout, sort_keys=False)
+    return 0
+
+
+def _cmd_tiny_models(args) -> int:
+    from agfsync.logs import job_logging
+    from agfsync.tiny_models import build_all
+
+    with job_logging(args.log):
+        manifest = build_all(args.outdir, families=args.families)
+    for family, info in manifest["families"].items():
+        print(f"{family:10s} {len(info['files']):3d} files {info['bytes'] / 1e6:7.2f} MB")
+    return 0
+
+
+def _cmd_prompts(args) -> int:
+    from agfsync.config import load_config
+    from agfsync.logs import job_logging, secret_env_names
+    from agfsync.prompts import write_prompts
+
+    cfg = load_config(args.config)
+    with job_logging(args.log, secret_env_names(cfg)):
+        write_prompts(cfg, args.out, args.summary)
+    return 0
+
+
+def _cmd_qa(args) -> int:
+    from agfsync.config import load_config
+    from agfsync.logs import job_logging, secret_env_names
+    from agfsync.qa import write_qa
+
+    cfg = load_config(args.config)
+    with job_logging(args.log, secret_env_names(cfg)):
+        write_qa(cfg, args.prompts, args.out, args.summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agfsync",
+        description="AGFSync preference tuning for text-to-image diffusion models: the steps of the Snakemake "
+        "workflow (workflow/Snakefile), runnable one at a time.",
+    )
+    parser.add_argument("--version", action="version", version=f"agfsync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check-config", help="validate a config file and print it with defaults filled in",
+                       description="Validate CONFIG against the agfsync schema; print the config with defaults.")
+    p.add_argument("config", help="YAML config file, e.g. config/config.yaml")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when the config is valid")
+    p.set_defaults(func=_cmd_check_config)
+
+    from agfsync.tiny_models import FAMILIES  # imports no torch, so --help stays fast
+
+    p = sub.add_parser("tiny-models", help="build tiny random-initialised models for offline runs",
+                       description="Build deterministic tiny versions of every model family agfsync loads "
+                       "(SD 1.x, SDXL, CLIP, BLIP-2, aesthetic predictor, HPS) into OUTDIR, in the on-disk "
+                       "formats of the real checkpoints. No network access.")
+    p.add_argument("outdir", help="output directory (replaced)")
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="subset to build")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_tiny_models)
+
+    p = sub.add_parser("prompts", help="stage 1a: an LLM writes image prompts over 12 categories",
+                       description="Ask the LLM of prompts.llm for image descriptions per category, drop exact "
+                       "and near duplicates, write JSONL prompts and a JSON summary.")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--out", required=True, help="output prompts JSONL")
+    p.add_argument("--summary", required=True, help="output summary JSON")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_prompts)
+
+    p = sub.add_parser("qa", help="stage 1b: an LLM writes TIFA-style question/answer pairs per prompt",
+                       description="Ask the LLM of qa.llm for question/answer pairs for each prompt, validate "
+                       "them, drop prompts with fewer than qa.min_pairs, write JSONL and a JSON summary.")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--prompts", required=True, help="input prompts JSONL (from `agfsync prompts`)")
+    p.add_argument("--out", required=True, help="output JSONL: prompts with their QA pairs")
+    p.add_argument("--summary", required=True, help="output summary JSON")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_qa)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agfsync.config import ConfigError
+    from agfsync.io import DataError
+    from agfsync.llm import LLMError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as err:
+        print(f"agfsync {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except LLMError as err:
+        print(f"agfsync {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

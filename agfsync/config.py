@@ -1,0 +1,180 @@
+"""Config loading and validation (pure: no torch).
+
+One schema, agfsync/schemas/config.schema.yaml, serves both the workflow
+(workflow/rules/common.smk validates with it at parse time) and the package's own
+loader (`load_config`, used by the CLI and the tests). Errors name the config key and
+say what was expected; several problems are reported at once. Values of keys that may
+hold secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+# Keys whose values must never appear in an error message (a user may paste a key there).
+_SECRET_HINTS = ("key", "token", "secret", "password")
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names every offending key."""
+
+
+@functools.cache
+def load_schema() -> dict:
+    with SCHEMA_PATH.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _validator_with_defaults():
+    """Draft-7 validator that fills `default` values of missing properties while validating."""
+    base = jsonschema.Draft7Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _is_secretish(path) -> bool:
+    return any(hint in str(part).lower() for part in path for hint in _SECRET_HINTS)
+
+
+def _show(value: Any, path) -> str:
+    if _is_secretish(path):
+        return "<value hidden>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = list(error.absolute_path)
+    key = _key(path)
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    if kind == "additionalProperties":
+        allowed = set(error.schema.get("properties", {}))
+        extras = sorted(set(value) - allowed)
+        lines = []
+        for extra in extras:
+            full = _key([*path, extra])
+            if any(hint in extra.lower() for hint in _SECRET_HINTS):
+                lines.append(
+                    f"key '{full}': secrets never go into config files; put the key in an environment "
+                    f"variable and name that variable in 'api_key_env'"
+                )
+            else:
+                lines.append(f"unknown key '{full}' (allowed here: {', '.join(sorted(allowed)) or 'none'})")
+        return "\n".join(lines)
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"missing required key '{_key([*path, missing])}'"
+    if kind == "type":
+        types = expected if isinstance(expected, list) else [expected]
+        return f"key '{key}': expected {' or '.join(types)}, got {type(value).__name__} {_show(value, path)}"
+    if kind == "enum":
+        return f"key '{key}': expected one of {', '.join(map(repr, expected))}; got {_show(value, path)}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
+        return f"key '{key}': must be {op} {expected}, got {_show(value, path)}"
+    if kind == "multipleOf":
+        return f"key '{key}': must be a multiple of {expected}, got {_show(value, path)}"
+    if kind in ("minItems", "maxItems"):
+        return f"key '{key}': must have {'at least' if kind == 'minItems' else 'at most'} {expected} item(s)"
+    if kind == "uniqueItems":
+        return f"key '{key}': items must be unique, got {_show(value, path)}"
+    if kind == "minLength":
+        return f"key '{key}': must be a non-empty string"
+    if kind == "minProperties":
+        return f"key '{key}': must define at least {expected} entry"
+    if kind == "pattern":
+        if error.schema_path and "propertyNames" in error.schema_path:
+            return f"key '{key}': name {value!r} must match {expected} (lowercase letters, digits, _)"
+        return f"key '{key}': {_show(value, path)} must match the pattern {expected}"
+    if kind == "anyOf" and path and path[-1] == "api_key_env":
+        return (
+            f"key '{key}': expected the NAME of an environment variable (letters, digits, _) or null; "
+            "the value is hidden because it may be a key"
+        )
+    return f"key '{key}': {error.message if not _is_secretish(path) else 'invalid value (hidden)'}"
+
+
+def _semantic_errors(cfg: dict) -> list[str]:
+    """Checks that a JSON schema cannot express."""
+    from agfsync.prompts import CATEGORIES  # pure module; imported here to avoid a cycle
+
+    errors = []
+    models = cfg.get("models", {})
+    for i, name in enumerate(cfg.get("run_models", [])):
+        if name not in models:
+            errors.append(
+                f"key 'run_models[{i}]': {name!r} is not defined under 'models' (defined: {', '.join(models)})"
+            )
+    weights = cfg.get("scores", {}).get("weights", {})
+    if weights and not math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6):
+        errors.append(f"key 'scores.weights': weights must sum to 1, got {sum(weights.values()):g}")
+    for stage in ("prompts", "qa"):
+        llm = cfg.get(stage, {}).get("llm", {})
+        if llm.get("provider") == "file" and not llm.get("responses"):
+            errors.append(f"key '{stage}.llm.responses': provider 'file' needs the path of a JSONL of responses")
+    qa = cfg.get("qa", {})
+    if qa.get("max_pairs", 0) < qa.get("min_pairs", 0):
+        errors.append(f"key 'qa.max_pairs': must be >= qa.min_pairs ({qa['min_pairs']}), got {qa['max_pairs']}")
+    categories = cfg.get("prompts", {}).get("categories") or []
+    for i, name in enumerate(categories):
+        if name not in CATEGORIES:
+            errors.append(f"key 'prompts.categories[{i}]': unknown category {name!r} (known: {', '.join(CATEGORIES)})")
+    return errors
+
+
+def check_config(cfg: dict, source: str = "config") -> dict:
+    """Validate `cfg` in place (filling defaults) and return it; raise ConfigError naming each bad key."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of keys to values, got {type(cfg).__name__}")
+    validator = _validator_with_defaults()(load_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    messages = [_describe(error) for error in errors]
+    if not messages:
+        messages = _semantic_errors(cfg)
+    if messages:
+        lines = "\n".join(f"  - {line}" for message in messages for line in message.splitlines())
+        raise ConfigError(f"{source}: invalid config ({len(messages)} problem(s)):\n{lines}")
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a YAML config file, validate it and fill defaults."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if cfg is None:
+        raise ConfigError(f"{path}: the config file is empty")
+    return check_config(cfg, source=str(path))

@@ -1,0 +1,54 @@
+# Config validation and input functions shared by all rules. Imports no torch:
+# `snakemake -n` must stay fast on a machine without GPU, weights or network.
+
+from snakemake.utils import validate
+
+from agfsync.config import SCHEMA_PATH, check_config
+
+# Ours first, for messages that name the key; then Snakemake's own validation against
+# the same schema (it also fills defaults, as ours does).
+check_config(config, source="config")
+validate(config, schema=str(SCHEMA_PATH))
+
+TINY_MODELS = config["tiny_models"]["dir"]
+
+# Per-model targets of `rule all`, as patterns over {model}. Each stage's rules file
+# appends what it produces; the Snakefile expands them over config["run_models"].
+MODEL_TARGETS = []
+
+
+def final_targets():
+    targets = [
+        "results/prompts/prompts.jsonl",
+        "results/prompts/prompts_summary.json",
+        "results/prompts/qa.jsonl",
+        "results/prompts/qa_summary.json",
+    ]
+    for model in config["run_models"]:
+        targets += [pattern.format(model=model) for pattern in MODEL_TARGETS]
+    return targets
+
+
+def tiny_models_input():
+    """The tiny-model directory, as an input of every rule that loads a model in the demo."""
+    return [TINY_MODELS] if config["tiny_models"]["enabled"] else []
+
+
+def llm_inputs(stage):
+    """Recorded responses are an input when the stage replays them (provider: file)."""
+    llm = config[stage]["llm"]
+    return [llm["responses"]] if llm["provider"] == "file" else []
+
+
+def stage_config(*sections):
+    """The config a stage's job sees: the global keys plus the named sections. Passed as
+    params, so that a change in another stage's settings does not rerun this one."""
+    out = {"seed": config["seed"], "llm_cache_dir": config["llm_cache_dir"]}
+    for section in sections:
+        node, target = config, out
+        keys = section.split(".")
+        for key in keys[:-1]:
+            node = node[key]
+            target = target.setdefault(key, {})
+        target[keys[-1]] = node[keys[-1]]
+    return out
