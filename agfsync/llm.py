@@ -95,6 +95,7 @@ class LLMSettings:
     concurrency: int = 8
     max_requests: int = 100_000
     repair_attempts: int = 2
+    retry_failed: bool = False
 
     @classmethod
     def from_config(cls, section: dict) -> LLMSettings:
@@ -339,9 +340,14 @@ class LLMClient:
 
     def complete(self, request: Request) -> Reply:
         digest = self.request_hash(request)
-        if self.cache is not None and (hit := self.cache.get(digest)) is not None:
+        hit = self.cache.get(digest) if self.cache is not None else None
+        if hit is not None and "error" in hit and self.settings.retry_failed:
+            hit = None  # ask again what failed in an earlier run
+        if hit is not None:
             with self._lock:
                 self.stats.cache_hits += 1
+            if "error" in hit:
+                raise ItemFailure(f"{hit['error']} (in an earlier run; set llm.retry_failed to ask again)")
             return Reply(text=hit["text"], finish_reason=hit.get("finish_reason"), refusal=hit.get("refusal"), cached=True)
         params = self._params(request)
         attempt = 0
@@ -350,9 +356,14 @@ class LLMClient:
             try:
                 reply = self.provider.send(request, params)
                 break
+            except ItemFailure as err:
+                self._remember_failure(digest, request, str(err))
+                raise
             except _Transient as err:
                 if attempt >= self.settings.max_retries:
-                    raise ItemFailure(f"{err} (gave up after {attempt + 1} attempts)") from None
+                    reason = f"{err} (gave up after {attempt + 1} attempts)"
+                    self._remember_failure(digest, request, reason)
+                    raise ItemFailure(reason) from None
                 delay = min(self.settings.max_backoff_s, self.settings.backoff_s * 2**attempt)
                 delay *= 0.5 + self._jitter.random()  # decorrelate concurrent retries
                 if err.retry_after is not None:
@@ -379,6 +390,12 @@ class LLMClient:
                 },
             )
         return reply
+
+    def _remember_failure(self, digest: str, request: Request, reason: str) -> None:
+        # Recorded so that a rerun replays the same outcome without a request (identical
+        # outputs); llm.retry_failed asks again instead.
+        if self.cache is not None and not isinstance(self.provider, FileProvider):
+            self.cache.put(digest, {"key": request.key, "error": reason})
 
     def log_summary(self) -> None:
         s = self.stats

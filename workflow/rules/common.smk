@@ -24,6 +24,8 @@ def final_targets():
         "results/prompts/qa.jsonl",
         "results/prompts/qa_summary.json",
     ]
+    if config["tiny_models"]["enabled"]:
+        targets.append(TINY_MODELS)
     for model in config["run_models"]:
         targets += [pattern.format(model=model) for pattern in MODEL_TARGETS]
     return targets

@@ -1,0 +1,55 @@
+"""Shared fixtures. Nothing here touches the network: models are built locally, LLM
+endpoints are tests/fake_openai.py on 127.0.0.1."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_KEY = "sk-test-7f3a9c2e51b84d6e9a0fSECRET"  # what a leak test greps for
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def demo_config() -> dict:
+    from agfsync.config import load_config
+
+    return copy.deepcopy(load_config(REPO / "config" / "demo.yaml"))
+
+
+def live_llm(base_url: str, **overrides) -> dict:
+    """An llm config section for the fake server: fast backoff so retries take milliseconds."""
+    section = {
+        "provider": "openai", "base_url": base_url, "model": "fake-model", "api_key_env": "AGFSYNC_TEST_KEY",
+        "temperature": 0.9, "top_p": 0.7, "max_tokens": 512, "send_seed": True, "timeout_s": 2.0,
+        "max_retries": 3, "backoff_s": 0.01, "max_backoff_s": 0.05, "concurrency": 4, "max_requests": 1000,
+        "repair_attempts": 2, "responses": None,
+    }
+    section.update(overrides)
+    return section
+
+
+@pytest.fixture
+def api_key(monkeypatch) -> str:
+    monkeypatch.setenv("AGFSYNC_TEST_KEY", TEST_KEY)
+    return TEST_KEY
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    from agfsync.tiny_models import build_all
+
+    out = tmp_path_factory.mktemp("tiny") / "tiny_models"
+    build_all(out)
+    return out

@@ -1,0 +1,47 @@
+"""Scripted LLM behaviour shared by the stage tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+WORDS = [
+    "amber", "basalt", "cedar", "dune", "ember", "fjord", "garnet", "harbor", "iris", "juniper", "kelp", "lagoon",
+    "meadow", "nectar", "orchid", "pebble", "quartz", "raven", "saffron", "tundra", "umber", "velvet", "willow",
+    "yarrow", "zephyr", "anchor", "bramble", "canyon", "delta", "estuary", "falcon", "glacier", "heron", "island",
+    "jasper", "kestrel", "lantern", "marble", "nutmeg", "oasis", "prairie", "quill", "reef", "sierra", "thistle",
+]
+
+
+def description(*identity) -> str:
+    """A deterministic 8-word description that shares few character trigrams with others."""
+    digest = hashlib.sha256("/".join(map(str, identity)).encode()).digest()
+    return "A " + " ".join(WORDS[b % len(WORDS)] for b in digest[:8])
+
+
+def category_and_batch(body: dict) -> tuple[str, int]:
+    system = body["messages"][0]["content"]
+    user = body["messages"][1]["content"]
+    cat = re.search(r"Category: (.+?) \(", system).group(1)
+    batch = int(re.search(r"This is batch (\d+)", user).group(1)) - 1
+    return cat, batch
+
+
+def descriptions_json(cat: str, batch: int, n: int) -> str:
+    return json.dumps({"descriptions": [description(cat, batch, i) for i in range(n)]})
+
+
+def caption_of(body: dict) -> str:
+    user = [m for m in body["messages"] if m["role"] == "user"]
+    return user[1]["content"].removeprefix("Description: ")  # [0] is the few-shot example
+
+
+def qa_json(caption: str, n: int = 6, extra=()) -> str:
+    words = caption.split()[1:]
+    qa = [
+        {"element": w, "element_type": "object", "question": f"Is there a {w} ({i})?", "choices": ["yes", "no"],
+         "answer": "yes"}
+        for i, w in enumerate((words * 3)[:n])
+    ]
+    return json.dumps({"qa": qa + list(extra)})

@@ -1,0 +1,155 @@
+"""Config validation: the shipped configs are valid; bad ones fail naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import REPO
+
+from agfsync.config import ConfigError, check_config, load_config
+
+
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_paper_config_has_the_papers_numbers(paper):
+    cfg = check_config(copy.deepcopy(paper))
+    assert cfg["seed"] == 200
+    assert {m: (c["pretrained"], c["resolution"], c["train"]["lr"], c["train"]["global_batch"], c["train"]["steps"])
+            for m, c in cfg["models"].items()} == {
+        "sd14": ("CompVis/stable-diffusion-v1-4", 512, 5e-7, 128, 1000),
+        "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 5e-7, 128, 1000),
+        "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", 1024, 1e-6, 64, 1000),
+    }
+    assert (cfg["candidates"]["num_per_prompt"], cfg["candidates"]["sigma"]) == (8, 0.1)
+    assert cfg["scores"]["weights"] == {"vqa": 0.35, "clip": 0.55, "aesthetic": 0.10}
+    assert cfg["scores"]["clip"] == {"model": "openai/clip-vit-base-patch16", "gamma": 100}
+    assert cfg["scores"]["vqa"]["model"] == "Salesforce/blip2-flan-t5-xxl"
+    assert (cfg["prompts"]["llm"]["temperature"], cfg["prompts"]["llm"]["top_p"]) == (0.9, 0.7)
+    assert cfg["prompts"]["dedup"]["threshold"] == 0.9 and cfg["qa"]["min_pairs"] == 5
+
+
+def test_every_key_of_the_paper_config_has_a_comment():
+    """A leaf key carries a comment, unless the same key was explained earlier (sd15 repeats
+    sd14's keys, qa.llm repeats prompts.llm's)."""
+    explained, previous = set(), ""
+    for number, line in enumerate((REPO / "config" / "config.yaml").read_text().splitlines(), start=1):
+        body = line.split("#")[0].strip()
+        after_comment, previous = previous.strip().startswith("#"), line
+        if not body or ":" not in body or body.endswith(":"):
+            continue
+        key = body.split(":")[0].strip()
+        if "#" in line or after_comment:
+            explained.add(key)
+        assert key in explained, f"config/config.yaml line {number}: key {key!r} has no comment"
+
+
+def test_defaults_are_filled(paper):
+    cfg = copy.deepcopy(paper)
+    del cfg["prompts"]["dedup"], cfg["tiny_models"], cfg["prompts"]["llm"]["concurrency"]
+    check_config(cfg)
+    assert cfg["prompts"]["dedup"] == {"threshold": 0.9, "embedder": "clip"}
+    assert cfg["tiny_models"] == {"enabled": False, "dir": "resources/tiny_models"}
+    assert cfg["prompts"]["llm"]["concurrency"] == 8
+
+
+def mutate(cfg, path, value):
+    node = cfg
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return cfg
+
+
+DELETE = object()
+BAD = [
+    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, llm_cache_dir, models, "
+     "prompts, qa, run_models, scores, seed, tiny_models)"),
+    ("missing key", "qa.llm.model", DELETE, "missing required key 'qa.llm.model'"),
+    ("wrong type", "seed", "abc", "key 'seed': expected integer, got str 'abc'"),
+    ("not in enum", "qa.mode", "yes-no", "key 'qa.mode': expected one of 'yes_no', 'multiple_choice'; got 'yes-no'"),
+    ("below minimum", "candidates.num_per_prompt", 1, "key 'candidates.num_per_prompt': must be >= 2, got 1"),
+    ("not positive", "models.sd14.train.lr", 0, "key 'models.sd14.train.lr': must be > 0, got 0"),
+    ("resolution", "models.sdxl.resolution", 1020, "key 'models.sdxl.resolution': must be a multiple of 8, got 1020"),
+    ("model name unsafe in paths", "models.SD-XL", None, "name 'SD-XL' must match"),
+    ("unknown run model", "run_models", ["sd14", "sd21"], "key 'run_models[1]': 'sd21' is not defined under 'models' "
+     "(defined: sd14, sd15, sdxl)"),
+    ("weights", "scores.weights.clip", 0.5, "key 'scores.weights': weights must sum to 1, got 0.95"),
+    ("probability", "scores.weights.vqa", 1.5, "key 'scores.weights.vqa': must be <= 1, got 1.5"),
+    ("provider", "prompts.llm.provider", "anthropic", "key 'prompts.llm.provider': expected one of 'openai', 'file'; "
+     "got 'anthropic'"),
+    ("file provider without file", "qa.llm.provider", "file", "key 'qa.llm.responses': provider 'file' needs the path"),
+    ("category", "prompts.categories", ["Animals", "Dinosaurs"], "key 'prompts.categories[1]': unknown category "
+     "'Dinosaurs'"),
+    ("max < min pairs", "qa.max_pairs", 3, "key 'qa.max_pairs': must be >= qa.min_pairs (5), got 3"),
+    ("empty run_models", "run_models", [], "key 'run_models': must have at least 1 item(s)"),
+    ("duplicate run model", "run_models", ["sd14", "sd14"], "key 'run_models': items must be unique"),
+    ("dedup threshold", "prompts.dedup.threshold", 1.5, "key 'prompts.dedup.threshold': must be <= 1, got 1.5"),
+    ("secret in config", "prompts.llm.api_key", "sk-live-0123456789", "key 'prompts.llm.api_key': secrets never go "
+     "into config files"),
+    ("key pasted into api_key_env", "qa.llm.api_key_env", "sk-live-0123456789/abc", "key 'qa.llm.api_key_env': "
+     "expected the NAME of an environment variable"),
+]
+
+
+@pytest.mark.parametrize("what, path, value, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_names_the_key(paper, what, path, value, message):
+    cfg = copy.deepcopy(paper)
+    if path == "models.SD-XL":
+        cfg["models"]["SD-XL"] = cfg["models"]["sdxl"]
+    else:
+        mutate(cfg, path, value)
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg, source="config/x.yaml")
+    text = str(info.value)
+    assert text.startswith("config/x.yaml: invalid config (")
+    assert message in text
+    assert "sk-live-0123456789" not in text
+
+
+def test_several_problems_are_reported_together(paper):
+    cfg = copy.deepcopy(paper)
+    cfg["seed"] = -1
+    cfg["qa"]["mode"] = "free"
+    with pytest.raises(ConfigError, match=r"\(2 problem\(s\)\):\n  - key 'qa.mode'.*\n  - key 'seed': must be >= 0"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("seed: [1,\n", "not valid YAML (line 2, column 1)"),
+        ("", "the config file is empty"),
+        ("- a\n- b\n", "the config must be a mapping of keys to values, got list"),
+    ],
+)
+def test_unreadable_config_files(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_check_config_exit_code(tmp_path, capsys):
+    from agfsync.cli import main
+
+    path = tmp_path / "c.yaml"
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["candidates"]["sigma"] = -0.1
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", str(path)]) == 2
+    assert "key 'candidates.sigma': must be >= 0, got -0.1" in capsys.readouterr().err
+    assert main(["check-config", "-q", str(REPO / "config" / "demo.yaml")]) == 0

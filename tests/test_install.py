@@ -1,0 +1,65 @@
+"""The install is pinned and the README's commands are what CI runs."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import metadata
+
+import yaml
+from conftest import REPO
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonical(name)] = version.strip()
+    return pins
+
+
+def direct_dependencies() -> list[str]:
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [canonical(re.split(r"[<>=!~ \[]", d)[0]) for d in deps]
+
+
+def test_every_dependency_is_pinned_in_the_lock():
+    pins = lock()
+    assert [d for d in direct_dependencies() if d not in pins] == []
+    assert (pins["torch"], pins["torchvision"], pins["xformers"]) == ("2.10.0", "0.25.0", "0.0.35")
+
+
+def test_conda_envs_agree_with_the_lock():
+    pins = lock()
+    envs = sorted((REPO / "envs").glob("*.yaml"))
+    assert envs
+    for path in envs:
+        env = yaml.safe_load(path.read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+        listed = {}
+        for requirement in pip:
+            name, version = requirement.split("==")
+            listed[canonical(name)] = version
+        assert {n: v for n, v in listed.items() if pins.get(n) != v} == {}, path.name
+        assert sorted(set(direct_dependencies()) - set(listed)) == [], path.name
+
+
+def test_installed_environment_matches_the_lock():
+    pins = lock()
+    for name in direct_dependencies():
+        assert metadata.version(name) == pins[name], name
+
+
+def test_readme_quickstart_and_ci_use_the_same_commands():
+    readme = (REPO / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^```(?:bash|sh)?\n(.*?)```", quickstart, flags=re.S | re.M)
+    lines = [line for block in commands for line in block.splitlines() if line.strip()]
+    assert lines == ["make demo", "make test"]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "\nmake test\n" in ci

@@ -1,0 +1,93 @@
+"""The Snakemake workflow: torch-free dry runs, config errors before any job, lint, and the
+demo end to end (in a scratch copy of the repository, so the checkout stays clean)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+DEMO = ["--configfile", "config/demo.yaml", "--replace-workflow-config"]
+
+
+def workdir(tmp_path: Path) -> Path:
+    for name in ("workflow", "config", "data", "envs"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def snakemake(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SNAKEMAKE, "--cores", "2", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def no_torch(tmp_path) -> dict:
+    """PYTHONPATH entry whose `torch` fails on import: proves a command never imports it."""
+    fake = tmp_path / "no_torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch was imported during a dry run')\n")
+    return {"PYTHONPATH": str(fake.parent)}
+
+
+def test_dry_run_of_the_paper_config_needs_no_torch(tmp_path, no_torch):
+    result = snakemake(workdir(tmp_path / "w"), "-n", env=no_torch)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    for rule in ("prompts_generate", "qa_generate"):
+        assert f"rule {rule}:" in out
+    assert "models_tiny" not in out  # the real experiment loads real checkpoints
+
+
+def test_dry_run_of_the_demo_needs_no_torch(tmp_path, no_torch):
+    result = snakemake(workdir(tmp_path / "w"), "-n", *DEMO, env=no_torch)
+    assert result.returncode == 0, result.stderr
+    assert "rule models_tiny:" in result.stdout + result.stderr
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    cwd = workdir(tmp_path / "w")
+    cfg = yaml.safe_load((cwd / "config" / "demo.yaml").read_text())
+    cfg["qa"]["mode"] = "open_ended"
+    (cwd / "config" / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(cwd, "--configfile", "config/bad.yaml", "--replace-workflow-config")
+    assert result.returncode != 0
+    assert "key 'qa.mode': expected one of 'yes_no', 'multiple_choice'; got 'open_ended'" in result.stderr
+    assert not (cwd / "results").exists() and not (cwd / "logs").exists()
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(workdir(tmp_path / "w"), "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
+    cwd = workdir(tmp_path / "w")
+    result = snakemake(cwd, *DEMO)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    prompts = [json.loads(line) for line in (cwd / "results/prompts/prompts.jsonl").read_text().splitlines()]
+    qa = [json.loads(line) for line in (cwd / "results/prompts/qa.jsonl").read_text().splitlines()]
+    assert len(prompts) == 36 and len({p["category"] for p in prompts}) == 12
+    assert len(qa) == 35 and all(len(r["qa"]) >= 5 for r in qa)
+    summary = json.loads((cwd / "results/prompts/qa_summary.json").read_text())
+    assert summary["dropped_too_few_pairs"]["count"] == 1 and summary["num_repaired"] == 2
+    for log in ("logs/prompts/prompts_generate.log", "logs/prompts/qa_generate.log", "logs/models/models_tiny.log"):
+        assert (cwd / log).stat().st_size > 0, log
+    manifest = json.loads((cwd / "resources/tiny_models/MANIFEST.json").read_text())
+    assert sorted(manifest["families"]) == ["aesthetic", "blip2", "clip", "hps", "sd1", "sdxl"]
+
+    again = snakemake(cwd, *DEMO)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
