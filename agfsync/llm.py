@@ -431,7 +431,11 @@ def extract_json(reply: Reply) -> Any:
         raise BadOutput(f"refusal: {_short(text, 80)}")
     start = text.find("{")
     if start < 0:
-        raise BadOutput(f"not JSON: {_short(text, 60)!r}")
+        try:
+            kind = type(json.loads(text)).__name__
+        except json.JSONDecodeError:
+            raise BadOutput(f"not JSON: {_short(text, 60)!r}") from None
+        raise BadOutput(f"expected a JSON object, got {kind}")
     try:
         obj, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as err:

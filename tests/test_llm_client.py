@@ -143,7 +143,7 @@ def test_token_accounting(api_key, tmp_path):
         ('{"descriptions": ["a" "b"]}', "stop", "invalid JSON"),
         ("<!DOCTYPE html><html>502</html>", "stop", "an HTML page instead of JSON"),
         ("I'm sorry, but I can't help with that.", "stop", "refusal"),
-        ("[1, 2]", "stop", "not JSON"),
+        ("[1, 2]", "stop", "expected a JSON object, got list"),
     ],
 )
 def test_extract_json_rejects_bad_output(text, finish, reason):

@@ -12,6 +12,10 @@ import torch
 from agfsync import models
 from agfsync.tiny_models import build_all, build_clip_tokenizer
 
+from conftest import REPO
+
+REPO_DEMO_RESPONSES = REPO / "data" / "demo" / "llm_responses.jsonl"
+
 
 def test_builds_are_byte_identical(tiny_models, tmp_path):
     manifest = json.loads((tiny_models / "MANIFEST.json").read_text())
@@ -122,3 +126,20 @@ def test_clip_text_embedder_for_dedup(tiny_models):
     assert vectors.shape == (3, 32)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert float(vectors[0] @ vectors[1]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_prompt_stage_dedups_with_the_clip_text_tower(tiny_models, demo_config, tmp_path):
+    """The default embedder path of write_prompts: scores.clip.model's text tower."""
+    from agfsync.io import read_jsonl
+    from agfsync.prompts import write_prompts
+
+    cfg = demo_config
+    cfg["prompts"]["dedup"]["embedder"] = "clip"
+    cfg["prompts"]["dedup"]["threshold"] = 0.999999  # a random tower: only identical texts are this close
+    cfg["scores"]["clip"]["model"] = str(tiny_models / "clip")
+    cfg["prompts"]["llm"]["responses"] = str(REPO_DEMO_RESPONSES)
+    summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+    assert summary["dedup"]["embedder"] == "clip"
+    assert len(read_jsonl(tmp_path / "p.jsonl")) == 36
+    # The exact duplicate is caught by its normalised text before any embedding is compared.
+    assert summary["per_category"]["Natural Landscapes"]["exact_duplicates"] == 1
