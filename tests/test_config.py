@@ -71,7 +71,7 @@ def mutate(cfg, path, value):
 
 DELETE = object()
 BAD = [
-    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, llm_cache_dir, models, "
+    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, device, llm_cache_dir, models, pairs, "
      "prompts, qa, run_models, scores, seed, tiny_models)"),
     ("missing key", "qa.llm.model", DELETE, "missing required key 'qa.llm.model'"),
     ("wrong type", "seed", "abc", "key 'seed': expected integer, got str 'abc'"),

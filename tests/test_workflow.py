@@ -66,6 +66,29 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert not (cwd / "results").exists() and not (cwd / "logs").exists()
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake run or dry run, without the total."""
+    lines = output.split("Job stats:", 1)[1].lstrip("\n").splitlines()
+    assert lines[1].startswith("---"), lines[:3]
+    counts = {}
+    for line in lines[2:]:
+        if not line.strip():
+            break
+        name, count = line.split()
+        if name != "total":
+            counts[name] = int(count)
+    return counts
+
+
+def test_one_target_pulls_only_its_jobs(tmp_path, no_torch):
+    result = snakemake(workdir(tmp_path / "w"), "-n", "results/sdxl/pairs.jsonl", env=no_torch)
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == {
+        "prompts_generate": 1, "qa_generate": 1, "candidates_generate": 717, "candidates_score": 717,
+        "pairs_select": 1}
+    assert "results/sd15/" not in result.stdout and "results/sd14/" not in result.stdout
+
+
 def test_lint_is_clean(tmp_path):
     result = snakemake(workdir(tmp_path / "w"), "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -89,5 +112,23 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
     manifest = json.loads((cwd / "resources/tiny_models/MANIFEST.json").read_text())
     assert sorted(manifest["families"]) == ["aesthetic", "blip2", "clip", "hps", "sd1", "sdxl"]
 
+    for model in ("sd15", "sdxl"):
+        pairs = [json.loads(line) for line in (cwd / f"results/{model}/pairs.jsonl").read_text().splitlines()]
+        summary = json.loads((cwd / f"results/{model}/pairs_summary.json").read_text())
+        assert summary["num_prompts_scored"] == 35 and len(pairs) == summary["num_pairs"] > 0
+        assert all(p["winner"]["total"] > p["loser"]["total"] for p in pairs)
+        assert len(list((cwd / f"results/{model}/candidates").glob("shard-*.tar"))) == 3
+    log = (cwd / "logs/sd15/candidates_generate/shard-00000.log").read_text()
+    assert "12 prompts, 96 images in" in log and "images/s" in log
+    assert "attention: auto chose sdpa because device is cpu" in log
+
     again = snakemake(cwd, *DEMO)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # A crash while generating shard 1 leaves no shard file (writes are atomic) and nothing
+    # downstream of it: the rerun redoes that shard, its scores and the gather, nothing else.
+    for path in ("candidates/shard-00001.tar", "scores/shard-00001.jsonl", "pairs.jsonl", "pairs_summary.json"):
+        (cwd / "results/sdxl" / path).unlink()
+    dry = snakemake(cwd, "-n", *DEMO)
+    jobs = job_counts(dry.stdout + dry.stderr)
+    assert jobs == {"candidates_generate": 1, "candidates_score": 1, "pairs_select": 1, "all": 1}, dry.stdout

@@ -4,6 +4,7 @@
 from snakemake.utils import validate
 
 from agfsync.config import SCHEMA_PATH, check_config
+from agfsync.shards import num_shards, shard_name
 
 # Ours first, for messages that name the key; then Snakemake's own validation against
 # the same schema (it also fills defaults, as ours does).
@@ -11,6 +12,15 @@ check_config(config, source="config")
 validate(config, schema=str(SCHEMA_PATH))
 
 TINY_MODELS = config["tiny_models"]["dir"]
+
+# Candidate shards: their number is fixed by the config (an upper bound on prompts /
+# shard_size), so the whole DAG is known at parse time and dry runs list every job.
+SHARDS = [shard_name(i) for i in range(num_shards(config))]
+
+
+wildcard_constraints:
+    model="|".join(sorted(config["models"])),
+    shard=r"\d{5}",
 
 # Per-model targets of `rule all`, as patterns over {model}. Each stage's rules file
 # appends what it produces; the Snakefile expands them over config["run_models"].
@@ -45,7 +55,7 @@ def llm_inputs(stage):
 def stage_config(*sections):
     """The config a stage's job sees: the global keys plus the named sections. Passed as
     params, so that a change in another stage's settings does not rerun this one."""
-    out = {"seed": config["seed"], "llm_cache_dir": config["llm_cache_dir"]}
+    out = {"seed": config["seed"], "device": config["device"], "llm_cache_dir": config["llm_cache_dir"]}
     for section in sections:
         node, target = config, out
         keys = section.split(".")
@@ -54,3 +64,8 @@ def stage_config(*sections):
             target = target.setdefault(key, {})
         target[keys[-1]] = node[keys[-1]]
     return out
+
+
+def model_gpus(wildcards=None):
+    """GPUs a model job asks for: none when the config runs models on the CPU."""
+    return 0 if config["device"] == "cpu" else 1

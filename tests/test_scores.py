@@ -1,0 +1,231 @@
+"""AI-feedback scores and pair selection."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from agfsync import models
+from agfsync.pairs import select_pair, select_pairs, weighted_total
+from agfsync.vqa import VQAScorer, authors_rule_correct
+
+WEIGHTS = {"vqa": 0.35, "clip": 0.55, "aesthetic": 0.10}
+
+
+def random_images(n, size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def blip2(tiny_models):
+    """Tiny BLIP-2 whose LM head can only prefer "yes" or "no", so greedy generation always
+    answers one of them. The yes-direction is the decoder states' main direction of variation
+    (orthogonal to their mean), so the answer depends on the image and question."""
+    model, processor, device = models.load_blip2(str(tiny_models / "blip2"), device="cpu")
+    tok = processor.tokenizer
+    yes, no = tok("yes", add_special_tokens=False).input_ids[0], tok("no", add_special_tokens=False).input_ids[0]
+    head = model.language_model.get_output_embeddings()
+    states = []
+    hook = head.register_forward_hook(lambda mod, inp, out: states.append(inp[0].reshape(-1, inp[0].shape[-1])))
+    VQAScorer(model, processor, device).answer(random_images(8), QUESTIONS)
+    hook.remove()
+    hidden = torch.cat(states)
+    centred = hidden - hidden.mean(0)
+    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    mean = hidden.mean(0) / hidden.mean(0).norm()
+    direction = direction - (direction @ mean) * mean
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[yes] = direction
+        head.weight[no] = -direction
+    return model, processor, device
+
+
+QUESTIONS = [{"question": q, "choices": ["yes", "no"], "answer": "yes"} for q in (
+    "is there a fox?", "is the fox red?", "is it snowing?", "are there three ducks?", "is this a photo?",
+    "is the sky blue?")]
+
+
+def test_vqa_fast_path_agrees_with_one_generate_per_question(blip2):
+    model, processor, device = blip2
+    images = random_images(8)
+    fast = VQAScorer(model, processor, device, method="fast", batch_size=7)  # awkward batch: chunks split images
+    generated = VQAScorer(model, processor, device, method="authors").answer(images, QUESTIONS)
+    generated = [[text.split()[0] for text in row] for row in generated]  # the first generated word
+    decided = fast.answer(images, QUESTIONS)
+    assert {a for row in generated for a in row} == {"yes", "no"}  # both answers occur: the test can fail
+    assert decided == generated
+
+
+def test_vqa_runs_the_vision_tower_once_per_image(blip2):
+    model, processor, device = blip2
+    seen = []
+    handle = model.vision_model.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append((args or (kwargs["pixel_values"],))[0].shape[0]), with_kwargs=True)
+    try:
+        VQAScorer(model, processor, device).answer(random_images(8), QUESTIONS)
+    finally:
+        handle.remove()
+    assert seen == [8]  # one call, 8 images, for 48 (image, question) pairs
+
+
+def test_vqa_score_is_percent_correct(blip2):
+    model, processor, device = blip2
+    scorer = VQAScorer(model, processor, device)
+    images = random_images(4, seed=3)
+    answers = scorer.answer(images, QUESTIONS)
+    scores, correct = scorer.score(images, QUESTIONS)
+    expected = [100.0 * sum(a == "yes" for a in row) / len(QUESTIONS) for row in answers]
+    assert scores.tolist() == pytest.approx(expected) and correct.shape == (4, 6)
+
+
+def test_multiple_choice_picks_the_most_likely_choice(tiny_models):
+    """Teacher-forced choice likelihoods equal the model's own loss over the choice tokens."""
+    model, processor, device = models.load_blip2(str(tiny_models / "blip2"), device="cpu")
+    scorer = VQAScorer(model, processor, device)
+    image = random_images(1, seed=5)[0]
+    question = {"question": "what color is the fox?", "choices": ["red", "grey fox", "white"], "answer": "red"}
+    picked = scorer.answer([image], [question])[0][0]
+    totals = []
+    for choice in question["choices"]:
+        inputs = processor(images=image, text=f"Question: {question['question']} Answer:", return_tensors="pt")
+        labels = processor.tokenizer(choice, return_tensors="pt").input_ids
+        with torch.no_grad():
+            loss = model(**inputs, labels=labels).loss
+        totals.append(-float(loss) * labels.shape[1])  # mean NLL x tokens = total log-likelihood
+    assert picked == question["choices"][int(np.argmax(totals))]
+
+
+def test_authors_rule():
+    assert authors_rule_correct("yes") and authors_rule_correct("yes, it is")
+    assert not authors_rule_correct("no") and not authors_rule_correct("a blue bird")  # 'b' counts as wrong
+
+
+class TensorFeatures(torch.nn.Module):
+    """torchmetrics 1.9 expects get_*_features to return tensors; transformers 5 returns an
+    output object whose pooler_output is the projected feature (docs/NOTES.md)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def get_image_features(self, *args, **kwargs):
+        return self.model.get_image_features(*args, **kwargs).pooler_output
+
+    def get_text_features(self, *args, **kwargs):
+        return self.model.get_text_features(*args, **kwargs).pooler_output
+
+
+def test_clip_score_equals_torchmetrics_definition(tiny_models):
+    from torchmetrics.functional.multimodal import clip_score
+
+    from agfsync.clip_score import CLIPScorer
+
+    model, processor, device = models.load_clip(str(tiny_models / "clip"), device="cpu")
+    scorer = CLIPScorer(model, processor, device, gamma=100)
+    images = random_images(4, size=40, seed=7)
+    captions = ["a red fox curled up in fresh snow", "three ducklings on a calm pond"]
+    for caption in captions:
+        ours = scorer.score(images, caption)
+        for image, value in zip(images, ours):
+            tensor = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+            reference = clip_score(tensor, caption, model_name_or_path=lambda: (TensorFeatures(model), processor))
+            assert value == pytest.approx(float(reference), abs=1e-4)
+    # Raw cosines of random weights: some are negative, which the score clamps to 0.
+    raw = 100 * (scorer.image_features(images) @ scorer.text_features(captions).T)
+    assert float(raw.min()) < 0 and float(scorer.score(images, captions[0]).min()) >= 0
+
+
+def test_clip_truncates_to_77_tokens_keeping_end_of_text(tiny_models):
+    from agfsync.clip_score import CLIPScorer
+
+    model, processor, device = models.load_clip(str(tiny_models / "clip"), device="cpu")
+    scorer = CLIPScorer(model, processor, device)
+    long_caption = " ".join(["meadow", "harbor"] * 60)  # 120 words, 1 token each
+    tok = processor.tokenizer
+    ids = tok(long_caption, truncation=True, max_length=77).input_ids
+    assert len(ids) == 77 and ids[-1] == tok.eos_token_id
+    first_75_words = " ".join(long_caption.split()[:75])  # + start + end = 77 tokens
+    assert torch.allclose(scorer.text_features([long_caption]), scorer.text_features([first_75_words]), atol=1e-6)
+    assert len(long_caption) > 77 * 5  # a character cut (the authors' bug) would keep only ~11 words
+
+
+def test_aesthetic_score_is_ten_times_the_head_on_normalised_embeddings(tiny_models):
+    from agfsync.aesthetic import AestheticScorer
+
+    model, image_processor, device = models.load_aesthetic(
+        str(tiny_models / "aesthetic/backbone"), str(tiny_models / "aesthetic/head.pth"), device="cpu")
+    images = random_images(3, seed=9)
+    ours = AestheticScorer(model, image_processor, device).score(images)
+    with torch.no_grad():
+        pixels = image_processor(images=images, return_tensors="pt").pixel_values
+        features = model.clip.get_image_features(pixel_values=pixels)
+        features = getattr(features, "pooler_output", features)
+        manual = 10 * model.head(features / features.norm(dim=-1, keepdim=True)).squeeze(-1)
+    assert ours.tolist() == pytest.approx(manual.tolist(), abs=1e-5)
+
+
+def test_weighted_total_golden():
+    assert weighted_total({"vqa": 80.0, "clip": 30.0, "aesthetic": 55.0}, WEIGHTS) == pytest.approx(
+        0.35 * 80 + 0.55 * 30 + 0.10 * 55)  # 28 + 16.5 + 5.5 = 50.0
+    assert weighted_total({"vqa": 80.0, "clip": 30.0, "aesthetic": 55.0}, WEIGHTS) == pytest.approx(50.0)
+
+
+def rows(totals, **extra):
+    out = []
+    for k, total in enumerate(totals):
+        out.append({"prompt_id": "p", "candidate": k, "image": f"images/p.{k}.png", "seed": k, "vqa": 50.0,
+                    "clip": 30.0, "aesthetic": 50.0, "total": total, **extra})
+    return out
+
+
+@pytest.mark.parametrize(
+    "totals, min_margin, expected",
+    [
+        ([10, 40, 20, 30], 0.0, (1, 0, 30.0)),
+        ([10, 40, 20, 40], 0.0, "tie"),           # two best
+        ([10, 40, 10, 30], 0.0, "tie"),           # two worst
+        ([10, 12, 11, 11.5], 5.0, "small_margin"),
+        ([10, 15, 11, 11.5], 5.0, (1, 0, 5.0)),   # margin exactly at the threshold is kept
+        ([10, 40, 20], 0.0, "missing_scores"),    # only 3 of 4 candidates
+        ([10, 40, 20, float("nan")], 0.0, "missing_scores"),
+    ],
+)
+def test_select_pair(totals, min_margin, expected):
+    pair, reason = select_pair(rows(totals), 4, min_margin)
+    if isinstance(expected, str):
+        assert pair is None and reason == expected
+    else:
+        assert reason is None
+        assert (pair["winner"]["candidate"], pair["loser"]["candidate"], pair["margin"]) == expected
+
+
+def test_select_pair_missing_subscore():
+    broken = rows([10, 40, 20, 30])
+    del broken[2]["clip"]
+    assert select_pair(broken, 4, 0.0) == (None, "missing_scores")
+
+
+def test_select_pairs_gathers_shards(demo_config, tmp_path):
+    cfg = demo_config
+    cfg["candidates"]["num_per_prompt"] = 4
+    qa = [{"id": p, "prompt": f"prompt {p}", "category": "Animals"} for p in ("a", "b", "c")]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    shard0 = [dict(r, prompt_id="a") for r in rows([1, 9, 5, 3])] + [dict(r, prompt_id="b") for r in rows([2, 2, 1, 0])]
+    shard1 = [dict(r, prompt_id="c") for r in rows([7, 6, 8, 5])]
+    for i, shard in enumerate((shard0, shard1)):
+        (tmp_path / f"s{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shard))
+    summary = select_pairs(cfg, [tmp_path / "s0.jsonl", tmp_path / "s1.jsonl"], tmp_path / "qa.jsonl",
+                           ["shard-00000.tar", "shard-00001.tar"], tmp_path / "pairs.jsonl", tmp_path / "sum.json")
+    pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert [(p["prompt_id"], p["winner"]["candidate"], p["loser"]["candidate"], p["margin"], p["winner"]["shard"])
+            for p in pairs] == [("a", 1, 0, 8.0, "shard-00000.tar"), ("c", 2, 3, 3.0, "shard-00001.tar")]
+    assert summary["dropped"] == {"missing_scores": 0, "tie": 1, "small_margin": 0}
+    assert summary["num_pairs"] == 2 and summary["margin"]["mean"] == 5.5
+    assert summary["scores"]["total"]["count"] == 12 and math.isclose(summary["winner_mean"]["total"], 8.5)

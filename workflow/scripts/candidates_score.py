@@ -1,0 +1,10 @@
+"""Rule candidates_score: VQA, CLIP and aesthetic scores of one shard (agfsync.scoring.score_shard)."""
+
+import torch
+
+from agfsync.logs import job_logging
+from agfsync.scoring import score_shard
+
+with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    score_shard(snakemake.params.cfg, snakemake.input.shard, snakemake.input.qa, snakemake.output[0])  # noqa: F821

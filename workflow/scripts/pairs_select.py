@@ -1,0 +1,10 @@
+"""Rule pairs_select: best vs worst candidate per prompt (agfsync.pairs.select_pairs)."""
+
+from agfsync.logs import job_logging
+from agfsync.pairs import select_pairs
+
+with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
+    select_pairs(
+        snakemake.params.cfg, list(snakemake.input.scores), snakemake.input.qa,  # noqa: F821
+        list(snakemake.input.shards), snakemake.output.pairs, snakemake.output.summary,  # noqa: F821
+    )
