@@ -271,6 +271,9 @@ def build_blip2(out: Path) -> None:
         num_query_tokens=num_query_tokens,
         image_token_index=processor.tokenizer.convert_tokens_to_ids("<image>"),
     )
+    # flan-t5 keeps separate input and output embeddings; Blip2Config would otherwise tie them.
+    config.text_config.tie_word_embeddings = False
+    config.tie_word_embeddings = False
     model = Blip2ForConditionalGeneration(config)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)

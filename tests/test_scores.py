@@ -24,26 +24,11 @@ def random_images(n, size=48, seed=0):
 
 @pytest.fixture(scope="module")
 def blip2(tiny_models):
-    """Tiny BLIP-2 whose LM head can only prefer "yes" or "no", so greedy generation always
-    answers one of them. The yes-direction is the decoder states' main direction of variation
-    (orthogonal to their mean), so the answer depends on the image and question."""
+    """Tiny BLIP-2 whose greedy answers are always "yes" or "no" (agfsync.testing)."""
+    from agfsync.testing import force_yes_no_head
+
     model, processor, device = models.load_blip2(str(tiny_models / "blip2"), device="cpu")
-    tok = processor.tokenizer
-    yes, no = tok("yes", add_special_tokens=False).input_ids[0], tok("no", add_special_tokens=False).input_ids[0]
-    head = model.language_model.get_output_embeddings()
-    states = []
-    hook = head.register_forward_hook(lambda mod, inp, out: states.append(inp[0].reshape(-1, inp[0].shape[-1])))
-    VQAScorer(model, processor, device).answer(random_images(8), QUESTIONS)
-    hook.remove()
-    hidden = torch.cat(states)
-    centred = hidden - hidden.mean(0)
-    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
-    mean = hidden.mean(0) / hidden.mean(0).norm()
-    direction = direction - (direction @ mean) * mean
-    with torch.no_grad():
-        head.weight.zero_()
-        head.weight[yes] = direction
-        head.weight[no] = -direction
+    force_yes_no_head(model, processor, random_images(8), QUESTIONS)
     return model, processor, device
 
 

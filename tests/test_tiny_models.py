@@ -88,6 +88,8 @@ def test_blip2_has_single_token_yes_and_no(tiny_models):
     model, processor, _ = models.load_blip2(str(tiny_models / "blip2"), device="cpu")
     yes, no = (processor.tokenizer(word, add_special_tokens=False).input_ids for word in ("yes", "no"))
     assert len(yes) == len(no) == 1 and yes != no
+    # As flan-t5: the LM head is not tied to the input embeddings.
+    assert model.language_model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     inputs = processor(images=[image], text=["Question: is there a fox? Answer:"], return_tensors="pt")
     image_token = processor.tokenizer.convert_tokens_to_ids("<image>")

@@ -1,0 +1,42 @@
+"""Helpers for tests and benchmarks on tiny random models (not used by the pipeline)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def force_yes_no_head(model, processor, images, questions) -> None:
+    """Make a tiny BLIP-2's LM head able to prefer only "yes" or "no".
+
+    Greedy generation then always starts with one of the two, so the fast yes/no path can
+    be compared answer for answer with generate(). The yes-direction is the main direction
+    of variation of the decoder states on `images` x `questions`, thresholded at its median,
+    so the answer depends on the image and the question (a random direction would be
+    dominated by the shared start-token state and answer the same everywhere).
+    """
+    from agfsync.vqa import VQAScorer
+
+    tok = processor.tokenizer
+    yes, no = tok("yes", add_special_tokens=False).input_ids[0], tok("no", add_special_tokens=False).input_ids[0]
+    head = model.language_model.get_output_embeddings()
+    if head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr():
+        raise ValueError("the LM head is tied to the input embeddings; rewriting it would change the inputs too")
+    states = []
+    hook = head.register_forward_hook(lambda mod, inp, out: states.append(inp[0].reshape(-1, inp[0].shape[-1])))
+    try:
+        VQAScorer(model, processor, next(model.parameters()).device).answer(images, questions)
+    finally:
+        hook.remove()
+    hidden = torch.cat(states).float()
+    direction = torch.linalg.svd(hidden - hidden.mean(0), full_matrices=False).Vh[0]
+    mean = hidden.mean(0) / hidden.mean(0).norm()
+    direction = direction - (direction @ mean) * mean
+    # logit(yes) - logit(no) = 2 h.w. Projections on `direction` are skewed, so move the
+    # threshold from 0 to their median through the mean direction, along which every state
+    # has nearly the same component: then about half the decisions are "yes".
+    shift = torch.median(hidden @ direction) / (hidden @ mean).mean()
+    w = direction - shift * mean
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[yes] = w.to(head.weight.dtype)
+        head.weight[no] = -w.to(head.weight.dtype)
