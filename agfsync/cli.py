@@ -4,6 +4,9 @@
   agfsync tiny-models OUTDIR               build the tiny offline models
   agfsync prompts --config C --out P ...   stage 1a: LLM-written prompts
   agfsync qa --config C --prompts P ...    stage 1b: TIFA-style QA pairs
+  agfsync candidates --config C --model M  stage 2: candidate images of one shard
+  agfsync score --config C --shard S ...   stage 3: AI-feedback scores of one shard
+  agfsync pairs --config C --scores ...    stage 4: preference pairs
 
 `agfsync COMMAND --help` describes each. Exit status 2 on bad config or input, with a
 message naming the file and key; 1 on a failed job (the log has the traceback).
@@ -15,6 +18,9 @@ import argparse
 import sys
 
 from agfsync import __version__
+
+
+from agfsync.config import ConfigError  # noqa: E402  (pure module: cheap)
 
 
 def _cmd_check_config(args) -> int:
@@ -58,6 +64,46 @@ def _cmd_qa(args) -> int:
     cfg = load_config(args.config)
     with job_logging(args.log, secret_env_names(cfg)):
         write_qa(cfg, args.prompts, args.out, args.summary)
+    return 0
+
+
+def _cmd_candidates(args) -> int:
+    from agfsync.candidates import generate_shard
+    from agfsync.config import load_config
+    from agfsync.io import read_jsonl
+    from agfsync.logs import job_logging
+    from agfsync.shards import shard_records
+
+    cfg = load_config(args.config)
+    if args.model not in cfg["models"]:
+        raise ConfigError(f"{args.config}: --model {args.model!r} is not defined under 'models'")
+    with job_logging(args.log):
+        records = shard_records(read_jsonl(args.qa), args.shard, cfg["candidates"]["shard_size"])
+        generate_shard(cfg, args.model, records, args.out)
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from agfsync.config import load_config
+    from agfsync.logs import job_logging
+    from agfsync.scoring import score_shard
+
+    cfg = load_config(args.config)
+    with job_logging(args.log):
+        score_shard(cfg, args.shard, args.qa, args.out)
+    return 0
+
+
+def _cmd_pairs(args) -> int:
+    from agfsync.config import load_config
+    from agfsync.logs import job_logging
+    from agfsync.pairs import select_pairs
+
+    cfg = load_config(args.config)
+    if len(args.scores) != len(args.shards):
+        raise ConfigError("--scores and --shards must name the same number of files, in the same order")
+    with job_logging(args.log):
+        select_pairs(cfg, args.scores, args.qa, args.shards, args.out, args.summary)
     return 0
 
 
@@ -105,11 +151,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="output summary JSON")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_cmd_qa)
+
+    p = sub.add_parser("candidates", help="stage 2: N candidate images per prompt for one shard",
+                       description="Draw candidates.num_per_prompt images for each prompt of shard SHARD of the QA "
+                       "file with model MODEL, noise on the text embedding, and write one shard tar.")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--model", required=True, help="model name under 'models' (e.g. sdxl)")
+    p.add_argument("--qa", required=True, help="prompts with QA pairs (JSONL from `agfsync qa`)")
+    p.add_argument("--shard", type=int, required=True, help="shard index (prompts SHARD*shard_size onwards)")
+    p.add_argument("--out", required=True, help="output shard .tar")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_candidates)
+
+    p = sub.add_parser("score", help="stage 3: VQA, CLIP and aesthetic scores of one shard",
+                       description="Score every image of a candidate shard and write one JSONL row per image.")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--shard", required=True, help="candidate shard .tar")
+    p.add_argument("--qa", required=True, help="prompts with QA pairs (JSONL)")
+    p.add_argument("--out", required=True, help="output scores JSONL")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("pairs", help="stage 4: best vs worst candidate of each prompt",
+                       description="Gather the scores of every shard and write one preference pair per prompt.")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--scores", nargs="+", required=True, help="scores JSONL of each shard")
+    p.add_argument("--shards", nargs="+", required=True, help="the matching shard .tar files, same order")
+    p.add_argument("--qa", required=True, help="prompts with QA pairs (JSONL)")
+    p.add_argument("--out", required=True, help="output pairs JSONL")
+    p.add_argument("--summary", required=True, help="output summary JSON")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_pairs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agfsync.config import ConfigError
     from agfsync.io import DataError
     from agfsync.llm import LLMError
 

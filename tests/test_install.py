@@ -63,3 +63,18 @@ def test_readme_quickstart_and_ci_use_the_same_commands():
     assert lines == ["make demo", "make test"]
     ci = (REPO / ".ci" / "run").read_text()
     assert "\nmake test\n" in ci
+
+
+def test_every_cli_command_has_help(capsys):
+    import pytest
+
+    from agfsync.cli import build_parser, main
+
+    commands = ["check-config", "tiny-models", "prompts", "qa", "candidates", "score", "pairs"]
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(subparsers.choices) == sorted(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        assert f"usage: agfsync {command}" in capsys.readouterr().out

@@ -214,3 +214,39 @@ def test_select_pairs_gathers_shards(demo_config, tmp_path):
     assert summary["dropped"] == {"missing_scores": 0, "tie": 1, "small_margin": 0}
     assert summary["num_pairs"] == 2 and summary["margin"]["mean"] == 5.5
     assert summary["scores"]["total"]["count"] == 12 and math.isclose(summary["winner_mean"]["total"], 8.5)
+
+
+def test_cli_candidates_score_pairs_end_to_end(tiny_models, tmp_path):
+    import yaml
+
+    from agfsync.cli import main
+    from conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["models"]["sd15"]["pretrained"] = str(tiny_models / "sd1")
+    cfg["scores"]["vqa"]["model"] = str(tiny_models / "blip2")
+    cfg["scores"]["clip"]["model"] = str(tiny_models / "clip")
+    cfg["scores"]["aesthetic"] = {"backbone": str(tiny_models / "aesthetic/backbone"),
+                                  "head": str(tiny_models / "aesthetic/head.pth")}
+    cfg["candidates"].update({"num_per_prompt": 3, "shard_size": 2})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    qa = [{"id": f"animals-{i:010d}", "category": "Animals", "prompt": f"a fox number {i}",
+           "qa": [{"question": "is there a fox?", "choices": ["yes", "no"], "answer": "yes", "element": "fox",
+                   "element_type": "animal"}]} for i in range(3)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    c, q = str(tmp_path / "c.yaml"), str(tmp_path / "qa.jsonl")
+    for shard in (0, 1):
+        assert main(["candidates", "--config", c, "--model", "sd15", "--qa", q, "--shard", str(shard),
+                     "--out", str(tmp_path / f"s{shard}.tar")]) == 0
+        assert main(["score", "--config", c, "--shard", str(tmp_path / f"s{shard}.tar"), "--qa", q,
+                     "--out", str(tmp_path / f"s{shard}.jsonl")]) == 0
+    assert main(["pairs", "--config", c, "--scores", str(tmp_path / "s0.jsonl"), str(tmp_path / "s1.jsonl"),
+                 "--shards", str(tmp_path / "s0.tar"), str(tmp_path / "s1.tar"), "--qa", q,
+                 "--out", str(tmp_path / "pairs.jsonl"), "--summary", str(tmp_path / "sum.json")]) == 0
+    summary = json.loads((tmp_path / "sum.json").read_text())
+    assert summary["num_prompts_scored"] == 3
+    assert summary["num_pairs"] + sum(summary["dropped"].values()) == 3
+    scores = [json.loads(line) for line in (tmp_path / "s0.jsonl").read_text().splitlines()]
+    assert len(scores) == 6 and all(0 <= r["vqa"] <= 100 and r["clip"] >= 0 for r in scores)
+    assert main(["candidates", "--config", c, "--model", "sd99", "--qa", q, "--shard", "0",
+                 "--out", str(tmp_path / "x.tar")]) == 2
