@@ -28,6 +28,13 @@ def demo_config() -> dict:
     return copy.deepcopy(load_config(REPO / "config" / "demo.yaml"))
 
 
+@pytest.fixture(scope="module")
+def demo_config_module() -> dict:
+    from agfsync.config import load_config
+
+    return copy.deepcopy(load_config(REPO / "config" / "demo.yaml"))
+
+
 def live_llm(base_url: str, **overrides) -> dict:
     """An llm config section for the fake server: fast backoff so retries take milliseconds."""
     section = {

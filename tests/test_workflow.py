@@ -118,6 +118,12 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
         assert summary["num_prompts_scored"] == 35 and len(pairs) == summary["num_pairs"] > 0
         assert all(p["winner"]["total"] > p["loser"]["total"] for p in pairs)
         assert len(list((cwd / f"results/{model}/candidates").glob("shard-*.tar"))) == 3
+    for model in ("sd15", "sdxl"):
+        summary = json.loads((cwd / f"results/{model}/agfsync/summary.json").read_text())
+        assert summary["steps"] == 20 and summary["final"]["step"] == 20
+        assert (cwd / f"results/{model}/agfsync/unet/diffusion_pytorch_model.safetensors").exists()
+        assert len((cwd / f"results/{model}/agfsync/metrics.jsonl").read_text().splitlines()) == 20
+        assert (cwd / f"results/{model}/train_checkpoints/latest").read_text().strip() == "step000020"
     log = (cwd / "logs/sd15/candidates_generate/shard-00000.log").read_text()
     assert "12 prompts, 96 images in" in log and "images/s" in log
     assert "attention: auto chose sdpa because device is cpu" in log
@@ -131,4 +137,5 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
         (cwd / "results/sdxl" / path).unlink()
     dry = snakemake(cwd, "-n", *DEMO)
     jobs = job_counts(dry.stdout + dry.stderr)
-    assert jobs == {"candidates_generate": 1, "candidates_score": 1, "pairs_select": 1, "all": 1}, dry.stdout
+    assert jobs == {"candidates_generate": 1, "candidates_score": 1, "pairs_select": 1, "train_cache": 1,
+                    "train_dpo": 1, "all": 1}, dry.stdout

@@ -1,0 +1,314 @@
+"""Stage 5, rule train_dpo: Diffusion-DPO fine-tuning of the UNet (agfsync.dpo's loss).
+
+Run under torchrun, one process per GPU (gloo processes on a CPU):
+
+    torchrun --standalone --nproc-per-node G -m agfsync.train --stage-config cfg.json \\
+        --model sdxl --cache results/sdxl/train_cache --out results/sdxl/agfsync \\
+        --checkpoints results/sdxl/train_checkpoints
+
+(agfsync.launch.run_training builds that command; the workflow rule calls it.)
+
+- policy: the full UNet in fp32 (master weights), bf16 autocast on GPU; or LoRA adapters
+  (train.lora_rank) on a frozen UNet.
+- reference: a frozen copy in bf16 on the GPU (never CPU-offloaded); with LoRA, the same
+  UNet with its adapters disabled.
+- per micro-batch: ONE noise draw and ONE timestep shared by winner and loser (separate
+  noise in the authors' variant), both through the policy in one batch, both through the
+  reference, loss from agfsync.dpo. Noise and timesteps are seeded by (seed, step, micro,
+  rank), and the pairs by agfsync.train_data.batch_indices: a resumed run draws exactly
+  what an uninterrupted one would.
+- DeepSpeed ZeRO 0-3, gradient accumulation so that micro_batch x accumulation x world
+  size = the paper's global batch, clipping, AdamW8bit or AdamW, warmup + cosine/constant.
+- checkpoints every train.checkpoint_every steps into --checkpoints (not a Snakemake
+  output, so a failed job keeps them); EVERY rank calls save_checkpoint (rank-0-only
+  saving is the known DeepSpeed hang). A rerun resumes from the latest automatically.
+- outputs: unet/ in diffusers format (safetensors, fp32), metrics.jsonl (one line per
+  step), summary.json (steps, final metrics, wall time, peak memory, config hash).
+
+Shapes: B pairs per micro-batch, C/H/W latent channels/height/width, L tokens, D width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from agfsync.dpo import LOSSES, METRICS, prediction_target
+from agfsync.io import DataError, write_json
+from agfsync.seeds import derive_seed
+
+log = logging.getLogger("agfsync.train")
+
+
+class TrainConfigError(ValueError):
+    """A training setting that cannot work (batch arithmetic, GPU count, unsupported combination)."""
+
+
+def config_hash(cfg: dict, model_name: str) -> str:
+    relevant = {"seed": cfg["seed"], "model": cfg["models"][model_name], "train": cfg["train"]}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _latest_tag(checkpoints: Path) -> str | None:
+    latest = checkpoints / "latest"
+    return latest.read_text().strip() if latest.exists() else None
+
+
+class DPOTrainer:
+    def __init__(self, cfg: dict, model_name: str, cache_dir, checkpoints, out_dir):
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+
+        from agfsync.attention import configure_attention
+        from agfsync.engine import build_engine, init_distributed
+        from agfsync.train_data import PairCache
+
+        self.cfg, self.model_name = cfg, model_name
+        self.tcfg, self.mcfg = cfg["train"], cfg["models"][model_name]
+        self.hp = self.mcfg["train"]
+        self.checkpoints, self.out_dir = Path(checkpoints), Path(out_dir)
+        cuda = cfg.get("device") != "cpu" and torch.cuda.is_available()
+        if cfg.get("device") == "cuda" and not torch.cuda.is_available():
+            raise TrainConfigError("device is 'cuda' but no CUDA device is visible")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if cuda and torch.cuda.device_count() < local_world:
+            raise TrainConfigError(f"train.gpus asks for {local_world} GPUs per node but this node has "
+                               f"{torch.cuda.device_count()} CUDA device(s)")
+        self.rank, self.world, self.local_rank = init_distributed("nccl" if cuda else "gloo")
+        self.device = torch.device(f"cuda:{self.local_rank}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        precision = self.tcfg["precision"]
+        self.autocast = (precision == "bf16") or (precision == "auto" and cuda)
+
+        micro, global_batch = self.hp["micro_batch"], self.hp["global_batch"]
+        if global_batch % (micro * self.world):
+            raise TrainConfigError(f"models.{model_name}.train.global_batch ({global_batch}) must be a multiple of "
+                             f"micro_batch ({micro}) x processes ({self.world})")
+        self.grad_accum = global_batch // (micro * self.world)
+        self.cache = PairCache(cache_dir)
+        self.sdxl = self.cache.index["family"] == "sdxl"
+
+        pretrained = self.mcfg["pretrained"]
+        unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", revision=self.mcfg.get("revision"),
+                                                    dtype=torch.float32)
+        self.noise_scheduler = DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler")
+        self.prediction_type = self.mcfg.get("prediction_type", "epsilon")
+        self.lora = self.tcfg.get("lora_rank")
+        if self.lora:
+            if self.tcfg["zero_stage"] == 3:
+                raise TrainConfigError("train.lora_rank with train.zero_stage 3 is not supported; use stage 0-2")
+            from peft import LoraConfig
+
+            unet.requires_grad_(False)
+            unet.add_adapter(LoraConfig(r=self.lora, lora_alpha=self.lora, init_lora_weights="gaussian",
+                                        target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+            self.reference = None
+        else:
+            ref_dtype = torch.bfloat16 if self.autocast else torch.float32  # frozen: bf16 halves its memory
+            self.reference = copy.deepcopy(unet).to(self.device, ref_dtype).requires_grad_(False).eval()
+        unet.to(self.device).train()
+        if self.tcfg["gradient_checkpointing"]:
+            unet.enable_gradient_checkpointing()
+        configure_attention(unet, self.tcfg["attention"], self.device)
+        if self.reference is not None:
+            configure_attention(self.reference, self.tcfg["attention"], self.device)
+        self.engine = build_engine(unet, self.tcfg, self.hp["lr"], micro_batch=micro, grad_accum=self.grad_accum,
+                                   warmup_steps=self.hp["warmup_steps"], total_steps=self.hp["steps"])
+        self.loss_fn = LOSSES[self.tcfg["loss"]]
+
+    # ------------------------------------------------------------------ one micro-batch
+
+    def _forward(self, module, latents_BCHW, timesteps_B, batch) -> torch.Tensor:
+        repeat = latents_BCHW.shape[0] // batch["prompt_embeds"].shape[0]
+        kwargs = {"encoder_hidden_states": batch["prompt_embeds"].repeat(repeat, 1, 1)}
+        if self.sdxl:
+            kwargs["added_cond_kwargs"] = {"text_embeds": batch["pooled"].repeat(repeat, 1),
+                                           "time_ids": batch["time_ids"].repeat(repeat, 1)}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return module(latents_BCHW, timesteps_B, **kwargs).sample
+
+    def micro_step(self, step: int, micro: int) -> dict:
+        from agfsync.train_data import batch_indices
+
+        seed = self.cfg["seed"]
+        indices = batch_indices(seed, len(self.cache), self.hp["global_batch"], step, micro, self.rank, self.world,
+                                self.hp["micro_batch"])
+        batch = {k: v.to(self.device) for k, v in self.cache.get(indices).items()}
+        x_w, x_l = batch["latents_w"], batch["latents_l"]
+        generator = torch.Generator("cpu").manual_seed(derive_seed(seed, "dpo", step, micro, self.rank))
+        b = x_w.shape[0]
+        noise_w = torch.randn(x_w.shape, generator=generator)
+        # One noise draw shared by winner and loser (Wallace et al.); the authors' variant draws two.
+        noise_l = torch.randn(x_l.shape, generator=generator) if self.tcfg["loss"] == "authors" else noise_w
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+        noise_w, noise_l, timesteps = noise_w.to(self.device), noise_l.to(self.device), timesteps.to(self.device)
+        noisy = torch.cat([self.noise_scheduler.add_noise(x_w, noise_w, timesteps),
+                           self.noise_scheduler.add_noise(x_l, noise_l, timesteps)])
+        t2 = torch.cat([timesteps, timesteps])
+        pred = self._forward(self.engine, noisy, t2, batch)
+        with torch.no_grad():
+            if self.reference is not None:
+                ref = self._forward(self.reference, noisy.to(next(self.reference.parameters()).dtype), t2, batch)
+            else:
+                self.engine.module.disable_adapters()
+                ref = self._forward(self.engine.module, noisy, t2, batch)
+                self.engine.module.enable_adapters()
+        target_w = prediction_target(self.noise_scheduler, x_w, noise_w, timesteps, self.prediction_type)
+        target_l = prediction_target(self.noise_scheduler, x_l, noise_l, timesteps, self.prediction_type)
+        loss, metrics = self.loss_fn(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), target_w, target_l,
+                                     self.hp["beta_dpo"])
+        self.engine.backward(loss)
+        self.engine.step()
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+
+    def _save_checkpoint(self, step: int) -> None:
+        import torch.distributed as dist
+
+        # Every rank must take part: rank-0-only saving hangs DeepSpeed (METHOD.md section 3).
+        self.engine.save_checkpoint(str(self.checkpoints), tag=f"step{step:06d}", client_state={"step": step})
+        if dist.is_initialized():
+            dist.barrier()
+        if self.rank == 0:  # a full SDXL checkpoint is tens of GB: keep the newest few
+            tags = sorted(p for p in self.checkpoints.glob("step*") if p.is_dir())
+            for old in tags[: -self.tcfg["keep_checkpoints"]]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _resume(self) -> int:
+        tag = _latest_tag(self.checkpoints)
+        if tag is None:
+            return 0
+        _, client_state = self.engine.load_checkpoint(str(self.checkpoints), tag=tag)
+        step = int(client_state["step"])
+        log.info("train: resumed from %s at step %d", self.checkpoints / tag, step)
+        return step
+
+    def _metrics_path(self) -> Path:
+        return self.checkpoints / "metrics.jsonl"
+
+    def _trim_metrics(self, step: int) -> None:
+        """Keep only steps already covered by the checkpoint we resumed from."""
+        path = self._metrics_path()
+        if self.rank != 0 or not path.exists():
+            return
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+    def run(self, stop_after: int | None = None) -> dict | None:
+        import torch.distributed as dist
+
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        start = self._resume()
+        self._trim_metrics(start)
+        total = self.hp["steps"]
+        started = time.perf_counter()
+        last = {}
+        every = self.tcfg["checkpoint_every"]
+        for step in range(start, total):
+            step_started = time.perf_counter()
+            lr = self.engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
+            sums = torch.zeros(len(METRICS), dtype=torch.float64)
+            for micro in range(self.grad_accum):
+                metrics = self.micro_step(step, micro)
+                sums += torch.tensor([float(metrics[k].mean()) for k in METRICS], dtype=torch.float64)
+            if dist.is_initialized() and self.world > 1:
+                dist.all_reduce(sums)
+            means = (sums / (self.grad_accum * self.world)).tolist()
+            last = {"step": step + 1, **{k: v for k, v in zip(METRICS, means)},
+                    "lr": lr, "grad_norm": _float(self.engine.get_global_grad_norm()),
+                    "seconds": round(time.perf_counter() - step_started, 4)}
+            if self.rank == 0:
+                with self._metrics_path().open("a") as handle:
+                    handle.write(json.dumps(last) + "\n")
+                log.info("train: step %d/%d loss %.4f acc %.3f margin %.3f lr %.3g", step + 1, total, last["loss"],
+                         last["implicit_acc"], last["reward_margin"], last["lr"])
+            if (step + 1) % every == 0 or step + 1 == total:
+                self._save_checkpoint(step + 1)
+            if stop_after is not None and step + 1 >= stop_after and step + 1 < total:
+                log.info("train: stopping after step %d as asked (--stop-after)", step + 1)
+                return None
+        return self._finish(start, started, last)
+
+    def _finish(self, start: int, started: float, last: dict) -> dict | None:
+        from diffusers import UNet2DConditionModel
+
+        from agfsync.engine import full_state_dict
+
+        module = self.engine.module
+        if self.lora:
+            module.fuse_lora()
+            module.unload_lora()
+        state = full_state_dict(self.engine, self.tcfg["zero_stage"])
+        if self.rank != 0:
+            return None
+        unet = UNet2DConditionModel.from_config(module.config)
+        unet.load_state_dict(state)
+        tmp = self.out_dir.with_name(f".{self.out_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        shutil.copy(self._metrics_path(), tmp / "metrics.jsonl")
+        peak = (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        summary = {
+            "model": self.model_name, "steps": self.hp["steps"], "resumed_from_step": start,
+            "final": last, "wall_seconds": round(time.perf_counter() - started, 2),
+            "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "cpu rss",
+            "processes": self.world, "grad_accum": self.grad_accum, "micro_batch": self.hp["micro_batch"],
+            "global_batch": self.hp["global_batch"], "zero_stage": self.tcfg["zero_stage"],
+            "optimizer": self.tcfg["optimizer"], "loss": self.tcfg["loss"], "lora_rank": self.lora,
+            "config_hash": config_hash(self.cfg, self.model_name),
+        }
+        write_json(tmp / "summary.json", summary)
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+        tmp.rename(self.out_dir)
+        log.info("train: wrote %s (%d steps, final loss %.4f)", self.out_dir, self.hp["steps"], last.get("loss", float("nan")))
+        return summary
+
+
+def _float(value) -> float | None:
+    if value is None:
+        return None
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agfsync.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage-config", required=True, help="JSON config (the launcher writes it)")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--cache", required=True, help="train cache directory (rule train_cache)")
+    parser.add_argument("--out", required=True, help="output directory: unet/, metrics.jsonl, summary.json")
+    parser.add_argument("--checkpoints", required=True, help="checkpoint directory (kept across failures)")
+    parser.add_argument("--stop-after", type=int, help="stop after this step, once its checkpoint is saved")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank" +
+                        os.environ.get("RANK", "0") + " %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("DeepSpeed", "deepspeed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = json.loads(Path(args.stage_config).read_text())
+    try:
+        DPOTrainer(cfg, args.model, args.cache, args.checkpoints, args.out).run(stop_after=args.stop_after)
+    except (DataError, TrainConfigError) as err:
+        log.error("train: %s", err)
+        return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

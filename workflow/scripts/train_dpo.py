@@ -1,0 +1,8 @@
+"""Rule train_dpo: torchrun Diffusion-DPO training (agfsync.launch.run_training)."""
+
+from agfsync.launch import run_training
+from agfsync.logs import job_logging
+
+with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
+    run_training(snakemake.params.cfg, snakemake.wildcards.model, snakemake.input.cache,  # noqa: F821
+                 snakemake.output[0], snakemake.params.checkpoints, log_path=snakemake.log[0])  # noqa: F821
