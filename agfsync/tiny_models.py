@@ -303,13 +303,6 @@ BUILDERS = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def build_all(outdir: str | Path, families=FAMILIES) -> dict:
     """Build the tiny models into `outdir` (replaced atomically: built in a temp dir,
@@ -320,13 +313,15 @@ def build_all(outdir: str | Path, families=FAMILIES) -> dict:
     tmp.mkdir(parents=True)
     import torch
 
+    from agfsync.io import sha256_file
+
     manifest = {"families": {}, "torch": torch.__version__}
     for family in families:
         log.info("tiny-models: building %s", family)
         BUILDERS[family](tmp / family)
         files = sorted(p for p in (tmp / family).rglob("*") if p.is_file())
         manifest["families"][family] = {
-            "files": {str(p.relative_to(tmp)): _sha256(p) for p in files},
+            "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
             "bytes": sum(p.stat().st_size for p in files),
         }
     (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")

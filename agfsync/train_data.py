@@ -19,7 +19,6 @@ permutation per epoch, so resuming at step s needs no replay of the data loader.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agfsync.io import DataError, read_json, read_jsonl, write_json
+from agfsync.io import DataError, read_json, read_jsonl, sha256_file, write_json
 from agfsync.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -36,13 +35,6 @@ log = logging.getLogger(__name__)
 KEYS_SD1 = ("latents_w", "latents_l", "prompt_embeds")
 KEYS_SDXL = (*KEYS_SD1, "pooled", "time_ids")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- building
@@ -121,7 +113,7 @@ def save_chunk(out_dir, number: int, tensors: dict) -> dict:
         handle.write(_serialize(tensors, save_file))
     count = len(next(iter(tensors.values())))
     log.info("train_cache: %s: %d pairs", name, count)
-    return {"file": name, "count": count, "sha256": _sha256(Path(out_dir) / name)}
+    return {"file": name, "count": count, "sha256": sha256_file(Path(out_dir) / name)}
 
 
 def write_index(out_dir, model_name: str, family: str, resolution: int, chunk_size: int, chunks: list[dict],
@@ -174,7 +166,7 @@ class PairCache:
 
         info = self.index["chunks"][c]
         path = self.dir / info["file"]
-        if _sha256(path) != info["sha256"]:
+        if sha256_file(path) != info["sha256"]:
             raise DataError(f"train cache {path}: checksum mismatch (corrupt or changed); rebuild the cache")
         try:
             tensors = load_file(str(path))
