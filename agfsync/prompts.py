@@ -299,6 +299,7 @@ def generate_prompts(
     filters = {c.slug: NearDuplicateFilter(embed, threshold) for c in cats}
     counts = {c.slug: {"received": 0, "exact_duplicates": 0, "near_duplicates": 0, "surplus": 0} for c in cats}
     skipped, dropped_examples = [], []
+    repaired = 0
 
     round_no = 0
     while True:
@@ -328,6 +329,7 @@ def generate_prompts(
                 log.warning("prompts: skipped %s: %s", outcome.key, "; ".join(outcome.reasons))
                 continue
             texts = outcome.value
+            repaired += outcome.attempts > 1
             counts[cat.slug]["received"] += len(texts)
             room = target - len(kept[cat.slug])
             if room <= 0:
@@ -368,6 +370,7 @@ def generate_prompts(
         "categories_short": short,
         "per_category": per_category,
         "mean_words": round(float(np.mean([r["num_words"] for r in records])), 2) if records else 0.0,
+        "num_repaired_requests": repaired,
         "skipped_requests": skipped,
         "dropped_examples": dropped_examples,
         "dedup": {"threshold": threshold, "embedder": pcfg["dedup"]["embedder"]},

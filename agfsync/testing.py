@@ -44,7 +44,8 @@ def force_yes_no_head(model, processor, images, questions) -> None:
         head.weight[no] = -w.to(head.weight.dtype)
 
 
-def toy_cache(out_dir: Path, num_pairs: int = 16, chunk_size: int = 8, family: str = "sd1") -> Path:
+def toy_cache(out_dir: Path, num_pairs: int = 16, chunk_size: int = 8, family: str = "sd1", *, latent_size: int = 8,
+              embed_dim: int | None = None, pooled_dim: int = 32, resolution: int = 64) -> Path:
     """A DPO train cache (agfsync.train_data format) of toy pairs for the tiny models. Winners drawn from one distribution (smooth, positive), losers from another (noisy, negative)."""
     from agfsync.train_data import save_chunk, write_index
 
@@ -55,13 +56,14 @@ def toy_cache(out_dir: Path, num_pairs: int = 16, chunk_size: int = 8, family: s
         n = min(chunk_size, num_pairs - c)
         base = torch.randn(n, 4, 1, 1, generator=g)
         tensors = {
-            "latents_w": (0.8 + 0.3 * base.expand(n, 4, 8, 8)).half(),
-            "latents_l": (-0.8 + torch.randn(n, 4, 8, 8, generator=g)).half(),
-            "prompt_embeds": torch.randn(n, 77, 32 if family == "sd1" else 64, generator=g).half(),
+            "latents_w": (0.8 + 0.3 * base.expand(n, 4, latent_size, latent_size)).half(),
+            "latents_l": (-0.8 + torch.randn(n, 4, latent_size, latent_size, generator=g)).half(),
+            "prompt_embeds": torch.randn(n, 77, embed_dim or (32 if family == "sd1" else 64), generator=g).half(),
         }
         if family == "sdxl":
-            tensors["pooled"] = torch.randn(n, 32, generator=g).half()
-            tensors["time_ids"] = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * n)
+            r = float(resolution)
+            tensors["pooled"] = torch.randn(n, pooled_dim, generator=g).half()
+            tensors["time_ids"] = torch.tensor([[r, r, 0.0, 0.0, r, r]] * n)
         chunks.append(save_chunk(out_dir, c // chunk_size, tensors))
-    write_index(out_dir, "toy", family, 64, chunk_size, chunks, [f"toy-{i:010d}" for i in range(num_pairs)], "toy")
+    write_index(out_dir, "toy", family, resolution, chunk_size, chunks, [f"toy-{i:010d}" for i in range(num_pairs)], "toy")
     return out_dir

@@ -5,8 +5,11 @@ pair, peak memory (CUDA allocated on GPU, process RSS on CPU) and the overhead r
 Each variant runs in its own process so that peak memory is its own.
 
     python bench/dpo_step.py [--steps 10] [--micro-batch 2] [--global-batch 4]
+    python bench/dpo_step.py --arch sdxl --resolution 1024 --micro-batch 1 --global-batch 2 \
+        --checkpointing --attention sdpa|xformers          # on a GPU: real-sized UNet, random weights
 
-Target (issue 4): overhead <= 1.15x on CPU tiny models.
+Target (issue 4): overhead <= 1.15x on CPU tiny models; on a GPU, full SDXL DPO within
+40 GB per GPU at micro-batch 1.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import copy
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,16 +38,31 @@ def peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def make_config(models: Path, args) -> dict:
+def make_config(pretrained: Path, args) -> dict:
     from agfsync.config import load_config
 
     cfg = copy.deepcopy(load_config(ROOT / "config" / "demo.yaml"))
-    cfg["models"]["sd15"]["pretrained"] = str(models / "sd1")
+    cfg["device"] = "auto"
+    cfg["models"]["sd15"]["pretrained"] = str(pretrained)
     cfg["models"]["sd15"]["train"].update({"global_batch": args.global_batch, "micro_batch": args.micro_batch,
                                             "steps": 10**6, "lr": 1e-4})
-    cfg["train"].update({"zero_stage": args.zero_stage, "gradient_checkpointing": False, "lr_schedule": "constant",
-                         "optimizer": "adamw8bit", "precision": "fp32", "checkpoint_every": 10**6})
+    cfg["train"].update({"zero_stage": args.zero_stage, "gradient_checkpointing": args.checkpointing,
+                         "lr_schedule": "constant", "optimizer": "adamw8bit", "precision": "auto",
+                         "checkpoint_every": 10**6, "attention": args.attention})
     return cfg
+
+
+def real_sized_pretrained(arch: str, out: Path) -> Path:
+    """A diffusers layout holding a randomly initialised real-sized UNet and the SD scheduler."""
+    from diffusers import DDPMScheduler
+
+    from agfsync.architectures import build_unet
+
+    torch.manual_seed(0)
+    build_unet(arch).save_pretrained(out / "unet", safe_serialization=True)
+    DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  num_train_timesteps=1000).save_pretrained(out / "scheduler")
+    return out
 
 
 def run_ours(cfg, cache, steps) -> float:
@@ -63,13 +82,20 @@ def run_plain(cfg, cache_dir, steps) -> float:
     import bitsandbytes as bnb
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
+    from agfsync.attention import configure_attention
     from agfsync.dpo import diffusion_dpo_loss
     from agfsync.seeds import derive_seed
     from agfsync.train_data import PairCache, batch_indices
 
     hp, pretrained = cfg["models"]["sd15"]["train"], cfg["models"]["sd15"]["pretrained"]
-    unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet").train()
-    reference = copy.deepcopy(unet).requires_grad_(False).eval()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = device.type == "cuda"
+    unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet").to(device).train()
+    reference = copy.deepcopy(unet).to(torch.bfloat16 if autocast else torch.float32).requires_grad_(False).eval()
+    if cfg["train"]["gradient_checkpointing"]:
+        unet.enable_gradient_checkpointing()
+    configure_attention(unet, cfg["train"]["attention"], device)
+    configure_attention(reference, cfg["train"]["attention"], device)
     scheduler = DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler")
     optimizer = bnb.optim.AdamW8bit(unet.parameters(), lr=hp["lr"], weight_decay=0.01)
     cache = PairCache(cache_dir)
@@ -80,16 +106,22 @@ def run_plain(cfg, cache_dir, steps) -> float:
             batch = cache.get(batch_indices(cfg["seed"], len(cache), hp["global_batch"], step, micro, 0, 1,
                                             hp["micro_batch"]))
             g = torch.Generator().manual_seed(derive_seed(cfg["seed"], "dpo", step, micro, 0))
+            batch = {k: v.to(device) for k, v in batch.items()}
             x_w, x_l = batch["latents_w"], batch["latents_l"]
-            noise = torch.randn(x_w.shape, generator=g)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (x_w.shape[0],), generator=g)
+            noise = torch.randn(x_w.shape, generator=g).to(device)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (x_w.shape[0],), generator=g).to(device)
             noisy = torch.cat([scheduler.add_noise(x_w, noise, t), scheduler.add_noise(x_l, noise, t)])
-            emb = batch["prompt_embeds"].repeat(2, 1, 1)
-            pred = unet(noisy, torch.cat([t, t]), encoder_hidden_states=emb).sample
-            with torch.no_grad():
-                ref = reference(noisy, torch.cat([t, t]), encoder_hidden_states=emb).sample
+            kwargs = {"encoder_hidden_states": batch["prompt_embeds"].repeat(2, 1, 1)}
+            if "pooled" in batch:
+                kwargs["added_cond_kwargs"] = {"text_embeds": batch["pooled"].repeat(2, 1),
+                                               "time_ids": batch["time_ids"].repeat(2, 1)}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                pred = unet(noisy, torch.cat([t, t]), **kwargs).sample
+                with torch.no_grad():
+                    ref = reference(noisy, torch.cat([t, t]), **kwargs).sample
             b = x_w.shape[0]
-            loss, _ = diffusion_dpo_loss(pred[:b], pred[b:], ref[:b], ref[b:], noise, noise, hp["beta_dpo"])
+            loss, _ = diffusion_dpo_loss(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), noise, noise,
+                                         hp["beta_dpo"])
             (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -110,10 +142,17 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternating runs of each variant; medians are reported (timings on shared machines vary)")
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--global-batch", type=int, default=4)
     parser.add_argument("--zero-stage", type=int, default=2)
+    parser.add_argument("--arch", choices=["tiny", "sd15", "sdxl"], default="tiny",
+                        help="tiny: agfsync tiny-models; sd15/sdxl: real-sized UNet with random weights (GPU)")
+    parser.add_argument("--resolution", type=int, help="image size (default: 64 tiny, 512 sd15, 1024 sdxl)")
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
+    parser.add_argument("--attention", choices=["sdpa", "xformers", "auto"], default="sdpa")
     parser.add_argument("--variant", choices=["ours", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -127,31 +166,47 @@ def main() -> None:
     from agfsync.tiny_models import build_all
 
     work = Path(tempfile.mkdtemp())
-    build_all(work / "tiny", families=("sd1",))
-    cache = toy_cache(work / "cache", num_pairs=32)
-    cfg = make_config(work / "tiny", args)
+    resolution = args.resolution or {"tiny": 64, "sd15": 512, "sdxl": 1024}[args.arch]
+    if args.arch == "tiny":
+        build_all(work / "tiny", families=("sd1",))
+        pretrained = work / "tiny" / "sd1"
+        cache = toy_cache(work / "cache", num_pairs=32)
+    else:
+        pretrained = real_sized_pretrained(args.arch, work / args.arch)
+        sdxl = args.arch == "sdxl"
+        cache = toy_cache(work / "cache", num_pairs=max(8, args.global_batch * 2), family="sdxl" if sdxl else "sd1",
+                          latent_size=resolution // 8, embed_dim=2048 if sdxl else 768, pooled_dim=1280,
+                          resolution=resolution)
+    cfg = make_config(pretrained, args)
     (work / "cfg.json").write_text(json.dumps(cfg))
-    runs = {}
-    for variant in ("plain", "ours"):
-        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--child-config", str(work / "cfg.json"),
-                              "--cache", str(cache), "--steps", str(args.steps)], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        if out.returncode != 0:
-            raise SystemExit(out.stderr[-3000:])
-        runs[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    samples = {"plain": [], "ours": []}
+    for _ in range(args.repeats):
+        for variant in ("plain", "ours"):
+            out = subprocess.run([sys.executable, __file__, "--variant", variant, "--child-config",
+                                  str(work / "cfg.json"), "--cache", str(cache), "--steps", str(args.steps)],
+                                 capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            if out.returncode != 0:
+                raise SystemExit(out.stderr[-3000:])
+            samples[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs = {v: {"seconds": statistics.median(r["seconds"] for r in rs),
+                "peak_memory_bytes": max(r["peak_memory_bytes"] for r in rs)} for v, rs in samples.items()}
     pairs = args.steps * args.global_batch
     result = {
         "benchmark": "Diffusion-DPO step on the tiny SD 1.x UNet: seconds per pair and peak memory",
         "settings": {k: v for k, v in vars(args).items() if k not in ("variant", "child_config", "cache")},
+        "statistic": f"median of {args.repeats} alternating runs per variant",
         "plain_seconds_per_pair": round(runs["plain"]["seconds"] / pairs, 5),
         "ours_seconds_per_pair": round(runs["ours"]["seconds"] / pairs, 5),
         "overhead_ratio": round(runs["ours"]["seconds"] / runs["plain"]["seconds"], 3),
+        "overhead_ratio_per_repeat": [round(o["seconds"] / p["seconds"], 3)
+                                      for o, p in zip(samples["ours"], samples["plain"])],
         "target_ratio_at_most": 1.15,
         "plain_peak_memory_mb": round(runs["plain"]["peak_memory_bytes"] / 2**20, 1),
         "ours_peak_memory_mb": round(runs["ours"]["peak_memory_bytes"] / 2**20, 1),
         "peak_memory_kind": "cuda allocated" if torch.cuda.is_available() else "process RSS",
     }
-    save("dpo_step_cpu" if not torch.cuda.is_available() else "dpo_step_gpu", result)
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    save(f"dpo_step_{args.arch}_{resolution}_{device}" if args.arch != "tiny" else f"dpo_step_{device}", result)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,7 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
         food_counts = summary["per_category"]["Food & Beverages"]
         assert (food_counts["exact_duplicates"], food_counts["near_duplicates"]) == (1, 1)
         assert summary["num_prompts"] == 24 and summary["categories_short"] == {}
+        assert summary["num_repaired_requests"] == 1  # People batch 0: prose, then JSON
         assert summary["llm"]["retries"] == 2 + 3  # Animals 429 x2, Plants HTML x3
         assert read_json(tmp_path / "s.json") == summary
 
