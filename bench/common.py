@@ -1,7 +1,7 @@
-"""Shared helpers of the bench/ scripts: machine description, timing, result files.
+"""Shared helpers of the bench/ scripts: machine description, timing, measurement files.
 
 Each benchmark runs its baseline and ours in ONE process on the same models and inputs
-and reports the ratio; results go to bench/results/<name>.json (committed, with date
+and reports the ratio; results go to bench/measurements/<name>.json (committed, with date
 and machine) and are summarised in bench/README.md.
 """
 
@@ -14,7 +14,7 @@ import platform
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "measurements"
 
 
 def machine() -> dict:
