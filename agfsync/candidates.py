@@ -91,7 +91,7 @@ class CandidateGenerator:
         self.mcfg = cfg["models"][model_name]
         self.ccfg = cfg["candidates"]
         self.gcfg = self.mcfg["generation"]
-        self.device = pick_device(device if device not in (None, "auto") else None)
+        self.device = pick_device(device)
         self.pipe = load_sd_pipeline(self.mcfg["pretrained"], self.mcfg["family"], device=self.device,
                                      revision=self.mcfg.get("revision"))
         self.pipe.vae.enable_slicing()  # decode one image at a time: SDXL's VAE at 1024 px is memory-hungry

@@ -23,10 +23,11 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """None or "auto" (config `device`): CUDA when present, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -33,7 +33,7 @@ def score_shard(cfg: dict, shard_path, qa_path, out_path, *, device=None, progre
     with Shard(shard_path) as shard:
         groups = shard.by_prompt()
         if groups:
-            device = pick_device(None if (device or cfg.get("device")) in (None, "auto") else (device or cfg["device"]))
+            device = pick_device(device or cfg.get("device"))
             vqa = load_vqa_scorer(cfg["scores"]["vqa"], device=device)
             clip = load_clip_scorer(cfg["scores"]["clip"], device=device)
             aesthetic = load_aesthetic_scorer(cfg["scores"]["aesthetic"], device=device)

@@ -51,7 +51,7 @@ def build_train_cache(cfg: dict, model_name: str, pairs_path, out_dir, *, device
     if not pairs:
         raise DataError(f"{pairs_path}: no preference pairs (the file is empty); there is nothing to train on")
     mcfg = cfg["models"][model_name]
-    device = pick_device(None if (device or cfg.get("device")) in (None, "auto") else (device or cfg["device"]))
+    device = pick_device(device or cfg.get("device"))
     dtype = torch.float32
     pipe = load_sd_pipeline(mcfg["pretrained"], mcfg["family"], device=device, dtype=dtype,
                             revision=mcfg.get("revision"))

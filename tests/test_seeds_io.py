@@ -43,3 +43,13 @@ def test_read_errors_name_file_and_line(tmp_path):
         read_jsonl(path)
     with pytest.raises(DataError, match=r"missing.json: file not found"):
         read_json(tmp_path / "missing.json")
+
+
+def test_pick_device_resolves_auto():
+    import torch
+
+    from agfsync.models import pick_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device(None).type == pick_device("auto").type == expected
+    assert pick_device("cpu") == torch.device("cpu")
