@@ -162,6 +162,36 @@ def check_config(cfg: dict, source: str = "config") -> dict:
     return cfg
 
 
+# LLM settings that change how answers are fetched, never what they are (the response cache
+# key ignores them too). Rules leave them out of their params, so that tuning them does not
+# make Snakemake rerun a stage and everything downstream of it; the jobs read them back
+# from the full config with `with_operational`.
+LLM_OPERATIONAL_KEYS = (
+    "concurrency", "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "max_requests", "retry_failed",
+)
+LLM_STAGES = ("prompts", "qa")
+
+
+def without_operational(stage_cfg: dict) -> dict:
+    out = copy.deepcopy(stage_cfg)
+    for stage in LLM_STAGES:
+        llm = out.get(stage, {}).get("llm")
+        if llm is not None:
+            for key in LLM_OPERATIONAL_KEYS:
+                llm.pop(key, None)
+    return out
+
+
+def with_operational(stage_cfg: dict, full_cfg: dict) -> dict:
+    out = copy.deepcopy(stage_cfg)
+    for stage in LLM_STAGES:
+        llm = out.get(stage, {}).get("llm")
+        if llm is not None:
+            source = full_cfg[stage]["llm"]
+            llm.update({key: source[key] for key in LLM_OPERATIONAL_KEYS if key in source})
+    return out
+
+
 def load_config(path: str | os.PathLike) -> dict:
     """Read a YAML config file, validate it and fill defaults."""
     path = Path(path)

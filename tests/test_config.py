@@ -153,3 +153,15 @@ def test_cli_check_config_exit_code(tmp_path, capsys):
     assert main(["check-config", str(path)]) == 2
     assert "key 'candidates.sigma': must be >= 0, got -0.1" in capsys.readouterr().err
     assert main(["check-config", "-q", str(REPO / "config" / "demo.yaml")]) == 0
+
+
+def test_operational_llm_settings_leave_params_and_come_back(paper):
+    from agfsync.config import LLM_OPERATIONAL_KEYS, with_operational, without_operational
+
+    cfg = check_config(copy.deepcopy(paper))
+    params = without_operational({"seed": 1, "prompts": cfg["prompts"], "qa": cfg["qa"]})
+    assert not set(LLM_OPERATIONAL_KEYS) & (set(params["prompts"]["llm"]) | set(params["qa"]["llm"]))
+    assert params["prompts"]["llm"]["temperature"] == 0.9  # what shapes the answers stays
+    assert "concurrency" in cfg["prompts"]["llm"]  # the input is not modified
+    restored = with_operational(params, cfg)
+    assert restored["prompts"] == cfg["prompts"] and restored["qa"] == cfg["qa"]

@@ -3,7 +3,9 @@ demo end to end (in a scratch copy of the repository, so the checkout stays clea
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -122,7 +124,11 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
         summary = json.loads((cwd / f"results/{model}/agfsync/summary.json").read_text())
         assert summary["steps"] == 20 and summary["final"]["step"] == 20
         assert (cwd / f"results/{model}/agfsync/unet/diffusion_pytorch_model.safetensors").exists()
-        assert len((cwd / f"results/{model}/agfsync/metrics.jsonl").read_text().splitlines()) == 20
+        steps = [json.loads(line) for line in (cwd / f"results/{model}/agfsync/metrics.jsonl").read_text().splitlines()]
+        assert len(steps) == 20
+        # the logged lr is the one the step used: cosine from 1e-4, no warmup
+        assert steps[0]["lr"] == pytest.approx(1e-4) and steps[19]["lr"] == pytest.approx(
+            1e-4 * 0.5 * (1 + math.cos(math.pi * 19 / 20)))
         assert (cwd / f"results/{model}/train_checkpoints/latest").read_text().strip() == "step000020"
     log = (cwd / "logs/sd15/candidates_generate/shard-00000.log").read_text()
     assert "12 prompts, 96 images in" in log and "images/s" in log
@@ -130,6 +136,21 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
 
     again = snakemake(cwd, *DEMO)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # Snakemake reruns a job whose params change: a rule's params name only what determines
+    # its output. A new learning rate retrains that model only; LLM fetch settings rerun nothing.
+    cfg = yaml.safe_load((cwd / "config/demo.yaml").read_text())
+    lr = copy.deepcopy(cfg)
+    lr["models"]["sd15"]["train"]["lr"] = 2e-4
+    fetch = copy.deepcopy(cfg)
+    fetch["prompts"]["llm"].update({"concurrency": 1, "max_requests": 999, "timeout_s": 5})
+    fetch["qa"]["llm"].update({"max_retries": 1, "retry_failed": True})
+    for name, changed in (("lr", lr), ("fetch", fetch)):
+        (cwd / f"config/{name}.yaml").write_text(yaml.safe_dump(changed))
+    dry = snakemake(cwd, "-n", "--configfile", "config/lr.yaml", "--replace-workflow-config")
+    assert job_counts(dry.stdout + dry.stderr) == {"train_dpo": 1, "all": 1}, dry.stdout
+    dry = snakemake(cwd, "-n", "--configfile", "config/fetch.yaml", "--replace-workflow-config")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
 
     # A crash while generating shard 1 leaves no shard file (writes are atomic) and nothing
     # downstream of it: the rerun redoes that shard, its scores and the gather, nothing else.

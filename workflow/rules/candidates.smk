@@ -13,7 +13,9 @@ rule candidates_generate:
     benchmark:
         "benchmarks/{model}/candidates_generate/shard-{shard}.tsv"
     params:
-        cfg=lambda w: stage_config(f"models.{w.model}", "candidates", "prompts"),
+        cfg=lambda w: stage_config(
+            *model_keys(w.model, "pretrained", "revision", "family", "resolution", "generation"), "candidates"
+        ),
     threads: 2
     resources:
         gpu=model_gpus,
@@ -58,7 +60,7 @@ rule pairs_select:
     benchmark:
         "benchmarks/{model}/pairs_select.tsv"
     params:
-        cfg=stage_config("candidates", "pairs", "scores"),
+        cfg=stage_config("candidates.num_per_prompt", "pairs", "scores.weights"),
     conda:
         "../../envs/agfsync.yaml"
     script:

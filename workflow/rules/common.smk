@@ -3,7 +3,7 @@
 
 from snakemake.utils import validate
 
-from agfsync.config import SCHEMA_PATH, check_config
+from agfsync.config import SCHEMA_PATH, check_config, without_operational
 from agfsync.shards import num_shards, shard_name
 
 # Ours first, for messages that name the key; then Snakemake's own validation against
@@ -53,8 +53,10 @@ def llm_inputs(stage):
 
 
 def stage_config(*sections):
-    """The config a stage's job sees: the global keys plus the named sections. Passed as
-    params, so that a change in another stage's settings does not rerun this one."""
+    """The config a stage's job sees: the global keys plus the named (dotted) sections.
+    Passed as params, and Snakemake reruns a job when its params change: so a rule names
+    only what determines its output, and LLM settings that cannot change an answer
+    (agfsync.config.LLM_OPERATIONAL_KEYS) are left out."""
     out = {"seed": config["seed"], "device": config["device"], "llm_cache_dir": config["llm_cache_dir"]}
     for section in sections:
         node, target = config, out
@@ -63,7 +65,22 @@ def stage_config(*sections):
             node = node[key]
             target = target.setdefault(key, {})
         target[keys[-1]] = node[keys[-1]]
-    return out
+    return canonical(without_operational(out))
+
+
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake's params comparison depends on key
+    order, and reordering keys in a config file must not rerun anything."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+def model_keys(model, *keys):
+    """Dotted config paths of one model's settings, for stage_config."""
+    return [f"models.{model}.{key}" for key in keys]
 
 
 def model_gpus(wildcards=None):

@@ -15,7 +15,9 @@ rule train_cache:
     benchmark:
         "benchmarks/{model}/train_cache.tsv"
     params:
-        cfg=lambda w: stage_config(f"models.{w.model}", "train"),
+        cfg=lambda w: stage_config(
+            *model_keys(w.model, "pretrained", "revision", "family", "resolution"), "train.latents", "train.cache_chunk"
+        ),
     threads: 2
     resources:
         gpu=model_gpus,

@@ -1,8 +1,11 @@
 """Rule qa_generate: TIFA-style QA pairs per prompt (agfsync.qa.write_qa)."""
 
+from agfsync.config import with_operational
 from agfsync.logs import job_logging, secret_env_names
 from agfsync.qa import write_qa
 
-cfg = snakemake.params.cfg  # noqa: F821 (snakemake is injected)
+# params hold what determines the output; fetch settings (concurrency, retries, budget) come
+# from the full config, so tuning them reruns nothing.
+cfg = with_operational(snakemake.params.cfg, snakemake.config)  # noqa: F821 (snakemake is injected)
 with job_logging(snakemake.log[0], secret_env_names(cfg)):  # noqa: F821
     write_qa(cfg, snakemake.input.prompts, snakemake.output.qa, snakemake.output.summary)  # noqa: F821
