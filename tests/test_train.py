@@ -37,6 +37,8 @@ def test_zero2_adamw8bit_lowers_the_loss_and_raises_accuracy(zero2_run):
     assert (summary["processes"], summary["grad_accum"], summary["zero_stage"], summary["optimizer"]) == (
         2, 2, 2, "adamw8bit")
     assert "Rank 1" in result.stderr or "rank1" in result.stderr  # two processes really ran
+    # checkpoint_every 5, keep_checkpoints 2: only the newest two of six remain
+    assert sorted(p.name for p in (root / "ckpt").glob("step*")) == ["step000025", "step000030"]
 
 
 def test_saved_unet_loads_into_the_pipeline_and_generates(zero2_run, tiny_models):
