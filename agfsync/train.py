@@ -97,6 +97,7 @@ class DPOTrainer:
                              f"micro_batch ({micro}) x processes ({self.world})")
         self.grad_accum = global_batch // (micro * self.world)
         self.cache = PairCache(cache_dir)
+        self.cache_dir = Path(cache_dir)
         self.sdxl = self.cache.index["family"] == "sdxl"
 
         pretrained = self.mcfg["pretrained"]
@@ -186,6 +187,34 @@ class DPOTrainer:
             for old in tags[: -self.tcfg["keep_checkpoints"]]:
                 shutil.rmtree(old, ignore_errors=True)
 
+    def identity(self) -> dict:
+        """What a checkpoint must have been trained on to be resumed: the training config
+        (less the checkpointing settings) and the exact pair cache."""
+        from agfsync.io import sha256_file
+
+        tcfg = {k: v for k, v in self.tcfg.items() if k not in ("checkpoint_every", "keep_checkpoints")}
+        relevant = {"seed": self.cfg["seed"], "model": self.mcfg, "train": tcfg, "processes": self.world}
+        return {"config": hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16],
+                "cache": sha256_file(self.cache_dir / "index.json")[:16]}
+
+    def _claim_checkpoints(self) -> None:
+        """Checkpoints of another config or another pair cache (a changed lr, regenerated
+        pairs) are never resumed: they are deleted, and this run starts from step 0."""
+        import torch.distributed as dist
+
+        marker = self.checkpoints / "identity.json"
+        mine = self.identity()
+        if self.rank == 0:
+            found = json.loads(marker.read_text()) if marker.exists() else None
+            if found != mine and _latest_tag(self.checkpoints) is not None:
+                log.warning("train: checkpoints in %s were trained on %s, this run is %s: starting from step 0",
+                            self.checkpoints, found, mine)
+                shutil.rmtree(self.checkpoints)
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            write_json(marker, mine)
+        if dist.is_initialized() and self.world > 1:
+            dist.barrier()
+
     def _resume(self) -> int:
         tag = _latest_tag(self.checkpoints)
         if tag is None:
@@ -210,6 +239,7 @@ class DPOTrainer:
         import torch.distributed as dist
 
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self._claim_checkpoints()
         start = self._resume()
         self._trim_metrics(start)
         total = self.hp["steps"]

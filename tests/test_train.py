@@ -104,3 +104,22 @@ def test_lora_trains_adapters_and_saves_a_merged_unet(demo_config_module, tiny_m
     assert weights.keys() == base.keys()
     changed = [k for k in base if not torch.equal(base[k], weights[k])]
     assert changed and all(any(p in k for p in ("to_q", "to_k", "to_v", "to_out")) for k in changed)
+
+
+def test_checkpoints_of_another_config_are_not_resumed(zero2_run, cache, tmp_path):
+    """A stopped run, then a new learning rate: the rerun must start again, not continue
+    the old run's weights and optimizer under the new name."""
+    cfg, _, _ = zero2_run
+    short = {**cfg, "models": {**cfg["models"], "sd15": {**cfg["models"]["sd15"],
+                                                         "train": {**cfg["models"]["sd15"]["train"], "steps": 6}}}}
+    first = run_trainer(short, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=5)
+    assert first.returncode == 0, first.stderr[-3000:]
+    changed = {**short, "models": {**short["models"], "sd15": {**short["models"]["sd15"], "train": {
+        **short["models"]["sd15"]["train"], "lr": short["models"]["sd15"]["train"]["lr"] * 2}}}}
+    second = run_trainer(changed, cache, tmp_path / "out", tmp_path / "ckpt")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "starting from step 0" in second.stderr and "resumed from" not in second.stderr
+    steps = metrics(tmp_path / "out" / "metrics.jsonl")
+    assert [m["step"] for m in steps] == list(range(1, 7))
+    assert steps[0]["loss"] == pytest.approx(np.log(2), abs=1e-3)
+    assert steps[0]["lr"] == pytest.approx(changed["models"]["sd15"]["train"]["lr"])
