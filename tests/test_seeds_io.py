@@ -53,3 +53,15 @@ def test_pick_device_resolves_auto():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device(None).type == pick_device("auto").type == expected
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """mkstemp creates 0600 files; outputs must be readable like any file (umask 022: 0644)."""
+    import stat
+    import subprocess
+    import sys
+
+    code = ("import os; os.umask(0o022); from agfsync.io import write_json; "
+            f"write_json({str(tmp_path / 'r.json')!r}, {{'a': 1}})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
