@@ -82,7 +82,7 @@ def perturb(embeds_LD: torch.Tensor, sigma: float, seed: int, clean: bool) -> to
 class CandidateGenerator:
     """Loads one model's pipeline once and draws candidates for batches of prompts."""
 
-    def __init__(self, cfg: dict, model_name: str, device=None):
+    def __init__(self, cfg: dict, model_name: str, device=None, unet=None):
         from agfsync.attention import configure_attention
         from agfsync.models import load_sd_pipeline, pick_device
 
@@ -93,7 +93,7 @@ class CandidateGenerator:
         self.gcfg = self.mcfg["generation"]
         self.device = pick_device(device)
         self.pipe = load_sd_pipeline(self.mcfg["pretrained"], self.mcfg["family"], device=self.device,
-                                     revision=self.mcfg.get("revision"))
+                                     revision=self.mcfg.get("revision"), unet=unet)
         self.pipe.vae.enable_slicing()  # decode one image at a time: SDXL's VAE at 1024 px is memory-hungry
         self.scheduler = set_scheduler(self.pipe, self.gcfg["scheduler"])
         self.attention = configure_attention(self.pipe, self.ccfg["attention"], self.device)
@@ -181,18 +181,22 @@ class CandidateGenerator:
         return (array * 255).round().astype(np.uint8)
 
 
-def generate_shard(cfg: dict, model_name: str, records: list[dict], out_path, *, device=None, progress: bool = True) -> dict:
-    """Rule candidates_generate: all candidates of `records` into one shard file (atomic)."""
+def generate_shard(cfg: dict, model_name: str, records: list[dict], out_path, *, device=None, progress: bool = True,
+                   unet=None, row_extra: dict | None = None) -> dict:
+    """Rule candidates_generate: all candidates of `records` into one shard file (atomic).
+    Also the evaluation images (agfsync.evaluate): `unet` replaces the model's UNet and
+    `row_extra` is added to every manifest row."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     rows, members = [], []
     per_batch = cfg["candidates"]["prompts_per_batch"]
     if records:
-        generator = CandidateGenerator(cfg, model_name, device=device or cfg.get("device"))
+        generator = CandidateGenerator(cfg, model_name, device=device or cfg.get("device"), unet=unet)
         batches = [records[i : i + per_batch] for i in range(0, len(records), per_batch)]
         for batch in tqdm(batches, desc=f"{model_name} {out_path}", unit="batch", disable=not progress, mininterval=2):
             batch_rows, images, latents = generator.generate(batch)
+            batch_rows = [{**row, **(row_extra or {})} for row in batch_rows]
             for row, image, latent in zip(batch_rows, images, latents):
                 members.append((row["image"], encode_png(image)))
                 if row["latent"]:

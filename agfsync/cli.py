@@ -15,6 +15,7 @@ message naming the file and key; 1 on a failed job (the log has the traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from agfsync import __version__
@@ -107,6 +108,45 @@ def _cmd_pairs(args) -> int:
     return 0
 
 
+def _cmd_download(args) -> int:
+    from agfsync.downloads import download_file
+    from agfsync.logs import job_logging
+
+    with job_logging(args.log):
+        info = download_file(args.url, args.out, sha256=args.sha256)
+    print(json.dumps(info))
+    return 0
+
+
+def _cmd_metric(args) -> int:
+    from agfsync.config import config_digest, load_config
+    from agfsync.logs import job_logging
+    from agfsync.results import write_metric
+
+    cfg = load_config(args.config)
+    inputs = {"base": args.base, "agfsync": args.agfsync}
+    if args.metric == "mjhq_fid":
+        if not args.reference:
+            raise ConfigError("metric mjhq_fid needs --reference (the reference features .npz)")
+        inputs["reference"] = args.reference
+    if args.model not in cfg["models"]:
+        raise ConfigError(f"--model {args.model!r} is not defined under 'models' in {args.config}")
+    with job_logging(args.log):
+        write_metric(cfg, args.model, args.metric, inputs, args.out, config_digest(cfg))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from agfsync.config import config_digest, load_config
+    from agfsync.logs import job_logging
+    from agfsync.report import build_report
+
+    cfg = load_config(args.config)
+    with job_logging(args.log):
+        build_report(cfg, args.out, root=args.results, config_hash=config_digest(cfg))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agfsync",
@@ -182,6 +222,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="output summary JSON")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_cmd_pairs)
+
+    p = sub.add_parser("download", help="fetch one file, resumable, verified against a recorded SHA-256",
+                       description="Download URL to OUT: resumes OUT.part with a Range request, checks --sha256 or "
+                       "the checksum recorded in OUT.sha256 by the first download (rule download_file).")
+    p.add_argument("url", help="http(s) or file URL")
+    p.add_argument("out", help="destination file")
+    p.add_argument("--sha256", help="expected SHA-256 (hex); else recorded on first download")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_download)
+
+    from agfsync.results import METRICS  # pure module
+
+    p = sub.add_parser("metric", help="stage 6: results/{model}/{metric}.json from per-image score files",
+                       description="Aggregate the per-shard score (or FID feature) files of both variants into "
+                       "one result file (rule eval_metric). The VLM judge has its own rule (eval_judge).")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--model", required=True, help="model name under 'models'")
+    p.add_argument("--metric", required=True, choices=[m for m in METRICS if m != "judge"])
+    p.add_argument("--base", nargs="+", required=True, help="per-shard files of the base images")
+    p.add_argument("--agfsync", nargs="+", required=True, help="per-shard files of the AGFSync images")
+    p.add_argument("--reference", help="mjhq_fid: reference features .npz")
+    p.add_argument("--out", required=True, help="output result JSON")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_metric)
+
+    p = sub.add_parser("report", help="stage 6: the self-contained HTML report of a finished run",
+                       description="Build the report from RESULTS (result files, training metrics, pairs, shards).")
+    p.add_argument("--config", required=True, help="YAML config file of the run")
+    p.add_argument("--results", default="results", help="the run's results directory (default: results)")
+    p.add_argument("--out", required=True, help="output HTML file")
+    p.add_argument("--log", help="also write the log to this file")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

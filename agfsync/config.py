@@ -133,10 +133,20 @@ def _semantic_errors(cfg: dict) -> list[str]:
     weights = cfg.get("scores", {}).get("weights", {})
     if weights and not math.isclose(sum(weights.values()), 1.0, abs_tol=1e-6):
         errors.append(f"key 'scores.weights': weights must sum to 1, got {sum(weights.values()):g}")
-    for stage in ("prompts", "qa"):
-        llm = cfg.get(stage, {}).get("llm", {})
+    for dotted, llm in _llm_sections(cfg):
         if llm.get("provider") == "file" and not llm.get("responses"):
-            errors.append(f"key '{stage}.llm.responses': provider 'file' needs the path of a JSONL of responses")
+            errors.append(f"key '{dotted}.responses': provider 'file' needs the path of a JSONL of responses")
+    evaluation = cfg.get("eval", {})
+    judge = evaluation.get("judge", {})
+    if judge.get("enabled") and "llm" not in judge:
+        errors.append("key 'eval.judge.llm': the judge is enabled but has no llm section (a vision model endpoint)")
+    if judge.get("enabled") and not evaluation.get(judge.get("benchmark"), {}).get("enabled"):
+        errors.append(f"key 'eval.judge.benchmark': the judge compares images of {judge.get('benchmark')!r}, "
+                      f"which is not enabled (eval.{judge.get('benchmark')}.enabled)")
+    paths = [entry.get("path") for entry in cfg.get("downloads", {}).get("files", [])]
+    for i, path in enumerate(paths):
+        if paths.index(path) != i:
+            errors.append(f"key 'downloads.files[{i}].path': {path!r} is listed twice")
     qa = cfg.get("qa", {})
     if qa.get("max_pairs", 0) < qa.get("min_pairs", 0):
         errors.append(f"key 'qa.max_pairs': must be >= qa.min_pairs ({qa['min_pairs']}), got {qa['max_pairs']}")
@@ -169,26 +179,33 @@ def check_config(cfg: dict, source: str = "config") -> dict:
 LLM_OPERATIONAL_KEYS = (
     "concurrency", "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "max_requests", "retry_failed",
 )
-LLM_STAGES = ("prompts", "qa")
+# Where LLM sections live (dotted paths): the two prompt stages and the VLM judge.
+LLM_SECTIONS = ("prompts.llm", "qa.llm", "eval.judge.llm")
+
+
+def _llm_sections(cfg: dict):
+    for dotted in LLM_SECTIONS:
+        node = cfg
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            yield dotted, node
 
 
 def without_operational(stage_cfg: dict) -> dict:
     out = copy.deepcopy(stage_cfg)
-    for stage in LLM_STAGES:
-        llm = out.get(stage, {}).get("llm")
-        if llm is not None:
-            for key in LLM_OPERATIONAL_KEYS:
-                llm.pop(key, None)
+    for _, llm in _llm_sections(out):
+        for key in LLM_OPERATIONAL_KEYS:
+            llm.pop(key, None)
     return out
 
 
 def with_operational(stage_cfg: dict, full_cfg: dict) -> dict:
     out = copy.deepcopy(stage_cfg)
-    for stage in LLM_STAGES:
-        llm = out.get(stage, {}).get("llm")
-        if llm is not None:
-            source = full_cfg[stage]["llm"]
-            llm.update({key: source[key] for key in LLM_OPERATIONAL_KEYS if key in source})
+    sources = dict(_llm_sections(full_cfg))
+    for dotted, llm in _llm_sections(out):
+        source = sources[dotted]
+        llm.update({key: source[key] for key in LLM_OPERATIONAL_KEYS if key in source})
     return out
 
 
@@ -208,3 +225,13 @@ def load_config(path: str | os.PathLike) -> dict:
     if cfg is None:
         raise ConfigError(f"{path}: the config file is empty")
     return check_config(cfg, source=str(path))
+
+
+def config_digest(cfg: dict) -> str:
+    """Short hash of everything in a config that can change an output (LLM fetch settings
+    left out), recorded in every result file."""
+    import hashlib
+    import json
+
+    text = json.dumps(without_operational(cfg), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

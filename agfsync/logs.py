@@ -33,12 +33,9 @@ class RedactingFormatter(logging.Formatter):
 
 
 def secret_env_names(cfg: dict) -> list[str]:
-    names = []
-    for stage in ("prompts", "qa"):
-        name = cfg.get(stage, {}).get("llm", {}).get("api_key_env")
-        if name:
-            names.append(name)
-    return names
+    from agfsync.config import _llm_sections
+
+    return [llm["api_key_env"] for _, llm in _llm_sections(cfg) if llm.get("api_key_env")]
 
 
 @contextlib.contextmanager

@@ -37,18 +37,20 @@ def default_dtype(device: torch.device) -> torch.dtype:
 # ----------------------------------------------------------------------------- diffusion
 
 
-def load_sd_pipeline(pretrained: str, family: str, *, device=None, dtype=None, revision=None):
-    """SD 1.x (family 'sd1') or SDXL ('sdxl') text-to-image pipeline, safety checker off."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+def load_sd_pipeline(pretrained: str, family: str, *, device=None, dtype=None, revision=None, unet=None):
+    """SD 1.x (family 'sd1') or SDXL ('sdxl') text-to-image pipeline, safety checker off.
+    `unet`: a diffusers UNet directory that replaces the pipeline's (a fine-tuned one)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
     device = pick_device(device)
     dtype = dtype or default_dtype(device)
+    components = {"unet": UNet2DConditionModel.from_pretrained(unet, dtype=dtype)} if unet else {}
     if family == "sd1":
         pipe = StableDiffusionPipeline.from_pretrained(
-            pretrained, revision=revision, dtype=dtype, safety_checker=None, requires_safety_checker=False
+            pretrained, revision=revision, dtype=dtype, safety_checker=None, requires_safety_checker=False, **components
         )
     elif family == "sdxl":
-        pipe = StableDiffusionXLPipeline.from_pretrained(pretrained, revision=revision, dtype=dtype)
+        pipe = StableDiffusionXLPipeline.from_pretrained(pretrained, revision=revision, dtype=dtype, **components)
     else:
         raise ValueError(f"unknown model family {family!r} (expected 'sd1' or 'sdxl')")
     pipe.set_progress_bar_config(disable=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("sd1", "sdxl", "clip", "blip2", "aesthetic", "hps")
+FAMILIES = ("sd1", "sdxl", "clip", "blip2", "aesthetic", "hps", "fid")
 TEXT_MAX_LENGTH = 77  # CLIP's context length, as the real checkpoints
 HPS_MODEL_NAME = "agfsync-tiny-ViT"
 
@@ -297,9 +297,17 @@ def build_hps(out: Path) -> None:
     torch.save({"state_dict": model.state_dict()}, out / "HPS_tiny.pt")
 
 
+def build_fid(out: Path) -> None:
+    """FID feature network for the demo (the real one is torch-fidelity's InceptionV3)."""
+    from agfsync.fid import TinyFeatureNet
+
+    _seeded("fid")
+    TinyFeatureNet(input_size=32, num_features=16).save_pretrained(out)
+
+
 BUILDERS = {
     "sd1": build_sd1, "sdxl": build_sdxl, "clip": build_clip,
-    "blip2": build_blip2, "aesthetic": build_aesthetic, "hps": build_hps,
+    "blip2": build_blip2, "aesthetic": build_aesthetic, "hps": build_hps, "fid": build_fid,
 }
 
 

@@ -71,7 +71,7 @@ def mutate(cfg, path, value):
 
 DELETE = object()
 BAD = [
-    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, device, llm_cache_dir, models, pairs, "
+    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, device, downloads, eval, llm_cache_dir, models, pairs, "
      "prompts, qa, run_models, scores, seed, tiny_models, train)"),
     ("missing key", "qa.llm.model", DELETE, "missing required key 'qa.llm.model'"),
     ("wrong type", "seed", "abc", "key 'seed': expected integer, got str 'abc'"),
@@ -97,6 +97,18 @@ BAD = [
      "into config files"),
     ("key pasted into api_key_env", "qa.llm.api_key_env", "sk-live-0123456789/abc", "key 'qa.llm.api_key_env': "
      "expected the NAME of an environment variable"),
+    ("judge on a disabled benchmark", "eval.hpsv2.enabled", False, "key 'eval.judge.benchmark': the judge compares "
+     "images of 'hpsv2', which is not enabled (eval.hpsv2.enabled)"),
+    ("judge without an endpoint", "eval.judge.llm", DELETE, "key 'eval.judge.llm': the judge is enabled but has no "
+     "llm section (a vision model endpoint)"),
+    ("unknown HPS version", "eval.hpsv2.version", "v3", "key 'eval.hpsv2.version': expected one of 'v2.0', 'v2.1'; "
+     "got 'v3'"),
+    ("unknown MJHQ category", "eval.mjhq.categories", ["animals", "cars"], "key 'eval.mjhq.categories[1]': expected "
+     "one of 'animals'"),
+    ("download outside resources", "downloads.files", [{"path": "/etc/passwd", "url": "https://x.org/a"}],
+     "key 'downloads.files[0].path'"),
+    ("download listed twice", "downloads.files", [{"path": "resources/a.json", "url": "https://x.org/a"}] * 2,
+     "key 'downloads.files[1].path': 'resources/a.json' is listed twice"),
 ]
 
 

@@ -86,8 +86,8 @@ def test_one_target_pulls_only_its_jobs(tmp_path, no_torch):
     result = snakemake(workdir(tmp_path / "w"), "-n", "results/sdxl/pairs.jsonl", env=no_torch)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "prompts_generate": 1, "qa_generate": 1, "candidates_generate": 717, "candidates_score": 717,
-        "pairs_select": 1}
+        "download_file": 1, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1, "candidates_generate": 717,
+        "candidates_score": 717, "pairs_select": 1}  # downloads: the aesthetic head; SDXL, BLIP-2 and two CLIPs
     assert "results/sd15/" not in result.stdout and "results/sd14/" not in result.stdout
 
 
@@ -95,6 +95,96 @@ def test_lint_is_clean(tmp_path):
     result = snakemake(workdir(tmp_path / "w"), "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+# Jobs behind one model's AGFSync variant in the demo: images (TIFA 1 shard, HPS v2 2,
+# MJHQ 2), their scores, the 5 metric files and the judge.
+AGFSYNC_EVAL = {"eval_generate": 5, "eval_score_tifa": 1, "eval_score_hpsv2": 2, "eval_features_mjhq": 2,
+                "eval_metric": 5, "eval_judge": 1}
+METRICS = ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")
+
+
+def test_one_metric_target_pulls_only_its_path(tmp_path, no_torch):
+    """`snakemake -n results/sdxl/hpsv2.json`: the sdxl chain, HPS v2 images of both variants
+    and their scores; no other benchmark, model or the report. Downloads included."""
+    result = snakemake(workdir(tmp_path / "w"), "-n", "results/sdxl/hpsv2.json", env=no_torch)
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == {
+        "download_file": 6, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1, "candidates_generate": 717,
+        "candidates_score": 717, "pairs_select": 1, "train_cache": 1, "train_dpo": 1, "eval_prompts": 1,
+        "eval_generate": 26, "eval_score_hpsv2": 26, "eval_metric": 1}
+    assert "results/sd15/" not in result.stdout and "tifa" not in result.stdout and "mjhq" not in result.stdout
+    for download in ("resources/weights/HPS_v2_compressed.pt", "resources/benchmarks/hpsv2/photo.json",
+                     "resources/hub/stabilityai--stable-diffusion-xl-base-1.0.json",
+                     "resources/hub/Salesforce--blip2-flan-t5-xxl.json"):
+        assert download in result.stdout
+
+
+def check_evaluation(cwd: Path) -> None:
+    """Result files of a finished demo: all metrics, valid, consistent counts; the report."""
+    from agfsync.results import validate
+
+    for model in ("sd15", "sdxl"):
+        for metric in METRICS:
+            result = json.loads((cwd / f"results/{model}/{metric}.json").read_text())
+            validate(result, f"{model}/{metric}.json")
+            assert result["model"] == model and result["metric"] == metric
+            diff = result["variants"]["agfsync"]["value"] - result["variants"]["base"]["value"]
+            assert result["difference"]["value"] == pytest.approx(diff)
+        tifa = json.loads((cwd / f"results/{model}/tifa.json").read_text())
+        assert tifa["count"] == {"prompts": 8, "images": 16}
+        assert set(tifa["variants"]["base"]["details"]["by_element_type"]) == {
+            "activity", "animal/human", "attribute", "color", "counting", "food", "location", "material", "object",
+            "other", "spatial"}
+        hps = json.loads((cwd / f"results/{model}/hpsv2.json").read_text())
+        assert hps["benchmark"]["version"] == "v2.0" and hps["count"]["prompts"] == 12
+        assert {s: v["num_images"] for s, v in hps["variants"]["base"]["details"]["styles"].items()} == {
+            "anime": 3, "concept-art": 3, "paintings": 3, "photo": 3}
+        fid = json.loads((cwd / f"results/{model}/mjhq_fid.json").read_text())
+        assert sorted(fid["variants"]["base"]["details"]["by_category"]) == ["animals", "food", "landscape"]
+        assert fid["implementation"]["torchmetrics"] and fid["variants"]["base"]["value"] > 0
+        judge = json.loads((cwd / f"results/{model}/judge.json").read_text())
+        # 12 recorded verdicts: 1 repaired (kept), 1 invalid twice (skipped)
+        assert judge["judge"]["pairs_judged"] == 11 and judge["judge"]["skipped"] == 1
+        assert sum(judge["judge"]["counts"].values()) == 11
+        base = (cwd / f"results/{model}/eval/base/hpsv2/shard-00000.tar")
+        tuned = (cwd / f"results/{model}/eval/agfsync/hpsv2/shard-00000.tar")
+        check_same_seeds(base, tuned)
+    html = (cwd / "results/report.html").read_text()
+    for section in ("summary", "results-sd15", "charts-sd15", "training-sdxl", "preference-sd15", "eval-images-sdxl",
+                    "pairs-images-sd15"):
+        assert f'id="{section}"' in html, section
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html  # self-contained
+    assert html.count("<img ") >= 2 * (4 * 3 + 4 * 2)  # per model: 3 benchmarks x 4 pairs and 4 training pairs
+    check_renders(cwd / "results/report.html")
+
+
+def check_renders(html: Path) -> None:
+    """The report renders in headless Chromium: every section is in the rendered DOM, the
+    images decode, and the screenshot is not blank. The screenshot is kept for a human
+    look (AGFSYNC_KEEP_SCREENSHOT=<path>)."""
+    import numpy as np
+    from browser import render
+    from PIL import Image
+
+    shot, dom = render(html, html.parent)
+    for section in ("results-sd15", "training-sd15", "preference-sdxl", "eval-images-sd15", "pairs-images-sdxl"):
+        assert f'id="{section}"' in dom, section
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    assert pixels.shape[:2] == (2400, 1280) and pixels.std() > 20  # text, charts and images, not an empty page
+    keep = os.environ.get("AGFSYNC_KEEP_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+
+
+def check_same_seeds(base: Path, tuned: Path) -> None:
+    from agfsync.shards import Shard
+
+    with Shard(base) as a, Shard(tuned) as b:
+        assert [(r["prompt_id"], r["seed"], r["sampler_seed"]) for r in a.rows] == [
+            (r["prompt_id"], r["seed"], r["sampler_seed"]) for r in b.rows]
+        assert {r["variant"] for r in a.rows} == {"base"} and {r["variant"] for r in b.rows} == {"agfsync"}
+        assert any((a.image(x).tobytes() != b.image(y).tobytes()) for x, y in zip(a.rows, b.rows))  # the UNet differs
 
 
 @pytest.mark.slow
@@ -112,7 +202,7 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
     for log in ("logs/prompts/prompts_generate.log", "logs/prompts/qa_generate.log", "logs/models/models_tiny.log"):
         assert (cwd / log).stat().st_size > 0, log
     manifest = json.loads((cwd / "resources/tiny_models/MANIFEST.json").read_text())
-    assert sorted(manifest["families"]) == ["aesthetic", "blip2", "clip", "hps", "sd1", "sdxl"]
+    assert sorted(manifest["families"]) == ["aesthetic", "blip2", "clip", "fid", "hps", "sd1", "sdxl"]
 
     for model in ("sd15", "sdxl"):
         pairs = [json.loads(line) for line in (cwd / f"results/{model}/pairs.jsonl").read_text().splitlines()]
@@ -134,8 +224,16 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
     assert "12 prompts, 96 images in" in log and "images/s" in log
     assert "attention: auto chose sdpa because device is cpu" in log
 
+    check_evaluation(cwd)
+
     again = snakemake(cwd, *DEMO)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # Snakemake's own report, with the page and the metric files in it
+    report = snakemake(cwd, *DEMO, "--report", "snakemake_report.html")
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (cwd / "snakemake_report.html").read_text()
+    assert "report.html" in text and "hpsv2.json" in text
 
     # Snakemake reruns a job whose params change: a rule's params name only what determines
     # its output. A new learning rate retrains that model only; LLM fetch settings rerun nothing.
@@ -148,7 +246,9 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
     for name, changed in (("lr", lr), ("fetch", fetch)):
         (cwd / f"config/{name}.yaml").write_text(yaml.safe_dump(changed))
     dry = snakemake(cwd, "-n", "--configfile", "config/lr.yaml", "--replace-workflow-config")
-    assert job_counts(dry.stdout + dry.stderr) == {"train_dpo": 1, "all": 1}, dry.stdout
+    # that model's training, then its AGFSync images and everything computed from them; base images stay
+    assert job_counts(dry.stdout + dry.stderr) == {"train_dpo": 1, **AGFSYNC_EVAL, "report": 1, "all": 1}, dry.stdout
+    assert "results/sd15/eval/base" not in dry.stdout and "results/sdxl/" not in dry.stdout
     dry = snakemake(cwd, "-n", "--configfile", "config/fetch.yaml", "--replace-workflow-config")
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
 
@@ -159,4 +259,4 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
     dry = snakemake(cwd, "-n", *DEMO)
     jobs = job_counts(dry.stdout + dry.stderr)
     assert jobs == {"candidates_generate": 1, "candidates_score": 1, "pairs_select": 1, "train_cache": 1,
-                    "train_dpo": 1, "all": 1}, dry.stdout
+                    "train_dpo": 1, **AGFSYNC_EVAL, "report": 1, "all": 1}, dry.stdout

@@ -1,11 +1,15 @@
 # Stages 2-4: candidates per prompt (scattered over shards), AI-feedback scores per shard,
 # then best-vs-worst preference pairs per model (gathered).
 
+# The scorers' weights (config scores.<section>.<key>), for their downloads.
+SCORER_KEYS = [("vqa", "model"), ("clip", "model"), ("aesthetic", "backbone"), ("aesthetic", "head")]
+
 
 rule candidates_generate:
     input:
         qa=rules.qa_generate.output.qa,
         models=tiny_models_input(),
+        downloads=model_needs("pretrained"),
     output:
         "results/{model}/candidates/shard-{shard}.tar",
     log:
@@ -30,6 +34,7 @@ rule candidates_score:
         shard=rules.candidates_generate.output[0],
         qa=rules.qa_generate.output.qa,
         models=tiny_models_input(),
+        downloads=needs(*(config["scores"][k][f] for k, f in SCORER_KEYS)),
     output:
         "results/{model}/scores/shard-{shard}.jsonl",
     log:

@@ -1,9 +1,16 @@
 # Config validation and input functions shared by all rules. Imports no torch:
 # `snakemake -n` must stay fast on a machine without GPU, weights or network.
 
+import os
+
 from snakemake.utils import validate
 
-from agfsync.config import SCHEMA_PATH, check_config, without_operational
+from agfsync.benchmarks import VARIANTS, num_eval_shards
+from agfsync.benchmarks import enabled as enabled_benchmarks
+from agfsync.config import SCHEMA_PATH, check_config, config_digest, without_operational
+from agfsync.downloads import hub_marker, hub_repos, needed
+from agfsync.hps import STYLES
+from agfsync.results import SOURCE, metrics_for
 from agfsync.shards import num_shards, shard_name
 
 # Ours first, for messages that name the key; then Snakemake's own validation against
@@ -12,6 +19,24 @@ check_config(config, source="config")
 validate(config, schema=str(SCHEMA_PATH))
 
 TINY_MODELS = config["tiny_models"]["dir"]
+CONFIG_HASH = config_digest(config)
+
+# Compute jobs never reach the Hugging Face hub (cluster compute nodes often have no
+# internet): everything comes from the download rules, which run on the login node and
+# switch this off for themselves (agfsync.downloads).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+DOWNLOAD_FILES = {entry["path"]: entry for entry in config["downloads"]["files"]}
+HUB_REPOS = hub_repos(config)
+
+
+def needs(*values):
+    """The download outputs that provide these config values (agfsync.downloads.needed)."""
+    return needed(values, DOWNLOAD_FILES, HUB_REPOS)
+
+
+def model_needs(*keys):
+    """Input function: downloads behind models.{model}.<key> values."""
+    return lambda w: needs(*(config["models"][w.model][key] for key in keys))
 
 # Candidate shards: their number is fixed by the config (an upper bound on prompts /
 # shard_size), so the whole DAG is known at parse time and dry runs list every job.
@@ -25,6 +50,7 @@ wildcard_constraints:
 # Per-model targets of `rule all`, as patterns over {model}. Each stage's rules file
 # appends what it produces; the Snakefile expands them over config["run_models"].
 MODEL_TARGETS = []
+RUN_TARGETS = []  # targets over all models (the report)
 
 
 def final_targets():
@@ -38,7 +64,7 @@ def final_targets():
         targets.append(TINY_MODELS)
     for model in config["run_models"]:
         targets += [pattern.format(model=model) for pattern in MODEL_TARGETS]
-    return targets
+    return targets + RUN_TARGETS
 
 
 def tiny_models_input():
@@ -86,3 +112,53 @@ def model_keys(model, *keys):
 def model_gpus(wildcards=None):
     """GPUs a model job asks for: none when the config runs models on the CPU."""
     return 0 if config["device"] == "cpu" else 1
+
+
+# ----------------------------------------------------------------------------- evaluation
+# Benchmarks, their shard counts (fixed at parse time, like the candidate shards) and the
+# input functions of rules/eval.smk and rules/report.smk.
+
+EVAL_BENCHES = enabled_benchmarks(config)
+EVAL_SHARDS = {bench: [shard_name(i) for i in range(num_eval_shards(config, bench))] for bench in EVAL_BENCHES}
+EVAL_METRICS = metrics_for(config)
+
+
+def benchmark_files(w):
+    section = config["eval"][w.bench]
+    if w.bench == "tifa":
+        return [section["text_inputs"], section["questions"]]
+    if w.bench == "hpsv2":
+        return [f"{section['prompts_dir']}/{style}.json" for style in STYLES]
+    return [section["meta"]]
+
+
+def eval_unet(w):
+    """The fine-tuned UNet is an input of the agfsync variant only: base images never wait for training."""
+    return ["results/{model}/agfsync".format(model=w.model)] if w.variant == "agfsync" else []
+
+
+def eval_outputs(model, variant, bench, kind):
+    """Per-shard files of one model, variant and benchmark: shard (images), scores or features."""
+    pattern = {"shard": "shard-{shard}.tar", "scores": "scores-{shard}.jsonl", "features": "features-{shard}.npz"}[kind]
+    return [f"results/{model}/eval/{variant}/{bench}/{pattern.format(shard=s)}" for s in EVAL_SHARDS[bench]]
+
+
+def metric_inputs(w):
+    bench = SOURCE[w.metric]
+    kind = {"tifa": "scores", "hpsv2": "scores", "mjhq": "features"}[bench]
+    inputs = {v: eval_outputs(w.model, v, bench, kind) for v in VARIANTS}
+    if bench == "mjhq":
+        inputs["reference"] = "results/eval/mjhq/reference_features.npz"
+    return inputs
+
+
+def report_inputs(wildcards=None):
+    """Everything the report shows: metric files, training metrics, pairs and the shards
+    its image grids come from (all candidate shards: pairs point into any of them)."""
+    inputs = []
+    for model in config["run_models"]:
+        inputs += [f"results/{model}/{metric}.json" for metric in EVAL_METRICS]
+        inputs += [f"results/{model}/agfsync", f"results/{model}/pairs.jsonl", f"results/{model}/pairs_summary.json"]
+        inputs += [f"results/{model}/candidates/shard-{shard}.tar" for shard in SHARDS]
+        inputs += [f"results/{model}/eval/{v}/{b}/shard-{shard_name(0)}.tar" for v in VARIANTS for b in EVAL_BENCHES]
+    return inputs

@@ -5,6 +5,7 @@ rule prompts_generate:
     input:
         responses=llm_inputs("prompts"),
         models=tiny_models_input() if config["prompts"]["dedup"]["embedder"] == "clip" else [],
+        downloads=needs(config["scores"]["clip"]["model"]) if config["prompts"]["dedup"]["embedder"] == "clip" else [],
     output:
         prompts="results/prompts/prompts.jsonl",
         summary="results/prompts/prompts_summary.json",

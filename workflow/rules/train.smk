@@ -8,6 +8,7 @@ rule train_cache:
         pairs=rules.pairs_select.output.pairs,
         shards=expand("results/{{model}}/candidates/shard-{shard}.tar", shard=SHARDS),
         models=tiny_models_input(),
+        downloads=model_needs("pretrained"),
     output:
         directory("results/{model}/train_cache"),
     log:
@@ -31,6 +32,7 @@ rule train_dpo:
     input:
         cache=rules.train_cache.output[0],
         models=tiny_models_input(),
+        downloads=model_needs("pretrained"),
     output:
         directory("results/{model}/agfsync"),
     log:

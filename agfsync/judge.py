@@ -1,0 +1,125 @@
+"""VLM judge (the paper's GPT-4V comparison): base vs AGFSync, pairwise, per prompt.
+
+For each of the first eval.judge.max_pairs prompts of eval.judge.benchmark, the judge
+sees the prompt and the two images generated from the same seed (agfsync.evaluate), in an
+order drawn per pair from (seed, "judge", model, prompt id) so that position bias cancels
+out, and answers a JSON object {"winner": "A" | "B" | "tie", "reason": "..."}.
+Requests go through agfsync.llm like the LLM stage: any OpenAI-compatible vision endpoint,
+the on-disk cache (a rerun sends nothing), retries, a request budget, repair re-asks on
+a bad answer, then skip-with-reason. Results: AGFSync win / tie / loss rates over the
+judged pairs, each with a Wilson score interval at eval.judge.confidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+from statistics import NormalDist
+
+from agfsync.llm import BadOutput, LLMClient, LLMSettings, Reply, Request, ask_json, extract_json, run_concurrently
+from agfsync.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+
+SYSTEM = (
+    "You are an expert judge of text-to-image generation. You compare two images generated from the same "
+    "text prompt and decide which one better matches the prompt (every object, attribute, count and relation) "
+    "and, secondarily, which has higher visual quality and aesthetics."
+)
+INSTRUCTION = (
+    "Prompt: \"{prompt}\"\n\nImage A is the first image, image B the second. Which image is better for this "
+    "prompt? Answer with a JSON object only: {{\"winner\": \"A\" | \"B\" | \"tie\", \"reason\": \"<one sentence>\"}}."
+)
+OUTCOMES = ("win", "tie", "loss")
+
+
+def data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def agfsync_first(seed: int, model: str, prompt_id: str) -> bool:
+    """Is the AGFSync image shown as image A for this pair?"""
+    return derive_seed(seed, "judge", model, prompt_id) % 2 == 1
+
+
+def build_request(seed: int, model: str, record: dict, image_a, image_b) -> Request:
+    content = [
+        {"type": "text", "text": INSTRUCTION.format(prompt=record["prompt"])},
+        {"type": "image_url", "image_url": {"url": data_url(image_a)}},
+        {"type": "image_url", "image_url": {"url": data_url(image_b)}},
+    ]
+    return Request(key=f"judge/{model}/{record['id']}",
+                   messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": content}),
+                   seed=derive_seed(seed, "judge-request", model, record["id"]))
+
+
+def parse_verdict(reply: Reply) -> str:
+    """'A', 'B' or 'tie', or BadOutput naming what is wrong."""
+    obj = extract_json(reply)
+    if "winner" not in obj:
+        raise BadOutput(f"missing field 'winner' (got fields: {', '.join(sorted(obj)) or 'none'})")
+    value = obj["winner"]
+    if not isinstance(value, str):
+        raise BadOutput(f"'winner' must be \"A\", \"B\" or \"tie\", got {value!r}")
+    normal = value.strip().lower().removeprefix("image").strip()
+    if normal in ("a", "b"):
+        return normal.upper()
+    if normal in ("tie", "equal", "draw", "both"):
+        return "tie"
+    raise BadOutput(f"'winner' must be \"A\", \"B\" or \"tie\", got {value!r}")
+
+
+def outcome_for_agfsync(verdict: str, agfsync_is_a: bool) -> str:
+    if verdict == "tie":
+        return "tie"
+    return "win" if (verdict == "A") == agfsync_is_a else "loss"
+
+
+def wilson(successes: int, total: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion."""
+    if total == 0:
+        return (0.0, 1.0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarise(outcomes: dict[str, str], confidence: float) -> dict:
+    counts = {name: sum(1 for o in outcomes.values() if o == name) for name in OUTCOMES}
+    total = sum(counts.values())
+    out = {"pairs_judged": total, "counts": counts, "confidence": confidence}
+    for name in OUTCOMES:
+        low, high = wilson(counts[name], total, confidence)
+        out[name] = {"rate": counts[name] / total if total else None, "ci": [low, high]}
+    return out
+
+
+def judge_pairs(cfg: dict, model: str, records: list[dict], images: dict[str, tuple], *, client: LLMClient | None = None):
+    """Ask the judge about each record; `images[id]` = (base image, agfsync image).
+    Returns (outcome per prompt id, skipped {id: reasons}, client stats)."""
+    section = cfg["eval"]["judge"]
+    if client is None:
+        client = LLMClient(LLMSettings.from_config(section["llm"]), stage="judge",
+                           cache_path=f"{cfg['llm_cache_dir']}/judge.jsonl")
+
+    def ask(record):
+        base, tuned = images[record["id"]]
+        first = agfsync_first(cfg["seed"], model, record["id"])
+        request = build_request(cfg["seed"], model, record, tuned if first else base, base if first else tuned)
+        return record["id"], first, ask_json(client, request, parse_verdict)
+
+    outcomes, skipped = {}, {}
+    for prompt_id, first, outcome in run_concurrently(ask, records, client.settings.concurrency):
+        if outcome.ok:
+            outcomes[prompt_id] = outcome_for_agfsync(outcome.value, first)
+        else:
+            skipped[prompt_id] = outcome.reasons
+            log.warning("judge: %s skipped: %s", prompt_id, "; ".join(outcome.reasons))
+    client.log_summary()
+    return outcomes, skipped, client.stats.as_dict()

@@ -1,0 +1,271 @@
+"""Result files results/{model}/{metric}.json (rule eval_metric): base and AGFSync side
+by side, the difference (AGFSync - base), counts, benchmark version, implementation and
+the config hash. Format: agfsync/schemas/result.schema.yaml. Pure aggregation over the
+per-image score files; only mjhq_fid imports torch (torchmetrics' Fréchet distance).
+
+  tifa       TIFA score = mean over prompts of the fraction of the prompt's questions
+             answered correctly; accuracy per element type and per source (agfsync.tifa)
+  clipscore  mean CLIP score of the TIFA images (the paper's TIFA table reports it)
+  aesthetic  mean LAION aesthetic score (x10, as the scores stage) of the TIFA images
+  hpsv2      per style, mean of 80-image chunk means; average over styles (agfsync.hps)
+  mjhq_fid   FID per category and overall, generated vs reference images (agfsync.fid)
+  judge      AGFSync win / tie / loss rates from the VLM judge (agfsync.judge)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from agfsync import hps, tifa
+from agfsync.benchmarks import NAMES, VARIANTS
+from agfsync.io import DataError, read_jsonl
+
+METRICS = ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")
+SOURCE = {"tifa": "tifa", "clipscore": "tifa", "aesthetic": "tifa", "hpsv2": "hpsv2", "mjhq_fid": "mjhq"}
+RESULT_SCHEMA = Path(__file__).resolve().parent / "schemas" / "result.schema.yaml"
+
+
+def metrics_for(cfg: dict) -> list[str]:
+    """The metrics a config evaluates (their benchmarks enabled)."""
+    out = [m for m in METRICS if m != "judge" and cfg["eval"][SOURCE[m]]["enabled"]]
+    return out + (["judge"] if cfg["eval"]["judge"]["enabled"] else [])
+
+
+def read_rows(paths) -> list[dict]:
+    rows = []
+    for path in paths:
+        rows += read_jsonl(path, required=("prompt_id", "group"))
+    return rows
+
+
+def _check_same_prompts(rows_by_variant: dict[str, list[dict]], what: str) -> None:
+    ids = {v: sorted(r["prompt_id"] for r in rows) for v, rows in rows_by_variant.items()}
+    if ids["base"] != ids["agfsync"]:
+        only = sorted(set(ids["base"]) ^ set(ids["agfsync"]))[:5]
+        raise DataError(f"{what}: base and agfsync images cover different prompts (e.g. {', '.join(only)}); "
+                        f"rerun the missing evaluation shards")
+    if not ids["base"]:
+        raise DataError(f"{what}: no evaluated images")
+
+
+def envelope(metric: str, model: str, cfg: dict, config_hash: str, *, benchmark: dict, higher_is_better: bool,
+             values: dict[str, dict], by_group: dict | None, prompts: int, images: int, implementation: dict) -> dict:
+    result = {
+        "metric": metric, "model": model, "pretrained": cfg["models"][model]["pretrained"], "benchmark": benchmark,
+        "higher_is_better": higher_is_better,
+        "variants": {v: values[v] for v in VARIANTS},
+        "difference": {"value": values["agfsync"]["value"] - values["base"]["value"]},
+        "count": {"prompts": prompts, "images": images},
+        "implementation": implementation, "config_hash": config_hash,
+    }
+    if by_group:
+        result["difference"]["by_group"] = by_group
+    return result
+
+
+def _group_diff(details: dict[str, dict], key: str, field: str) -> dict[str, float]:
+    base, tuned = details["base"][key], details["agfsync"][key]
+    return {g: tuned[g][field] - base[g][field] for g in sorted(base) if g in tuned}
+
+
+def tifa_result(model: str, cfg: dict, config_hash: str, rows_by_variant: dict[str, list[dict]]) -> dict:
+    _check_same_prompts(rows_by_variant, f"tifa ({model})")
+    values, details = {}, {}
+    for variant, rows in rows_by_variant.items():
+        scored = tifa.score({r["prompt_id"]: list(zip(r["element_types"], r["correct"])) for r in rows})
+        by_source = defaultdict(list)
+        for r in rows:
+            by_source[r["group"]].append(float(np.mean(r["correct"])))
+        details[variant] = {"by_element_type": scored["by_element_type"],
+                            "by_source": {g: {"score": float(np.mean(v)), "num_prompts": len(v)} for g, v in sorted(by_source.items())},
+                            "num_questions": scored["num_questions"]}
+        values[variant] = {"value": scored["score"], "details": details[variant]}
+    by_type = {t: details["agfsync"]["by_element_type"][t]["accuracy"] - details["base"]["by_element_type"][t]["accuracy"]
+               for t in details["base"]["by_element_type"]}
+    n = len(rows_by_variant["base"])
+    return envelope("tifa", model, cfg, config_hash, benchmark={"name": NAMES["tifa"], "version": cfg["eval"]["tifa"]["version"]},
+                    higher_is_better=True, values=values, by_group=by_type, prompts=n, images=2 * n,
+                    implementation={"vqa_model": cfg["scores"]["vqa"]["model"],
+                                    "answering": "choice scoring (yes/no logits; multiple choice by choice likelihood)"})
+
+
+def mean_result(metric: str, field: str, model: str, cfg: dict, config_hash: str, rows_by_variant, implementation) -> dict:
+    _check_same_prompts(rows_by_variant, f"{metric} ({model})")
+    values = {}
+    for variant, rows in rows_by_variant.items():
+        scores = np.asarray([r[field] for r in rows], dtype=np.float64)
+        groups = defaultdict(list)
+        for r in rows:
+            groups[r["group"]].append(r[field])
+        values[variant] = {"value": float(scores.mean()), "details": {
+            "std": float(scores.std()), "by_group": {g: {"mean": float(np.mean(v)), "num_images": len(v)}
+                                                     for g, v in sorted(groups.items())}}}
+    paired = _paired(rows_by_variant, field)
+    values["agfsync"]["details"]["better_than_base_fraction"] = paired
+    n = len(rows_by_variant["base"])
+    by_group = {g: values["agfsync"]["details"]["by_group"][g]["mean"] - values["base"]["details"]["by_group"][g]["mean"]
+                for g in values["base"]["details"]["by_group"]}
+    bench = SOURCE[metric]
+    return envelope(metric, model, cfg, config_hash,
+                    benchmark={"name": NAMES[bench], "version": cfg["eval"][bench]["version"]},
+                    higher_is_better=True, values=values, by_group=by_group, prompts=n, images=2 * n,
+                    implementation=implementation)
+
+
+def _paired(rows_by_variant, field: str) -> float:
+    base = {r["prompt_id"]: r[field] for r in rows_by_variant["base"]}
+    tuned = {r["prompt_id"]: r[field] for r in rows_by_variant["agfsync"]}
+    return float(np.mean([tuned[k] > base[k] for k in base]))
+
+
+def hps_result(model: str, cfg: dict, config_hash: str, rows_by_variant) -> dict:
+    _check_same_prompts(rows_by_variant, f"hpsv2 ({model})")
+    values = {}
+    for variant, rows in rows_by_variant.items():
+        order = {style: [] for style in hps.STYLES}
+        for r in sorted(rows, key=lambda r: int(r["prompt_id"].rsplit("-", 1)[1])):  # "{style}-{index}": benchmark order
+            order.setdefault(r["group"], []).append(r["hps"])
+        aggregated = hps.aggregate({s: v for s, v in order.items() if v})
+        values[variant] = {"value": aggregated["average"], "details": {"styles": aggregated["styles"]}}
+    values["agfsync"]["details"]["better_than_base_fraction"] = _paired(rows_by_variant, "hps")
+    by_style = {s: values["agfsync"]["details"]["styles"][s]["mean"] - values["base"]["details"]["styles"][s]["mean"]
+                for s in values["base"]["details"]["styles"]}
+    section = cfg["eval"]["hpsv2"]
+    n = len(rows_by_variant["base"])
+    return envelope("hpsv2", model, cfg, config_hash, benchmark={"name": NAMES["hpsv2"], "version": section["version"]},
+                    higher_is_better=True, values=values, by_group=by_style, prompts=n, images=2 * n,
+                    implementation={"model": section["model"], "checkpoint": Path(section["checkpoint"]).name,
+                                    "preprocess": "longest side to input size (bicubic), pad to square, OpenAI mean/std",
+                                    "score": "100 * cos", "chunk": hps.CHUNK})
+
+
+def fid_result(model: str, cfg: dict, config_hash: str, features_by_variant: dict[str, dict], reference: dict) -> dict:
+    from agfsync.fid import frechet_distance, implementation
+
+    ref_by_group = defaultdict(list)
+    for index, group in enumerate(reference["groups"]):
+        ref_by_group[group].append(index)
+    values = {}
+    for variant, data in features_by_variant.items():
+        if sorted(data["ids"]) != sorted(reference["ids"]):
+            raise DataError(f"mjhq_fid ({model}, {variant}): generated images and reference images cover different "
+                            f"MJHQ ids; rerun the missing evaluation shards")
+        by_group = defaultdict(list)
+        for index, group in enumerate(data["groups"]):
+            by_group[group].append(index)
+        per_category = {}
+        for group in sorted(ref_by_group):
+            per_category[group] = {"fid": frechet_distance(data["features"][by_group[group]],
+                                                           reference["features"][ref_by_group[group]]),
+                                   "num_images": len(by_group[group])}
+        overall = frechet_distance(data["features"], reference["features"])
+        values[variant] = {"value": overall, "details": {"by_category": per_category,
+                                                         "category_mean": float(np.mean([c["fid"] for c in per_category.values()]))}}
+    by_group = _group_diff({v: values[v]["details"] for v in VARIANTS}, "by_category", "fid")
+    n = len(reference["ids"])
+    return envelope("mjhq_fid", model, cfg, config_hash, benchmark={"name": NAMES["mjhq"], "version": "MJHQ-30K"},
+                    higher_is_better=False, values=values, by_group=by_group, prompts=n, images=3 * n,
+                    implementation={**implementation(), **reference["info"],
+                                    "generated_resolution": cfg["models"][model]["resolution"]})
+
+
+def judge_result(model: str, cfg: dict, config_hash: str, summary: dict, skipped: dict, stats: dict) -> dict:
+    section = cfg["eval"]["judge"]
+    win, loss = summary["win"]["rate"], summary["loss"]["rate"]
+    if summary["pairs_judged"] == 0:
+        raise DataError(f"judge ({model}): no pair was judged ({len(skipped)} skipped); see the log for reasons")
+    values = {"base": {"value": loss, "details": {"wins": summary["counts"]["loss"], "ci": summary["loss"]["ci"]}},
+              "agfsync": {"value": win, "details": {"wins": summary["counts"]["win"], "ci": summary["win"]["ci"]}}}
+    result = envelope("judge", model, cfg, config_hash,
+                      benchmark={"name": f"VLM judge on {NAMES[section['benchmark']]}", "version": section["llm"]["model"]},
+                      higher_is_better=True, values=values, by_group=None, prompts=summary["pairs_judged"],
+                      images=2 * summary["pairs_judged"],
+                      implementation={"model": section["llm"]["model"], "provider": section["llm"]["provider"],
+                                      "order": "randomised per pair", "interval": "Wilson score"})
+    result["judge"] = {**summary, "skipped": len(skipped),
+                       "skipped_reasons": {k: v for k, v in sorted(skipped.items())[:20]},
+                       "requests": {k: stats[k] for k in sorted(stats) if k != "key"}}
+    return result
+
+
+def validate(result: dict, where: str = "result") -> None:
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(RESULT_SCHEMA.read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(result), key=lambda e: list(map(str, e.path)))
+    if errors:
+        raise DataError(f"{where}: not a valid result file: " + "; ".join(
+            f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors))
+
+
+def write_metric(cfg: dict, model: str, metric: str, inputs: dict, out_path, config_hash: str) -> dict:
+    """Rule eval_metric: `inputs` = {"base": [per-shard files], "agfsync": [...], "reference"?: npz}."""
+    from agfsync.io import write_json
+
+    if metric == "mjhq_fid":
+        from agfsync.evaluate import load_features
+
+        features = {}
+        for variant in VARIANTS:
+            parts = [load_features(p) for p in inputs[variant]]
+            parts = [p for p in parts if p["ids"]]
+            if not parts:
+                raise DataError(f"mjhq_fid ({model}, {variant}): no features in {len(inputs[variant])} shard file(s)")
+            features[variant] = {"ids": sum((p["ids"] for p in parts), []), "groups": sum((p["groups"] for p in parts), []),
+                                 "features": np.concatenate([p["features"] for p in parts])}
+        result = fid_result(model, cfg, config_hash, features, load_features(inputs["reference"]))
+    else:
+        rows = {variant: read_rows(inputs[variant]) for variant in VARIANTS}
+        if metric == "tifa":
+            result = tifa_result(model, cfg, config_hash, rows)
+        elif metric == "hpsv2":
+            result = hps_result(model, cfg, config_hash, rows)
+        elif metric == "clipscore":
+            result = mean_result("clipscore", "clip", model, cfg, config_hash, rows,
+                                 {"model": cfg["scores"]["clip"]["model"], "score": "max(100 * cos, 0)"})
+        elif metric == "aesthetic":
+            result = mean_result("aesthetic", "aesthetic", model, cfg, config_hash, rows,
+                                 {"backbone": cfg["scores"]["aesthetic"]["backbone"],
+                                  "head": Path(cfg["scores"]["aesthetic"]["head"]).name, "scale": "x10 (0..100)"})
+        else:
+            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+    validate(result, str(out_path))
+    write_json(out_path, result)
+    base, tuned = result["variants"]["base"]["value"], result["variants"]["agfsync"]["value"]
+    import logging
+
+    logging.getLogger(__name__).info("%s %s: base %.4f, agfsync %.4f (difference %+.4f) over %d prompts", model, metric,
+                                     base, tuned, tuned - base, result["count"]["prompts"])
+    return result
+
+
+def write_judge(cfg: dict, model: str, base_shards: list, tuned_shards: list, prompts_path, out_path,
+                config_hash: str) -> dict:
+    from agfsync.io import write_json
+    from agfsync.judge import judge_pairs, summarise
+    from agfsync.shards import Shard
+
+    section = cfg["eval"]["judge"]
+    records = read_jsonl(prompts_path, required=("id", "prompt"))
+    if section["max_pairs"]:
+        records = records[: section["max_pairs"]]
+    wanted = {r["id"] for r in records}
+    images: dict[str, list] = {pid: [None, None] for pid in wanted}
+    for slot, paths in enumerate((base_shards, tuned_shards)):
+        for path in paths:
+            with Shard(path) as shard:
+                for row in shard.rows:
+                    if row["prompt_id"] in wanted:
+                        images[row["prompt_id"]][slot] = shard.image(row)
+    missing = sorted(pid for pid, pair in images.items() if None in pair)
+    if missing:
+        raise DataError(f"judge ({model}): no base or agfsync image for {len(missing)} prompt(s), e.g. {missing[0]}")
+    outcomes, skipped, stats = judge_pairs(cfg, model, records, {k: tuple(v) for k, v in images.items()})
+    result = judge_result(model, cfg, config_hash, summarise(outcomes, section["confidence"]), skipped, stats)
+    validate(result, str(out_path))
+    write_json(out_path, result)
+    return result

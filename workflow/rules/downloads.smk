@@ -1,0 +1,61 @@
+# Downloads: benchmark data and weights (config downloads.files) and hub models (the
+# config's model ids that are not local paths). Local rules: they run where Snakemake
+# runs (the login node, which has internet), never as cluster jobs. Everything else runs
+# with HF_HUB_OFFLINE=1. `snakemake downloads` fetches all of them ahead of a run.
+
+import re
+
+from agfsync.downloads import marker_name, repo_of
+
+localrules:
+    downloads,
+
+
+if DOWNLOAD_FILES:
+
+    localrules:
+        download_file,
+
+    rule download_file:
+        output:
+            "{download}",
+        wildcard_constraints:
+            download="|".join(re.escape(path) for path in sorted(DOWNLOAD_FILES)),
+        log:
+            "logs/downloads/{download}.log",
+        params:
+            url=lambda w: DOWNLOAD_FILES[w.download]["url"],
+            sha256=lambda w: DOWNLOAD_FILES[w.download]["sha256"],
+        retries: 2
+        conda:
+            "../../envs/agfsync.yaml"
+        script:
+            "../scripts/download_file.py"
+
+
+if HUB_REPOS:
+
+    localrules:
+        download_hub,
+
+    rule download_hub:
+        output:
+            "resources/hub/{repo}.json",
+        wildcard_constraints:
+            repo="|".join(re.escape(marker_name(repo)) for repo in HUB_REPOS),
+        log:
+            "logs/downloads/hub/{repo}.log",
+        params:
+            repo_id=lambda w: repo_of(w.repo),
+            revision=lambda w: HUB_REPOS[repo_of(w.repo)],
+            ignore=config["downloads"]["hub_ignore"],
+        retries: 2
+        conda:
+            "../../envs/agfsync.yaml"
+        script:
+            "../scripts/download_hub.py"
+
+
+rule downloads:
+    input:
+        sorted(DOWNLOAD_FILES) + [hub_marker(repo) for repo in HUB_REPOS],
