@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from agfsync.io import DataError, read_json, write_json
+from agfsync.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -156,33 +156,27 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: str | None = Non
     return {"path": str(dest), "bytes": size, "sha256": digest, "resumed_from": resumed_from}
 
 
-def download_hub(repo_id: str, revision: str | None, marker: str | os.PathLike, *, ignore_patterns=None) -> dict:
-    """Snapshot a hub repository into the Hugging Face cache; write the marker atomically."""
+def download_hub(repo_id: str, revision: str | None, marker: str | os.PathLike, *, ignore_patterns=None,
+                 api=None, snapshot=None) -> dict:
+    """Snapshot a hub repository into the Hugging Face cache (resumable: huggingface_hub
+    keeps partial blobs), check every file's size against the hub's metadata, and write
+    the marker atomically. `api` / `snapshot` replace HfApi() / snapshot_download (tests)."""
     os.environ["HF_HUB_OFFLINE"] = "0"
-    from huggingface_hub import HfApi, snapshot_download
+    if api is None or snapshot is None:
+        from huggingface_hub import HfApi, snapshot_download
 
-    path = snapshot_download(repo_id, revision=revision, ignore_patterns=ignore_patterns)
-    info = HfApi().model_info(repo_id, revision=revision, files_metadata=False)
-    files = {str(p.relative_to(path)): p.stat().st_size for p in sorted(Path(path).rglob("*")) if p.is_file()}
+        api, snapshot = api or HfApi(), snapshot or snapshot_download
+    info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    path = Path(snapshot(repo_id, revision=info.sha, ignore_patterns=ignore_patterns))
+    expected = {s.rfilename: s.size for s in info.siblings if getattr(s, "size", None) is not None}
+    files = {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+    wrong = {name: (size, expected[name]) for name, size in files.items() if name in expected and expected[name] != size}
+    if wrong:
+        name, (got, want) = next(iter(wrong.items()))
+        raise DownloadError(f"{repo_id}@{info.sha}: {len(wrong)} file(s) differ in size from the hub's metadata "
+                            f"(e.g. {name}: {got} bytes, expected {want}); delete them from the cache and rerun")
     record = {"repo_id": repo_id, "revision": revision, "commit": info.sha, "snapshot": str(path), "files": files,
               "bytes": sum(files.values())}
     write_json(marker, record)
-    log.info("download: %s@%s: %d files, %d bytes", repo_id, info.sha, len(files), record["bytes"])
+    log.info("download: %s@%s: %d files, %d bytes, sizes verified", repo_id, info.sha, len(files), record["bytes"])
     return record
-
-
-def file_entry(cfg: dict, path: str) -> dict:
-    for entry in cfg["downloads"]["files"]:
-        if entry["path"] == path:
-            return entry
-    raise DataError(f"{path}: not listed under downloads.files in the config")
-
-
-def check_marker(marker: str | os.PathLike) -> dict:
-    record = read_json(marker)
-    missing = [name for name in record["files"] if not (Path(record["snapshot"]) / name).exists()]
-    if missing:
-        raise DataError(f"{marker}: {len(missing)} file(s) of {record['repo_id']} are gone from the cache "
-                        f"(e.g. {missing[0]}); delete the marker and rerun to download again")
-    return record
-

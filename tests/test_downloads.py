@@ -124,3 +124,43 @@ def test_hub_repositories_come_from_the_config(repo):
     assert hub_repos(load_config(repo / "config" / "demo.yaml")) == {}  # tiny local models: nothing to fetch
     assert hub_marker("openai/clip-vit-base-patch16") == "resources/hub/openai--clip-vit-base-patch16.json"
     assert not is_hub_id("resources/tiny_models") and not is_hub_id("./model/dir") and is_hub_id("org/model-1.5")
+
+
+class FakeHub:
+    """HfApi.model_info and snapshot_download over a local directory (no network here)."""
+
+    def __init__(self, root, sizes):
+        self.root, self.sizes, self.calls = root, sizes, []
+
+    def model_info(self, repo_id, revision=None, files_metadata=False):
+        from types import SimpleNamespace
+
+        self.calls.append(("info", repo_id, revision, files_metadata))
+        return SimpleNamespace(sha="c0ffee" * 6 + "beef", siblings=[
+            SimpleNamespace(rfilename=name, size=size) for name, size in self.sizes.items()])
+
+    def snapshot(self, repo_id, revision=None, ignore_patterns=None):
+        self.calls.append(("snapshot", repo_id, revision, tuple(ignore_patterns or ())))
+        return str(self.root)
+
+
+def test_hub_snapshot_is_pinned_to_the_commit_and_sizes_are_checked(tmp_path):
+    import json
+
+    from agfsync.downloads import download_hub
+
+    snap = tmp_path / "snap"
+    (snap / "unet").mkdir(parents=True)
+    (snap / "model_index.json").write_text("{}")
+    (snap / "unet" / "w.safetensors").write_bytes(b"x" * 10)
+    hub = FakeHub(snap, {"model_index.json": 2, "unet/w.safetensors": 10, "unet/w.ckpt": 99})
+    record = download_hub("org/model", None, tmp_path / "marker.json", ignore_patterns=["*.ckpt"], api=hub,
+                          snapshot=hub.snapshot)
+    assert hub.calls[1] == ("snapshot", "org/model", "c0ffee" * 6 + "beef", ("*.ckpt",))  # the commit just resolved
+    assert json.loads((tmp_path / "marker.json").read_text()) == record
+    assert record["files"] == {"model_index.json": 2, "unet/w.safetensors": 10} and record["bytes"] == 12
+    hub.sizes["unet/w.safetensors"] = 11  # a truncated blob in the cache
+    with pytest.raises(DownloadError, match=r"org/model@c0ffee.*: 1 file\(s\) differ in size from the hub's "
+                                            r"metadata \(e.g. unet/w.safetensors: 10 bytes, expected 11\)"):
+        download_hub("org/model", None, tmp_path / "marker2.json", api=hub, snapshot=hub.snapshot)
+    assert not (tmp_path / "marker2.json").exists()
