@@ -1,6 +1,7 @@
 """VLM judge (the paper's GPT-4V comparison): base vs AGFSync, pairwise, per prompt.
 
-For each of the first eval.judge.max_pairs prompts of eval.judge.benchmark, the judge
+For eval.judge.max_pairs prompts of eval.judge.benchmark, taken round robin over its
+groups (styles, categories; agfsync.results.interleave_groups), the judge
 sees the prompt and the two images generated from the same seed (agfsync.evaluate), in an
 order drawn per pair from (seed, "judge", model, prompt id) so that position bias cancels
 out, and answers a JSON object {"winner": "A" | "B" | "tie", "reason": "..."}.

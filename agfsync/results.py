@@ -243,6 +243,20 @@ def write_metric(cfg: dict, model: str, metric: str, inputs: dict, out_path, con
     return result
 
 
+def interleave_groups(records: list[dict]) -> list[dict]:
+    """Round robin over groups (styles, categories) in file order, so that the first N
+    records of a benchmark cover its groups evenly (the HPS v2 file is 800 anime first)."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(record["group"], []).append(record)
+    out, queues = [], [list(g) for g in groups.values()]
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
+
+
 def write_judge(cfg: dict, model: str, base_shards: list, tuned_shards: list, prompts_path, out_path,
                 config_hash: str) -> dict:
     from agfsync.io import write_json
@@ -250,7 +264,7 @@ def write_judge(cfg: dict, model: str, base_shards: list, tuned_shards: list, pr
     from agfsync.shards import Shard
 
     section = cfg["eval"]["judge"]
-    records = read_jsonl(prompts_path, required=("id", "prompt"))
+    records = interleave_groups(read_jsonl(prompts_path, required=("id", "prompt", "group")))
     if section["max_pairs"]:
         records = records[: section["max_pairs"]]
     wanted = {r["id"] for r in records}

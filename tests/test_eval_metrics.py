@@ -284,3 +284,8 @@ def test_bad_benchmark_files_name_file_and_record(demo_config, tmp_path):
     cfg["eval"]["hpsv2"]["prompts_dir"] = str(tmp_path)
     with pytest.raises(DataError, match=r"anime.json: has 1 prompts, eval.hpsv2.per_style asks for 3"):
         benchmarks.load_benchmark(cfg, "hpsv2")
+
+
+def test_judge_prompts_cover_the_groups_evenly():
+    records = [{"id": f"{g}-{i}", "group": g} for g in ("anime", "photo") for i in range(3)]
+    assert [r["id"] for r in results.interleave_groups(records)][:4] == ["anime-0", "photo-0", "anime-1", "photo-1"]
