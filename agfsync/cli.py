@@ -132,7 +132,7 @@ def _cmd_metric(args) -> int:
     if args.model not in cfg["models"]:
         raise ConfigError(f"--model {args.model!r} is not defined under 'models' in {args.config}")
     with job_logging(args.log):
-        write_metric(cfg, args.model, args.metric, inputs, args.out, config_digest(cfg))
+        write_metric(cfg, args.model, args.metric, inputs, args.out, config_digest(cfg, args.model))
     return 0
 
 

@@ -227,11 +227,14 @@ def load_config(path: str | os.PathLike) -> dict:
     return check_config(cfg, source=str(path))
 
 
-def config_digest(cfg: dict) -> str:
+def config_digest(cfg: dict, model: str | None = None) -> str:
     """Short hash of everything in a config that can change an output (LLM fetch settings
-    left out), recorded in every result file."""
+    left out), recorded in every result file. With `model`: of that model's results only
+    (the other models' settings left out), so retuning one model leaves the others' alone."""
     import hashlib
     import json
 
+    if model is not None:
+        cfg = {**{k: v for k, v in cfg.items() if k not in ("models", "run_models")}, "models": {model: cfg["models"][model]}}
     text = json.dumps(without_operational(cfg), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -101,11 +101,11 @@ def detail_tables(results: dict[str, dict]) -> str:
     fid = results.get("mjhq_fid")
     if fid:
         cats = fid["variants"]["base"]["details"]["by_category"]
-        cells = "".join(f"<tr><td>{escape(c)}</td><td>{_num(cats[c]['fid'], 2)}</td>"
-                        f"<td>{_num(fid['variants']['agfsync']['details']['by_category'][c]['fid'], 2)}</td></tr>"
+        cells = "".join(f"<tr><td>{escape(c)}</td><td>{cats[c]['fid']:.4g}</td>"
+                        f"<td>{fid['variants']['agfsync']['details']['by_category'][c]['fid']:.4g}</td></tr>"
                         for c in cats)
         out.append(f"<h4>MJHQ-30K FID per category</h4><table><tr><th>Category</th><th>Base</th><th>AGFSync</th>"
-                   f"</tr>{cells}</table><p class=\"note\">{escape(json.dumps(fid['implementation']))}</p>")
+                   f"</tr>{cells}</table><p class=\"note\">{escape(json.dumps(fid['implementation'], ensure_ascii=False))}</p>")
     judge = results.get("judge")
     if judge:
         j = judge["judge"]

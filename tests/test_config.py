@@ -177,3 +177,15 @@ def test_operational_llm_settings_leave_params_and_come_back(paper):
     assert "concurrency" in cfg["prompts"]["llm"]  # the input is not modified
     restored = with_operational(params, cfg)
     assert restored["prompts"] == cfg["prompts"] and restored["qa"] == cfg["qa"]
+
+
+def test_config_digest_of_a_model_ignores_other_models_and_fetch_settings(paper):
+    from agfsync.config import config_digest
+
+    other = copy.deepcopy(paper)
+    other["models"]["sd15"]["train"]["lr"] = 1e-5
+    other["prompts"]["llm"]["concurrency"] = 1
+    assert config_digest(other, "sdxl") == config_digest(paper, "sdxl")
+    assert config_digest(other, "sd15") != config_digest(paper, "sd15")
+    assert config_digest(other) != config_digest(paper)
+    assert len(config_digest(paper)) == 16

@@ -159,7 +159,7 @@ if [m for m in EVAL_METRICS if m != "judge"]:
         params:
             cfg=lambda w: stage_config(f"models.{w.model}.pretrained", f"models.{w.model}.resolution", "eval",
                                        "scores.vqa.model", "scores.clip.model", "scores.aesthetic"),
-            config_hash=CONFIG_HASH,
+            config_hash=lambda w: config_digest(config, w.model),
         conda:
             "../../envs/agfsync.yaml"
         script:
@@ -181,7 +181,7 @@ if "judge" in EVAL_METRICS:
             "logs/{model}/eval_judge.log",
         params:
             cfg=lambda w: stage_config(f"models.{w.model}.pretrained", "eval.judge", f"eval.{JUDGE_BENCH}.version"),
-            config_hash=CONFIG_HASH,
+            config_hash=lambda w: config_digest(config, w.model),
         conda:
             "../../envs/agfsync.yaml"
         script:
