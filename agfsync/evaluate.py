@@ -19,6 +19,7 @@ Per-image scores (rules eval_score_*), each written atomically:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -61,14 +62,19 @@ def _by_id(prompts_path) -> dict[str, dict]:
     return {r["id"]: r for r in read_jsonl(prompts_path, required=("id", "prompt", "group"))}
 
 
-def _images(shard_path, prompts_path):
+@contextlib.contextmanager
+def _open(shard_path, prompts_path):
+    """(shard, [(prompt record, manifest row)]) with every row's prompt checked; images are
+    decoded one at a time by the caller (shard.image), never all at once."""
     records = _by_id(prompts_path)
     with Shard(shard_path) as shard:
+        items = []
         for row in shard.rows:
             record = records.get(row["prompt_id"])
             if record is None:
                 raise DataError(f"shard {shard_path}, record {row['prompt_id']}: not in {prompts_path}")
-            yield record, row, shard.image(row)
+            items.append((record, row))
+        yield shard, items
 
 
 def score_tifa_shard(cfg: dict, shard_path, prompts_path, out_path, *, device=None, progress: bool = True) -> int:
@@ -80,21 +86,22 @@ def score_tifa_shard(cfg: dict, shard_path, prompts_path, out_path, *, device=No
     from agfsync.vqa import load_vqa_scorer
 
     started = time.perf_counter()
-    items = list(_images(shard_path, prompts_path))
     rows = []
-    if items:
-        device = pick_device(device or cfg.get("device"))
-        vqa = load_vqa_scorer({**cfg["scores"]["vqa"], "method": "fast"}, device=device)
-        clip = load_clip_scorer(cfg["scores"]["clip"], device=device)
-        aesthetic = load_aesthetic_scorer(cfg["scores"]["aesthetic"], device=device)
-    for record, row, image in tqdm(items, desc=f"tifa {shard_path}", unit="image", disable=not progress, mininterval=2):
-        correct = vqa.correct([image], record["qa"])[0]
-        rows.append({
-            "prompt_id": record["id"], "group": record["group"],
-            "correct": [bool(c) for c in correct], "element_types": [q["element_type"] for q in record["qa"]],
-            "tifa": float(np.mean(correct)), "clip": float(clip.score([image], record["prompt"])[0]),
-            "aesthetic": float(aesthetic.score([image])[0]), "seed": row["seed"],
-        })
+    with _open(shard_path, prompts_path) as (shard, items):
+        if items:
+            device = pick_device(device or cfg.get("device"))
+            vqa = load_vqa_scorer({**cfg["scores"]["vqa"], "method": "fast"}, device=device)
+            clip = load_clip_scorer(cfg["scores"]["clip"], device=device)
+            aesthetic = load_aesthetic_scorer(cfg["scores"]["aesthetic"], device=device)
+        for record, row in tqdm(items, desc=f"tifa {shard_path}", unit="image", disable=not progress, mininterval=2):
+            image = shard.image(row)
+            correct = vqa.correct([image], record["qa"])[0]
+            rows.append({
+                "prompt_id": record["id"], "group": record["group"],
+                "correct": [bool(c) for c in correct], "element_types": [q["element_type"] for q in record["qa"]],
+                "tifa": float(np.mean(correct)), "clip": float(clip.score([image], record["prompt"])[0]),
+                "aesthetic": float(aesthetic.score([image])[0]), "seed": row["seed"],
+            })
     write_jsonl(out_path, rows)
     log.info("eval tifa: %s: %d images in %.1f s", shard_path, len(rows), time.perf_counter() - started)
     return len(rows)
@@ -108,16 +115,16 @@ def score_hps_shard(cfg: dict, shard_path, prompts_path, out_path, *, device=Non
 
     section = cfg["eval"]["hpsv2"]
     started = time.perf_counter()
-    items = list(_images(shard_path, prompts_path))
     rows = []
-    if items:
-        model, tokenizer, device = load_hps(section["model"], section["checkpoint"],
-                                            device=pick_device(device or cfg.get("device")),
-                                            model_config=section["model_config"])
-        scorer = HPSScorer(model, tokenizer, device, section["version"])
-    for record, row, image in tqdm(items, desc=f"hpsv2 {shard_path}", unit="image", disable=not progress, mininterval=2):
-        rows.append({"prompt_id": record["id"], "group": record["group"], "hps": float(scorer.score([image], record["prompt"])[0]),
-                     "seed": row["seed"]})
+    with _open(shard_path, prompts_path) as (shard, items):
+        if items:
+            model, tokenizer, device = load_hps(section["model"], section["checkpoint"],
+                                                device=pick_device(device or cfg.get("device")),
+                                                model_config=section["model_config"])
+            scorer = HPSScorer(model, tokenizer, device, section["version"])
+        for record, row in tqdm(items, desc=f"hpsv2 {shard_path}", unit="image", disable=not progress, mininterval=2):
+            score = scorer.score([shard.image(row)], record["prompt"])[0]
+            rows.append({"prompt_id": record["id"], "group": record["group"], "hps": float(score), "seed": row["seed"]})
     write_jsonl(out_path, rows)
     log.info("eval hpsv2: %s: %d images in %.1f s", shard_path, len(rows), time.perf_counter() - started)
     return len(rows)
@@ -143,13 +150,13 @@ def features_mjhq_shard(cfg: dict, shard_path, prompts_path, out_path, *, device
     from agfsync.fid import extract, load_extractor
     from agfsync.models import pick_device
 
-    items = list(_images(shard_path, prompts_path))
     features, info = np.zeros((0, 0)), {}
-    if items:
-        device = pick_device(device or cfg.get("device"))
-        net, info = load_extractor(cfg["eval"]["mjhq"], device)
-        features = extract([image for _, _, image in items], net, device, cfg["eval"]["mjhq"]["batch_size"])
-    save_features(out_path, [r["id"] for r, _, _ in items], [r["group"] for r, _, _ in items], features, info)
+    with _open(shard_path, prompts_path) as (shard, items):
+        if items:
+            device = pick_device(device or cfg.get("device"))
+            net, info = load_extractor(cfg["eval"]["mjhq"], device)
+            features = extract((shard.image(row) for _, row in items), net, device, cfg["eval"]["mjhq"]["batch_size"])
+    save_features(out_path, [r["id"] for r, _ in items], [r["group"] for r, _ in items], features, info)
     log.info("eval mjhq: %s: features of %d images", shard_path, len(items))
     return len(items)
 

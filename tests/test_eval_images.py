@@ -105,3 +105,13 @@ def test_scorers_write_what_the_metrics_read(cfg, tmp_path):
     features_mjhq_reference(cfg, tmp_path / "hps.jsonl", tmp_path / "ref.npz")
     reference = load_features(tmp_path / "ref.npz")
     assert reference["ids"] == data["ids"] and reference["info"]["features"] == "tiny random conv net (16)"
+
+
+def test_shard_image_missing_from_the_prompt_list_is_named(cfg, tmp_path):
+    from agfsync.io import DataError
+
+    generate_eval_shard(cfg, "sd15", "hpsv2", "base", RECORDS[:1], tmp_path / "s.tar", progress=False)
+    write_jsonl(tmp_path / "prompts.jsonl", RECORDS[1:])
+    with pytest.raises(DataError, match=r"shard .*s.tar, record photo-000: not in .*prompts.jsonl"):
+        score_hps_shard(cfg, tmp_path / "s.tar", tmp_path / "prompts.jsonl", tmp_path / "out.jsonl", progress=False)
+    assert not (tmp_path / "out.jsonl").exists()
