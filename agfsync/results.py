@@ -14,6 +14,7 @@ per-image score files; only mjhq_fid imports torch (torchmetrics' Fréchet dista
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import numpy as np
 from agfsync import hps, tifa
 from agfsync.benchmarks import NAMES, VARIANTS
 from agfsync.io import DataError, read_jsonl
+
+log = logging.getLogger(__name__)
 
 METRICS = ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")
 SOURCE = {"tifa": "tifa", "clipscore": "tifa", "aesthetic": "tifa", "hpsv2": "hpsv2", "mjhq_fid": "mjhq"}
@@ -236,10 +239,8 @@ def write_metric(cfg: dict, model: str, metric: str, inputs: dict, out_path, con
     validate(result, str(out_path))
     write_json(out_path, result)
     base, tuned = result["variants"]["base"]["value"], result["variants"]["agfsync"]["value"]
-    import logging
-
-    logging.getLogger(__name__).info("%s %s: base %.4f, agfsync %.4f (difference %+.4f) over %d prompts", model, metric,
-                                     base, tuned, tuned - base, result["count"]["prompts"])
+    log.info("%s %s: base %.4f, agfsync %.4f (difference %+.4f) over %d prompts", model, metric, base, tuned,
+             tuned - base, result["count"]["prompts"])
     return result
 
 
