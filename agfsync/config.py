@@ -172,10 +172,11 @@ def check_config(cfg: dict, source: str = "config") -> dict:
     return cfg
 
 
-# LLM settings that change how answers are fetched, never what they are (the response cache
-# key ignores them too). Rules leave them out of their params, so that tuning them does not
-# make Snakemake rerun a stage and everything downstream of it; the jobs read them back
-# from the full config with `with_operational`.
+# Operational settings change how a job runs, never what it writes. Rules leave them out of
+# their params, so that tuning them does not make Snakemake rerun a stage and everything
+# downstream of it; the jobs read them back from the full config with `with_operational`.
+# First the LLM settings that change how answers are fetched, never what they are (the
+# response cache key ignores them too).
 LLM_OPERATIONAL_KEYS = (
     "concurrency", "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "max_requests", "retry_failed",
 )
@@ -192,11 +193,29 @@ def _llm_sections(cfg: dict):
             yield dotted, node
 
 
+# Whole sections that are operational in the same sense: how training processes start
+# and find each other (launcher, backend, rendezvous port and timeout).
+OPERATIONAL_SECTIONS = ("train.launch",)
+
+
+def _parent(cfg: dict, dotted: str):
+    """(parent dict, last key) of a dotted path, or (None, key) when the parent is absent."""
+    *path, last = dotted.split(".")
+    node = cfg
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), last
+
+
 def without_operational(stage_cfg: dict) -> dict:
     out = copy.deepcopy(stage_cfg)
     for _, llm in _llm_sections(out):
         for key in LLM_OPERATIONAL_KEYS:
             llm.pop(key, None)
+    for dotted in OPERATIONAL_SECTIONS:
+        parent, key = _parent(out, dotted)
+        if parent is not None:
+            parent.pop(key, None)
     return out
 
 
@@ -206,6 +225,11 @@ def with_operational(stage_cfg: dict, full_cfg: dict) -> dict:
     for dotted, llm in _llm_sections(out):
         source = sources[dotted]
         llm.update({key: source[key] for key in LLM_OPERATIONAL_KEYS if key in source})
+    for dotted in OPERATIONAL_SECTIONS:
+        parent, key = _parent(out, dotted)
+        source, _ = _parent(full_cfg, dotted)
+        if parent is not None and source is not None and key in source:
+            parent[key] = copy.deepcopy(source[key])
     return out
 
 

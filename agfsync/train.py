@@ -38,6 +38,7 @@ import logging
 import os
 import resource
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,13 @@ class DPOTrainer:
         if cuda and torch.cuda.device_count() < local_world:
             raise TrainConfigError(f"train.gpus asks for {local_world} GPUs per node but this node has "
                                f"{torch.cuda.device_count()} CUDA device(s)")
-        self.rank, self.world, self.local_rank = init_distributed("nccl" if cuda else "gloo")
+        backend = self.tcfg.get("launch", {}).get("backend", "auto")
+        if backend == "auto":
+            backend = "nccl" if cuda else "gloo"
+        elif backend == "nccl" and not cuda:
+            raise TrainConfigError("train.launch.backend is 'nccl' but this run has no CUDA device (use gloo or auto)")
+        self.rank, self.world, self.local_rank = init_distributed(backend)
+        log.info("train: rank %d of %d on %s, backend %s", self.rank, self.world, socket.gethostname(), backend)
         self.device = torch.device(f"cuda:{self.local_rank}" if cuda else "cpu")
         if cuda:
             torch.cuda.set_device(self.device)
@@ -192,7 +199,8 @@ class DPOTrainer:
         (less the checkpointing settings) and the exact pair cache."""
         from agfsync.io import sha256_file
 
-        tcfg = {k: v for k, v in self.tcfg.items() if k not in ("checkpoint_every", "keep_checkpoints")}
+        skip = ("checkpoint_every", "keep_checkpoints", "launch", "gpus", "nodes")  # the world size counts, below
+        tcfg = {k: v for k, v in self.tcfg.items() if k not in skip}
         relevant = {"seed": self.cfg["seed"], "model": self.mcfg, "train": tcfg, "processes": self.world}
         return {"config": hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16],
                 "cache": sha256_file(self.cache_dir / "index.json")[:16]}

@@ -179,6 +179,20 @@ def test_operational_llm_settings_leave_params_and_come_back(paper):
     assert restored["prompts"] == cfg["prompts"] and restored["qa"] == cfg["qa"]
 
 
+def test_training_launch_settings_are_operational(paper):
+    from agfsync.config import config_digest, with_operational, without_operational
+
+    cfg = check_config(copy.deepcopy(paper))
+    assert cfg["train"]["launch"] == {"backend": "auto", "rendezvous_port": None, "join_timeout_s": 600}
+    params = without_operational({"seed": 1, "train": cfg["train"]})
+    assert "launch" not in params["train"] and params["train"]["nodes"] == 1  # the node count shapes the run
+    assert with_operational(params, cfg)["train"] == cfg["train"]
+    assert with_operational({"seed": 1}, cfg) == {"seed": 1}  # a stage without train gets none
+    moved = copy.deepcopy(cfg)
+    moved["train"]["launch"].update({"backend": "gloo", "rendezvous_port": 29999, "join_timeout_s": 60})
+    assert config_digest(moved, "sdxl") == config_digest(cfg, "sdxl")
+
+
 def test_config_digest_of_a_model_ignores_other_models_and_fetch_settings(paper):
     from agfsync.config import config_digest
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +127,52 @@ def test_checkpoints_of_another_config_are_not_resumed(zero2_run, cache, tmp_pat
     assert [m["step"] for m in steps] == list(range(1, 7))
     assert steps[0]["loss"] == pytest.approx(np.log(2), abs=1e-3)
     assert steps[0]["lr"] == pytest.approx(changed["models"]["sd15"]["train"]["lr"])
+
+
+def multi_node_env(tmp_path, **extra) -> dict:
+    from fake_slurm_cli import install
+
+    return {**os.environ, **install(tmp_path / "bin"), "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node[1-2]",
+            "FAKE_SLURM_NODES": "node1,node2", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def test_two_nodes_with_a_c10d_rendezvous_match_two_processes_on_one_node(zero2_run, cache, tmp_path, caplog):
+    """train.nodes 2 x train.gpus 1 through the launcher's `srun torchrun` path (srun and
+    scontrol stand-ins here; tests/test_slurm.py runs it on a real cluster): the same world
+    size as the 2-process single-node run, so the same weights, bit for bit."""
+    from agfsync.launch import run_training
+
+    cfg, root, _ = zero2_run
+    two_nodes = copy.deepcopy(cfg)
+    two_nodes["train"].update({"gpus": 1, "nodes": 2, "launch": {"backend": "auto", "rendezvous_port": None,
+                                                                   "join_timeout_s": 120}})
+    log = tmp_path / "train.log"
+    caplog.set_level("INFO", logger="agfsync.launch")
+    run_training(two_nodes, "sd15", cache, tmp_path / "out", tmp_path / "ckpt", log_path=log,
+                 env=multi_node_env(tmp_path))
+    assert "2 node(s) (node1, node2) x 1 process(es), rendezvous at 127.0.0.1:33742" in caplog.text  # 29500 + 4242
+    assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=1 --nodelist=node1,node2" in caplog.text
+    text = log.read_text()
+    assert "rank 1 of 2" in text and "backend gloo" in text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    a, b = unet_weights(root / "out"), unet_weights(tmp_path / "out")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_node_that_never_joins_fails_the_job_with_a_clear_error(zero2_run, cache, tmp_path):
+    from agfsync.launch import run_training
+
+    cfg, _, _ = zero2_run
+    two_nodes = copy.deepcopy(cfg)
+    two_nodes["train"].update({"gpus": 1, "nodes": 2, "launch": {"backend": "auto", "rendezvous_port": 29611,
+                                                                   "join_timeout_s": 5}})
+    log = tmp_path / "train.log"
+    with pytest.raises(RuntimeError) as err:
+        run_training(two_nodes, "sd15", cache, tmp_path / "out", tmp_path / "ckpt", log_path=log,
+                     env=multi_node_env(tmp_path, FAKE_SRUN_TASKS="1"))
+    assert str(err.value) == (
+        "training of sd15: not all 2 node(s) (node1, node2) joined the rendezvous at 127.0.0.1:29611 within 5 s "
+        "(train.launch.join_timeout_s); a node that cannot reach that address or failed to start stops the job "
+        f"(see {log}); checkpoints in {tmp_path / 'ckpt'} are kept")
+    assert not (tmp_path / "out").exists()

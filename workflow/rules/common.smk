@@ -10,6 +10,7 @@ from agfsync.benchmarks import enabled as enabled_benchmarks
 from agfsync.config import SCHEMA_PATH, check_config, config_digest, without_operational
 from agfsync.downloads import hub_marker, hub_repos, needed
 from agfsync.hps import STYLES
+from agfsync.launch import launcher_kind
 from agfsync.results import SOURCE, metrics_for
 from agfsync.shards import num_shards, shard_name
 
@@ -112,6 +113,23 @@ def model_keys(model, *keys):
 def model_gpus(wildcards=None):
     """GPUs a model job asks for: none when the config runs models on the CPU."""
     return 0 if config["device"] == "cpu" else 1
+
+
+def train_resources():
+    """Resources of train_dpo, in the SLURM plugin's own terms (never slurm_extra).
+    One node: `gpu` = train.gpus (sbatch --gpus with --nodes=1; a workstation's
+    `--resources gpu=N` counts them) and tasks_per_gpu=0, so that one task runs torchrun
+    with a process per GPU. Several nodes: one task per node, `gres=gpu:G` (per node,
+    unlike --gpus) and `mpi`, so that the job step runs the launcher itself, not under
+    `srun -n1`, and the launcher's own `srun torchrun` spans the nodes."""
+    train = config["train"]
+    gpus = 0 if config["device"] == "cpu" else train["gpus"]
+    if launcher_kind(train) == "standalone":
+        return {"gpu": gpus, "nodes": 1, "tasks_per_gpu": 0}
+    out = {"nodes": train["nodes"], "tasks": train["nodes"], "mpi": "srun", "tasks_per_gpu": 0}
+    if gpus:
+        out["gres"] = f"gpu:{gpus}"
+    return out
 
 
 # ----------------------------------------------------------------------------- evaluation

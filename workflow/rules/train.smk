@@ -44,7 +44,7 @@ rule train_dpo:
         checkpoints="results/{model}/train_checkpoints",
     threads: 2
     resources:
-        gpu=lambda w: 0 if config["device"] == "cpu" else config["train"]["gpus"],
+        **train_resources(),
     conda:
         "../../envs/agfsync.yaml"
     script:

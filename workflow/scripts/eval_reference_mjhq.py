@@ -3,8 +3,10 @@
 import torch
 
 from agfsync.evaluate import features_mjhq_reference
+from agfsync.gpu_slots import bind_gpus
 from agfsync.logs import job_logging
 
 with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
+    bind_gpus(getattr(snakemake.resources, "gpu", 0))  # noqa: F821 (one machine: devices no other job holds)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     features_mjhq_reference(snakemake.params.cfg, snakemake.input.prompts, snakemake.output[0])  # noqa: F821

@@ -4,6 +4,7 @@ features of one evaluation shard (agfsync.evaluate)."""
 import torch
 
 from agfsync import evaluate
+from agfsync.gpu_slots import bind_gpus
 from agfsync.logs import job_logging
 
 SCORERS = {
@@ -13,6 +14,7 @@ SCORERS = {
 }
 
 with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
+    bind_gpus(getattr(snakemake.resources, "gpu", 0))  # noqa: F821 (one machine: devices no other job holds)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     SCORERS[snakemake.rule](snakemake.params.cfg, snakemake.input.shard, snakemake.input.prompts,  # noqa: F821
                             snakemake.output[0])  # noqa: F821
