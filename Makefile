@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --replace-workflow-config
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

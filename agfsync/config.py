@@ -233,8 +233,45 @@ def with_operational(stage_cfg: dict, full_cfg: dict) -> dict:
     return out
 
 
-def load_config(path: str | os.PathLike) -> dict:
-    """Read a YAML config file, validate it and fill defaults."""
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def merge_config(base: dict, override: dict) -> dict:
+    """`override` over `base`: mappings merge key by key, anything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_config(cfg: dict, source: str = "config", _seen: tuple = ()) -> dict:
+    """The whole config a file (or Snakemake's --configfile/--config) stands for.
+
+    A config file overrides the one its top-level `extends:` names, key by key; without
+    the key it extends config/config.yaml, and `extends: null` marks a complete config
+    (config/config.yaml and config/demo.yaml are). An empty config is config/config.yaml.
+    The workflow resolves this itself instead of using Snakemake's `configfile:` and
+    `--replace-workflow-config`, because Snakemake does not pass that flag on to the jobs
+    it submits to a cluster: they would see a different config than the main process."""
+    if not cfg:
+        cfg = {"extends": DEFAULT_CONFIG}
+    cfg = dict(cfg)
+    base_path = cfg.pop("extends", DEFAULT_CONFIG)
+    if base_path is None:
+        return cfg
+    if not isinstance(base_path, str) or not base_path:
+        raise ConfigError(f"{source}: key 'extends': expected the path of a config file or null, got {base_path!r}")
+    if base_path in _seen:
+        raise ConfigError(f"{source}: key 'extends': {' -> '.join((*_seen, base_path))} is a cycle")
+    base = read_yaml_config(base_path)
+    return merge_config(resolve_config(base, base_path, (*_seen, base_path)), cfg)
+
+
+def read_yaml_config(path: str | os.PathLike) -> dict:
+    """A config file's mapping, unvalidated; errors name the file (and line)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -248,7 +285,14 @@ def load_config(path: str | os.PathLike) -> dict:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
     if cfg is None:
         raise ConfigError(f"{path}: the config file is empty")
-    return check_config(cfg, source=str(path))
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values, got {type(cfg).__name__}")
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a YAML config file (over the config it extends), validate it and fill defaults."""
+    return check_config(resolve_config(read_yaml_config(path), str(path), (str(path),)), source=str(path))
 
 
 def config_digest(cfg: dict, model: str | None = None) -> str:

@@ -48,12 +48,22 @@ def rendezvous_port(tcfg: dict, env: dict) -> int:
     return 29500 + int(env["SLURM_JOB_ID"]) % 10000
 
 
-def slurm_nodes(env: dict) -> list[str]:
-    """The allocation's node names, in SLURM's order (the first hosts the rendezvous)."""
-    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+def slurm_job(env: dict) -> dict:
+    """`scontrol show job` of this job as key=value pairs (NodeList, NumNodes, CPUs/Task...).
+    Asked of the controller because Snakemake's job step removes most SLURM_* variables
+    (SLURM_JOB_NODELIST, SLURM_CPUS_PER_TASK, ...) before it runs a job's command."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", env["SLURM_JOB_ID"]], capture_output=True, text=True,
+                         env=env)
+    if out.returncode != 0:
+        raise LaunchError(f"scontrol show job {env['SLURM_JOB_ID']} failed: {out.stderr.strip()}")
+    return dict(field.split("=", 1) for field in out.stdout.split() if "=" in field)
+
+
+def slurm_nodes(nodelist: str, env: dict) -> list[str]:
+    """A node list expression (n[1-2],gpu07) as node names, in SLURM's order."""
     out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, env=env)
     if out.returncode != 0 or not out.stdout.split():
-        raise LaunchError(f"cannot expand SLURM_JOB_NODELIST={nodelist!r}: {out.stderr.strip()}")
+        raise LaunchError(f"cannot expand the node list {nodelist!r}: {out.stderr.strip()}")
     return out.stdout.split()
 
 
@@ -72,16 +82,18 @@ def srun_plan(tcfg: dict, env: dict) -> dict:
     if not env.get("SLURM_JOB_ID"):
         raise LaunchError(f"train.nodes is {nodes}: multi-node training runs inside a SLURM "
                           "job (snakemake --profile slurm), but SLURM_JOB_ID is not set")
-    names = slurm_nodes(env)
+    job = slurm_job(env)
+    names = slurm_nodes(job.get("NodeList") or env.get("SLURM_JOB_NODELIST", ""), env)
     if len(names) < nodes:
         raise LaunchError(f"train.nodes is {nodes} but SLURM job {env['SLURM_JOB_ID']} holds {len(names)} "
                           f"node(s) ({', '.join(names)})")
+    cpus = job.get("CPUs/Task", "")
     return {"nodes": nodes, "hosts": names[:nodes], "host": node_address(names[0], env),
-            "port": rendezvous_port(tcfg, env), "job_id": env["SLURM_JOB_ID"]}
+            "port": rendezvous_port(tcfg, env), "job_id": env["SLURM_JOB_ID"],
+            "cpus_per_task": int(cpus) if cpus.isdigit() else None}
 
 
-def torchrun_command(processes: int, args: list[str], plan: dict | None = None, join_timeout_s: int = 600,
-                     env: dict | None = None) -> list[str]:
+def torchrun_command(processes: int, args: list[str], plan: dict | None = None, join_timeout_s: int = 600) -> list[str]:
     """The command line: `torchrun --standalone` (plan None) or `srun ... torchrun` with c10d."""
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     train = ["-m", "agfsync.train", *args]
@@ -90,9 +102,8 @@ def torchrun_command(processes: int, args: list[str], plan: dict | None = None, 
     n = plan["nodes"]
     srun = ["srun", f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
             f"--nodelist={','.join(plan['hosts'])}"]
-    cpus = (env or {}).get("SLURM_CPUS_PER_TASK")
-    if cpus:  # since Slurm 22.05 srun does not inherit the batch job's --cpus-per-task
-        srun.append(f"--cpus-per-task={cpus}")
+    if plan.get("cpus_per_task"):  # since Slurm 22.05 srun does not inherit the job's --cpus-per-task
+        srun.append(f"--cpus-per-task={plan['cpus_per_task']}")
     return [*srun, *torchrun, f"--nnodes={n}", f"--nproc-per-node={processes}", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={plan['host']}:{plan['port']}", f"--rdzv-id=agfsync-{plan['job_id']}",
             f"--rdzv-conf=join_timeout={join_timeout_s}", "--max-restarts=0", *train]
@@ -139,13 +150,14 @@ def run_training(cfg: dict, model_name: str, cache_dir, out_dir, checkpoints, *,
     if stop_after is not None:
         args += ["--stop-after", str(stop_after)]
     join_timeout = tcfg.get("launch", {}).get("join_timeout_s", 600)
-    command = torchrun_command(processes, args, plan, join_timeout, env)
+    command = torchrun_command(processes, args, plan, join_timeout)
     if plan:
         log.info("train: %d node(s) (%s) x %d process(es), rendezvous at %s:%d", plan["nodes"],
                  ", ".join(plan["hosts"]), processes, plan["host"], plan["port"])
     log.info("train: %s", shlex.join(command))
     threads = max(1, (os.cpu_count() or 1) // processes)  # CPU runs: share the cores between processes
     env.setdefault("OMP_NUM_THREADS", str(threads))
+    log.info("train: OMP_NUM_THREADS=%s per process", env["OMP_NUM_THREADS"])
     env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a dead rank fails the job instead of hanging it
     start = 0
     if log_path:

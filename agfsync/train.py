@@ -91,7 +91,8 @@ class DPOTrainer:
         elif backend == "nccl" and not cuda:
             raise TrainConfigError("train.launch.backend is 'nccl' but this run has no CUDA device (use gloo or auto)")
         self.rank, self.world, self.local_rank = init_distributed(backend)
-        log.info("train: rank %d of %d on %s, backend %s", self.rank, self.world, socket.gethostname(), backend)
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()  # SLURM's node name where there is one
+        log.info("train: rank %d of %d on %s, backend %s", self.rank, self.world, node, backend)
         self.device = torch.device(f"cuda:{self.local_rank}" if cuda else "cpu")
         if cuda:
             torch.cuda.set_device(self.device)

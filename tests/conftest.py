@@ -60,3 +60,15 @@ def tiny_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "tiny_models"
     build_all(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo workflow run once, locally, in a scratch copy of the repository: checked in
+    test_workflow.py, and the reference test_slurm.py compares a run through SLURM with."""
+    from workflow_helpers import DEMO, snakemake, workdir
+
+    cwd = workdir(tmp_path_factory.mktemp("demo"))
+    result = snakemake(cwd, *DEMO, timeout=1800)  # ~7 min on 2 cores
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd

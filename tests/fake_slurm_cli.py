@@ -6,8 +6,9 @@ what happens when a node never starts, which a real one-machine cluster cannot s
 srun: parses its options up to the command, then runs --ntasks copies of the command at
 once with SLURM_PROCID/SLURM_NODEID set, and exits with the worst status. With
 FAKE_SRUN_TASKS=k it starts only k of them: the other nodes "failed to start".
-scontrol: `show hostnames <list>` prints FAKE_SLURM_NODES (comma-separated),
-`show node <name>` prints NodeName=<name> NodeAddr=127.0.0.1."""
+scontrol: `show job -o <id>` prints NodeList=FAKE_SLURM_NODELIST (and CPUs/Task),
+`show hostnames <list>` prints FAKE_SLURM_NODES (comma-separated), `show node <name>`
+prints NodeName=<name> NodeAddr=127.0.0.1."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ import os, sys
 args = sys.argv[1:]
 if args[:2] == ["show", "hostnames"]:
     print("\n".join(os.environ["FAKE_SLURM_NODES"].split(",")))
+elif args[:3] == ["show", "job", "-o"]:
+    print(f"JobId={args[3]} JobName=x NodeList={os.environ['FAKE_SLURM_NODELIST']} NumNodes=2 "
+          f"CPUs/Task={os.environ.get('FAKE_SLURM_CPUS_PER_TASK', 'N/A')}")
 elif args[:2] == ["show", "node"]:
     print(f"NodeName={args[2]} Arch=x86_64 NodeAddr=127.0.0.1 NodeHostName={args[2]}")
 else:

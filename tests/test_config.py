@@ -71,7 +71,7 @@ def mutate(cfg, path, value):
 
 DELETE = object()
 BAD = [
-    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, device, downloads, eval, llm_cache_dir, models, pairs, "
+    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, device, downloads, eval, extends, llm_cache_dir, models, pairs, "
      "prompts, qa, run_models, scores, seed, tiny_models, train)"),
     ("missing key", "qa.llm.model", DELETE, "missing required key 'qa.llm.model'"),
     ("wrong type", "seed", "abc", "key 'seed': expected integer, got str 'abc'"),
@@ -203,3 +203,34 @@ def test_config_digest_of_a_model_ignores_other_models_and_fetch_settings(paper)
     assert config_digest(other, "sd15") != config_digest(paper, "sd15")
     assert config_digest(other) != config_digest(paper)
     assert len(config_digest(paper)) == 16
+
+
+def test_a_config_file_extends_the_paper_config_unless_it_says_otherwise(tmp_path, monkeypatch):
+    """Snakemake's --configfile semantics (a file overrides config/config.yaml key by key),
+    resolved by agfsync itself so that cluster jobs see the same config (resolve_config)."""
+    from agfsync.config import load_config, resolve_config
+
+    monkeypatch.chdir(REPO)
+    overlay = tmp_path / "lr.yaml"
+    overlay.write_text("models:\n  sdxl:\n    train:\n      lr: 2.0e-8\ntrain:\n  nodes: 2\n")
+    cfg = load_config(overlay)
+    paper = load_config(REPO / "config" / "config.yaml")
+    assert cfg["models"]["sdxl"]["train"]["lr"] == 2.0e-8 and cfg["train"]["nodes"] == 2
+    assert cfg["models"]["sdxl"]["train"]["beta_dpo"] == paper["models"]["sdxl"]["train"]["beta_dpo"]
+    assert cfg["models"]["sd14"] == paper["models"]["sd14"] and "extends" not in cfg
+    assert resolve_config({}) == resolve_config({"extends": "config/config.yaml"})
+    demo = load_config(REPO / "config" / "demo.yaml")
+    assert "sd14" not in demo["models"]  # extends: null, nothing of the paper config leaks in
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(f"extends: {overlay}\ntrain:\n  gpus: 4\n")
+    assert (load_config(chain)["train"]["gpus"], load_config(chain)["train"]["nodes"]) == (4, 2)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\nseed: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(loop)
+    assert str(err.value) == f"{loop}: key 'extends': {loop} -> {loop} is a cycle"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(err.value) == f"{bad}: key 'extends': expected the path of a config file or null, got 3"

@@ -24,14 +24,16 @@ def test_one_node_is_standalone_torchrun_with_a_process_per_gpu():
 
 
 def test_several_nodes_run_one_torchrun_per_node_under_srun(tmp_path):
-    env = {**os.environ, **install(tmp_path), "SLURM_JOB_ID": "123456", "SLURM_JOB_NODELIST": "gpu[07-09]",
-           "FAKE_SLURM_NODES": "gpu07,gpu08,gpu09", "SLURM_CPUS_PER_TASK": "64"}
+    # Snakemake's job step leaves SLURM_JOB_ID but not SLURM_JOB_NODELIST: the node list
+    # and CPUs per task come from `scontrol show job`
+    env = {**os.environ, **install(tmp_path), "SLURM_JOB_ID": "123456", "FAKE_SLURM_NODELIST": "gpu[07-09]",
+           "FAKE_SLURM_NODES": "gpu07,gpu08,gpu09", "FAKE_SLURM_CPUS_PER_TASK": "64"}
     tcfg = {"nodes": 2, "gpus": 8, "launch": LAUNCH}
     assert launcher_kind(tcfg) == "srun"
     plan = srun_plan(tcfg, env)
     assert plan == {"nodes": 2, "hosts": ["gpu07", "gpu08"], "host": "127.0.0.1", "port": 29500 + 3456,
-                    "job_id": "123456"}
-    command = torchrun_command(8, ["--model", "sdxl"], plan, 600, env)
+                    "job_id": "123456", "cpus_per_task": 64}
+    command = torchrun_command(8, ["--model", "sdxl"], plan, 600)
     assert command[:7] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
                            "--nodelist=gpu07,gpu08", "--cpus-per-task=64"]
     assert command[9:] == ["torch.distributed.run", "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
@@ -51,7 +53,7 @@ def test_multi_node_outside_slurm_or_on_too_few_nodes_is_refused_before_any_proc
         srun_plan({"nodes": 2, "launch": LAUNCH}, {})
     assert str(err.value) == ("train.nodes is 2: multi-node training runs inside a SLURM job (snakemake --profile "
                               "slurm), but SLURM_JOB_ID is not set")
-    env = {**os.environ, **install(tmp_path), "SLURM_JOB_ID": "9", "SLURM_JOB_NODELIST": "a1", "FAKE_SLURM_NODES": "a1"}
+    env = {**os.environ, **install(tmp_path), "SLURM_JOB_ID": "9", "FAKE_SLURM_NODELIST": "a1", "FAKE_SLURM_NODES": "a1"}
     with pytest.raises(LaunchError) as err:
         srun_plan({"nodes": 4, "launch": LAUNCH}, env)
     assert str(err.value) == "train.nodes is 4 but SLURM job 9 holds 1 node(s) (a1)"
@@ -98,3 +100,38 @@ def test_no_binding_inside_slurm_or_without_gpus(tmp_path):
     finally:
         del os.environ["SLURM_JOB_ID"]
     assert bind_gpus(0) is None
+
+
+@pytest.mark.parametrize("env, gpus", [({"AGFSYNC_GPUS": "3"}, 3), ({"CUDA_VISIBLE_DEVICES": "0,1"}, 2),
+                                       ({"CUDA_VISIBLE_DEVICES": ""}, 0)])
+def test_workstation_profile_caps_gpu_jobs_at_the_gpus_the_machine_has(env, gpus, monkeypatch):
+    import yte
+    from conftest import REPO
+
+    for name in ("AGFSYNC_GPUS", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with open(REPO / "workstation" / "config.yaml") as handle:  # through the root link, as --profile finds it
+        profile = yte.process_yaml(handle, require_use_yte=True)
+    assert profile["resources"] == [f"gpu={gpus}"] and profile["cores"] == "all"
+
+
+def test_slurm_profile_reads_account_and_partitions_from_the_environment(monkeypatch):
+    import yte
+    from conftest import REPO
+
+    for name in ("AGFSYNC_SLURM_ACCOUNT", "SBATCH_ACCOUNT", "AGFSYNC_SLURM_PARTITION", "SBATCH_PARTITION",
+                 "AGFSYNC_SLURM_GPU_PARTITION"):
+        monkeypatch.delenv(name, raising=False)
+    with open(REPO / "slurm" / "config.yaml") as handle:
+        bare = yte.process_yaml(handle, require_use_yte=True)
+    assert "slurm_account" not in bare["default-resources"] and "slurm_partition" not in bare["set-resources"]["train_dpo"]
+    monkeypatch.setenv("SBATCH_ACCOUNT", "lab")
+    monkeypatch.setenv("AGFSYNC_SLURM_PARTITION", "short")
+    with open(REPO / "slurm" / "config.yaml") as handle:
+        profile = yte.process_yaml(handle, require_use_yte=True)
+    assert profile["default-resources"]["slurm_account"] == "lab"
+    assert profile["default-resources"]["slurm_partition"] == "short"
+    assert profile["set-resources"]["train_dpo"]["slurm_partition"] == "short"  # no GPU partition: the same one
+    assert profile["executor"] == "slurm" and profile["retries"] == 1 and "slurm-array-jobs" not in profile

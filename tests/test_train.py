@@ -132,7 +132,7 @@ def test_checkpoints_of_another_config_are_not_resumed(zero2_run, cache, tmp_pat
 def multi_node_env(tmp_path, **extra) -> dict:
     from fake_slurm_cli import install
 
-    return {**os.environ, **install(tmp_path / "bin"), "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node[1-2]",
+    return {**os.environ, **install(tmp_path / "bin"), "SLURM_JOB_ID": "4242", "FAKE_SLURM_NODELIST": "node[1-2]",
             "FAKE_SLURM_NODES": "node1,node2", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 

@@ -14,23 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
-
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-DEMO = ["--configfile", "config/demo.yaml", "--replace-workflow-config"]
-
-
-def workdir(tmp_path: Path) -> Path:
-    for name in ("workflow", "config", "data", "envs"):
-        shutil.copytree(REPO / name, tmp_path / name)
-    return tmp_path
-
-
-def snakemake(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SNAKEMAKE, "--cores", "2", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-        env={**os.environ, **(env or {})},
-    )
+from workflow_helpers import DEMO, SNAKEMAKE, job_counts, snakemake, workdir
 
 
 @pytest.fixture
@@ -66,20 +50,6 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "key 'qa.mode': expected one of 'yes_no', 'multiple_choice'; got 'open_ended'" in result.stderr
     assert not (cwd / "results").exists() and not (cwd / "logs").exists()
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a Snakemake run or dry run, without the total."""
-    lines = output.split("Job stats:", 1)[1].lstrip("\n").splitlines()
-    assert lines[1].startswith("---"), lines[:3]
-    counts = {}
-    for line in lines[2:]:
-        if not line.strip():
-            break
-        name, count = line.split()
-        if name != "total":
-            counts[name] = int(count)
-    return counts
 
 
 def test_one_target_pulls_only_its_jobs(tmp_path, no_torch):
@@ -188,10 +158,8 @@ def check_same_seeds(base: Path, tuned: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
-    cwd = workdir(tmp_path / "w")
-    result = snakemake(cwd, *DEMO)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_demo_runs_end_to_end_and_a_rerun_does_nothing(demo_run):
+    cwd = demo_run  # the demo, run locally once per session (conftest.py); test_slurm compares with it
 
     prompts = [json.loads(line) for line in (cwd / "results/prompts/prompts.jsonl").read_text().splitlines()]
     qa = [json.loads(line) for line in (cwd / "results/prompts/qa.jsonl").read_text().splitlines()]
@@ -255,9 +223,56 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(tmp_path):
 
     # A crash while generating shard 1 leaves no shard file (writes are atomic) and nothing
     # downstream of it: the rerun redoes that shard, its scores and the gather, nothing else.
-    for path in ("candidates/shard-00001.tar", "scores/shard-00001.jsonl", "pairs.jsonl", "pairs_summary.json"):
-        (cwd / "results/sdxl" / path).unlink()
+    crashed = ("candidates/shard-00001.tar", "scores/shard-00001.jsonl", "pairs.jsonl", "pairs_summary.json")
+    aside = cwd / "aside"
+    for path in crashed:  # moved aside, and back afterwards: the session's demo run stays complete
+        (aside / path).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / "results/sdxl" / path).rename(aside / path)
     dry = snakemake(cwd, "-n", *DEMO)
+    for path in crashed:
+        (aside / path).rename(cwd / "results/sdxl" / path)
     jobs = job_counts(dry.stdout + dry.stderr)
     assert jobs == {"candidates_generate": 1, "candidates_score": 1, "pairs_select": 1, "train_cache": 1,
                     "train_dpo": 1, **AGFSYNC_EVAL, "report": 1, "all": 1}, dry.stdout
+
+
+def resources_of(output: str, rule: str) -> dict[str, str]:
+    """The `resources:` line of the first job of `rule` in a dry run's output."""
+    block = output.split(f"rule {rule}:\n", 1)[1].split("\n\n", 1)[0]
+    line = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    return dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
+
+
+def test_slurm_profile_dry_run_shows_each_jobs_slurm_resources(tmp_path, no_torch):
+    """`snakemake -n --profile slurm results/sdxl/hpsv2.json` with no cluster, GPU or weights:
+    the profile resolves as typed from the repository root (./slurm), account and
+    partitions come from the environment, GPU jobs ask for GPUs through the plugin's own
+    resources, CPU jobs for none, and training for train.gpus GPUs on one node."""
+    env = {**no_torch, "AGFSYNC_SLURM_ACCOUNT": "proj42", "AGFSYNC_SLURM_PARTITION": "cpu",
+           "AGFSYNC_SLURM_GPU_PARTITION": "gpu-a100"}
+    cwd = workdir(tmp_path / "w")
+    result = subprocess.run([SNAKEMAKE, "-n", "--profile", "slurm", "results/sdxl/hpsv2.json"], cwd=cwd,
+                            capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert job_counts(out)["candidates_generate"] == 717 and job_counts(out)["train_dpo"] == 1
+    generate = resources_of(out, "candidates_generate")
+    assert {k: generate[k] for k in ("gpu", "cpus_per_gpu", "mem_mb", "runtime", "slurm_partition", "slurm_account")} == {
+        "gpu": "1", "cpus_per_gpu": "8", "mem_mb": "64000", "runtime": "240", "slurm_partition": "gpu-a100",
+        "slurm_account": "proj42"}
+    train = resources_of(out, "train_dpo")
+    assert {k: train[k] for k in ("gpu", "nodes", "tasks_per_gpu", "runtime", "slurm_partition")} == {
+        "gpu": "8", "nodes": "1", "tasks_per_gpu": "0", "runtime": "2880", "slurm_partition": "gpu-a100"}
+    pairs = resources_of(out, "pairs_select")
+    assert "gpu" not in pairs and "gres" not in pairs and pairs["slurm_partition"] == "cpu"
+    assert "slurm_extra" not in out
+
+    # several nodes: one task per node, GPUs per node as gres, and the launcher's own srun
+    overlay = cwd / "config" / "nodes.yaml"
+    overlay.write_text("train:\n  nodes: 4\n")
+    result = subprocess.run([SNAKEMAKE, "-n", "--profile", "slurm", "results/sdxl/agfsync", "--configfile", str(overlay)],
+                            cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    train = resources_of(result.stdout, "train_dpo")
+    assert {k: train.get(k) for k in ("gpu", "gres", "nodes", "tasks", "mpi", "tasks_per_gpu")} == {
+        "gpu": None, "gres": "gpu:8", "nodes": "4", "tasks": "4", "mpi": "srun", "tasks_per_gpu": "0"}
