@@ -91,15 +91,15 @@ def test_concurrent_local_jobs_bind_to_different_gpus(tmp_path):
     second.kill(), second.wait()
 
 
-def test_no_binding_inside_slurm_or_without_gpus(tmp_path):
+def test_no_binding_inside_slurm_or_without_gpus(monkeypatch):
     from agfsync.gpu_slots import bind_gpus
 
-    os.environ["SLURM_JOB_ID"] = "1"
-    try:
-        assert bind_gpus(1) is None  # SLURM already gave the job its devices
-    finally:
-        del os.environ["SLURM_JOB_ID"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    assert bind_gpus(1) is None  # SLURM already gave the job its devices
+    monkeypatch.delenv("SLURM_JOB_ID")
     assert bind_gpus(0) is None
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # untouched
 
 
 @pytest.mark.parametrize("env, gpus", [({"AGFSYNC_GPUS": "3"}, 3), ({"CUDA_VISIBLE_DEVICES": "0,1"}, 2),
