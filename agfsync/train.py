@@ -72,6 +72,7 @@ class DPOTrainer:
 
         from agfsync.attention import configure_attention
         from agfsync.engine import build_engine, init_distributed
+        from agfsync.kernels.runtime import use_triton
         from agfsync.train_data import PairCache
 
         self.cfg, self.model_name = cfg, model_name
@@ -132,6 +133,16 @@ class DPOTrainer:
         configure_attention(unet, self.tcfg["attention"], self.device)
         if self.reference is not None:
             configure_attention(self.reference, self.tcfg["attention"], self.device)
+        # Triton kernels (agfsync/kernels): fused GroupNorm+SiLU in both UNets, fused DPO loss.
+        self.kernels = use_triton(self.tcfg.get("kernels", "auto"), self.device)
+        if self.kernels:
+            from agfsync.kernels.modules import swap_group_norm_silu
+
+            for model in (unet, self.reference):
+                if model is not None:
+                    swap_group_norm_silu(model)
+            if self.tcfg["loss"] != "dpo":
+                log.info("kernels: the fused loss implements train.loss 'dpo'; %r runs in torch", self.tcfg["loss"])
         self.engine = build_engine(unet, self.tcfg, self.hp["lr"], micro_batch=micro, grad_accum=self.grad_accum,
                                    warmup_steps=self.hp["warmup_steps"], total_steps=self.hp["steps"])
         self.loss_fn = LOSSES[self.tcfg["loss"]]
@@ -175,8 +186,13 @@ class DPOTrainer:
                 self.engine.module.enable_adapters()
         target_w = prediction_target(self.noise_scheduler, x_w, noise_w, timesteps, self.prediction_type)
         target_l = prediction_target(self.noise_scheduler, x_l, noise_l, timesteps, self.prediction_type)
-        loss, metrics = self.loss_fn(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), target_w, target_l,
-                                     self.hp["beta_dpo"])
+        if self.kernels and self.tcfg["loss"] == "dpo":
+            from agfsync.kernels.dpo_loss import dpo_loss
+
+            loss, metrics = dpo_loss(pred, ref, target_w, target_l, self.hp["beta_dpo"])
+        else:
+            loss, metrics = self.loss_fn(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), target_w, target_l,
+                                         self.hp["beta_dpo"])
         self.engine.backward(loss)
         self.engine.step()
         return metrics

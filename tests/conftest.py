@@ -14,6 +14,10 @@ TEST_KEY = "sk-test-7f3a9c2e51b84d6e9a0fSECRET"  # what a leak test greps for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The Triton kernels run on the CPU through Triton's interpreter (tests/test_kernels.py). triton.jit
+# reads this when a kernel module is imported, so it must be set before any test imports one. On a
+# CPU it changes nothing else: train.kernels 'auto' still picks torch there.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
