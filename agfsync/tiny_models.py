@@ -147,17 +147,39 @@ def _vae():
     )
 
 
-def build_sd1(out: Path) -> None:
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
+def sd1_unet():
+    """The tiny SD 1.x UNet (random weights from the current torch seed); also used by the kernel tests."""
+    from diffusers import UNet2DConditionModel
 
-    tokenizer = build_clip_tokenizer()
-    _seeded("sd1")
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
     )
+
+
+def sdxl_unet():
+    """The tiny SDXL UNet: linear projections, added time and text conditioning, 2-layer transformers."""
+    from diffusers import UNet2DConditionModel
+
+    # cross_attention_dim = 32 + 32 (both encoders' hidden states concatenated);
+    # projection_class_embeddings_input_dim = 6 add_time_ids x 8 + 32 pooled.
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=32,
+    )
+
+
+def build_sd1(out: Path) -> None:
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    tokenizer = build_clip_tokenizer()
+    _seeded("sd1")
+    unet = sd1_unet()
     text_encoder = CLIPTextModel(_text_config(len(tokenizer)))
     scheduler = PNDMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
@@ -171,20 +193,12 @@ def build_sd1(out: Path) -> None:
 
 
 def build_sdxl(out: Path) -> None:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer = build_clip_tokenizer()
     _seeded("sdxl")
-    # cross_attention_dim = 32 + 32 (both encoders' hidden states concatenated);
-    # projection_class_embeddings_input_dim = 6 add_time_ids x 8 + 32 pooled.
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=32,
-    )
+    unet = sdxl_unet()
     text_encoder = CLIPTextModel(_text_config(len(tokenizer)))
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(len(tokenizer), projection_dim=32))
     scheduler = EulerDiscreteScheduler(

@@ -6,7 +6,7 @@ Each variant runs in its own process so that peak memory is its own.
 
     python bench/dpo_step.py [--steps 10] [--micro-batch 2] [--global-batch 4]
     python bench/dpo_step.py --arch sdxl --resolution 1024 --micro-batch 1 --global-batch 2 \
-        --checkpointing --attention sdpa|xformers          # on a GPU: real-sized UNet, random weights
+        --checkpointing --attention sdpa|xformers [--kernels torch]   # on a GPU: real-sized UNet, random weights
 
 Target (issue 4): overhead <= 1.15x on CPU tiny models; on a GPU, full SDXL DPO within
 40 GB per GPU at micro-batch 1.
@@ -48,7 +48,7 @@ def make_config(pretrained: Path, args) -> dict:
                                             "steps": 10**6, "lr": 1e-4})
     cfg["train"].update({"zero_stage": args.zero_stage, "gradient_checkpointing": args.checkpointing,
                          "lr_schedule": "constant", "optimizer": "adamw8bit", "precision": "auto",
-                         "checkpoint_every": 10**6, "attention": args.attention})
+                         "checkpoint_every": 10**6, "attention": args.attention, "kernels": args.kernels})
     return cfg
 
 
@@ -153,6 +153,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, help="image size (default: 64 tiny, 512 sd15, 1024 sdxl)")
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
     parser.add_argument("--attention", choices=["sdpa", "xformers", "auto"], default="sdpa")
+    parser.add_argument("--kernels", choices=["auto", "triton", "torch"], default="auto",
+                        help="train.kernels of ours (auto: Triton on a GPU); the plain loop always runs torch")
     parser.add_argument("--variant", choices=["ours", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -206,7 +208,8 @@ def main() -> None:
         "peak_memory_kind": "cuda allocated" if torch.cuda.is_available() else "process RSS",
     }
     device = "gpu" if torch.cuda.is_available() else "cpu"
-    save(f"dpo_step_{args.arch}_{resolution}_{device}" if args.arch != "tiny" else f"dpo_step_{device}", result)
+    name = f"dpo_step_{args.arch}_{resolution}_{device}" if args.arch != "tiny" else f"dpo_step_{device}"
+    save(name + (f"_kernels-{args.kernels}" if args.kernels != "auto" else ""), result)
 
 
 if __name__ == "__main__":

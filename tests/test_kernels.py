@@ -225,23 +225,15 @@ def test_dpo_loss_rejects_mismatched_shapes_by_name():
 
 
 def _tiny_unet(family: str):
-    from diffusers import UNet2DConditionModel
+    """The demo's tiny UNets (agfsync/tiny_models.py); SDXL's with its added conditioning inputs."""
+    from agfsync.tiny_models import sd1_unet, sdxl_unet
 
     torch.manual_seed(0)
-    if family == "sd1":  # the demo's tiny SD 1.x UNet (agfsync/tiny_models.py)
-        return UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32), {}
-    unet = UNet2DConditionModel(  # the demo's tiny SDXL UNet: linear projections, added time/text conditioning
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=32)
+    if family == "sd1":
+        return sd1_unet(), {}
     g = torch.Generator().manual_seed(5)
-    return unet, {"added_cond_kwargs": {"text_embeds": torch.randn(2, 32, generator=g),
-                                        "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2)}}
+    return sdxl_unet(), {"added_cond_kwargs": {"text_embeds": torch.randn(2, 32, generator=g),
+                                               "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2)}}
 
 
 def _dpo_step_inputs(unet, extra):
@@ -390,3 +382,47 @@ def test_trainer_with_triton_kernels_matches_torch_kernels(demo_config_module, t
     # AdamW moves every weight by ~lr per step whatever the gradient's size, so elements whose
     # gradient is pure rounding noise may step either way; in norm that stays far below the update.
     assert moved > 0 and apart < 0.05 * moved, (apart, moved)
+
+
+# ---------------------------------------------------------------------------------- bench/kernels.py
+
+
+def _bench_module():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_kernels", REPO / "bench" / "kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("arch,silu_calls,plain_calls", [("sd15", 45, 16), ("sdxl", 35, 11)])
+def test_benchmark_shapes_are_the_real_unets_group_norm_calls(arch, silu_calls, plain_calls):
+    """Found on the meta device. SD1.5: 22 ResNet blocks x 2 + conv_norm_out, 16 transformers;
+    SDXL: 17 x 2 + 1, 11 transformers (METHOD.md's architectures)."""
+    rows = _bench_module().group_norm_rows(arch)
+    assert sum(r["count"] for r in rows if r["silu"]) == silu_calls
+    assert sum(r["count"] for r in rows if not r["silu"]) == plain_calls
+    latent = {"sd15": 64, "sdxl": 128}[arch]
+    assert {"shape": [2, 320, latent, latent], "groups": 32, "eps": 1e-5, "silu": True,
+            "count": 8} in rows  # the first and last ResNet blocks plus conv_norm_out
+
+
+def test_benchmark_smoke_run_checks_every_row(tmp_path, repo):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "kernels.json"
+    result = subprocess.run([sys.executable, str(repo / "bench" / "kernels.py"), "--smoke", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert [r["silu"] for r in data["group_norm"]] == [True, False]
+    assert all(c["within_tolerance"] for r in data["group_norm"] for c in r["check"].values())
+    assert data["summary"]["sd15"]["all_checks_pass"] is True
+    assert data["dpo_loss"][0]["loss_abs_error"] < 1e-3
+    assert {"stock_dpo_step_ms", "kernels_dpo_step_ms", "dpo_step_speedup"} <= set(data["end_to_end"][0])
+    assert "bitsandbytes" not in result.stderr or "from 'kernels'" not in result.stderr  # no shadowing
