@@ -40,9 +40,9 @@ import triton.language as tl
 from agfsync.kernels.runtime import cdiv, empty, next_power_of_2
 
 # Tuning constants, and why.
-TILE_ELEMENTS = 4096  # elements per program tile: 32 per thread at 4 warps, enough loads in flight to cover HBM latency
+TILE_ELEMENTS = 4096  # elements per program tile: 16 per thread at 8 warps, enough loads in flight to cover HBM latency
 MAX_CHUNKS = 64  # chunks of HW per (n, c-block): >= 4 waves on 132 SMs for SD shapes; the group kernels load all chunks at once
-NUM_WARPS = 4
+NUM_WARPS = 8  # sm_90 compile (agfsync.kernels.compile_check): 4 warps needed 140-255 registers per thread, 8 need 60-190
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float,
