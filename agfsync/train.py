@@ -137,7 +137,9 @@ class DPOTrainer:
         self.kernels = use_triton(self.tcfg.get("kernels", "auto"), self.device)
         if self.kernels:
             from agfsync.kernels.modules import swap_group_norm_silu
+            from agfsync.kernels.self_check import check_kernels
 
+            check_kernels(self.device)  # the compiled kernels on this GPU, before they touch the model
             for model in (unet, self.reference):
                 if model is not None:
                     swap_group_norm_silu(model)

@@ -368,6 +368,8 @@ def test_trainer_with_triton_kernels_matches_torch_kernels(demo_config_module, t
     (steps_t, weights_t, _), (steps_k, weights_k, _) = runs["torch"], runs["triton"]
     lines = {k: [line.split(" agfsync.", 1)[-1] for line in log.splitlines() if " agfsync.kernels." in line]
              for k, (_, _, log) in runs.items()}
+    check = lines["triton"].pop(1)
+    assert check.startswith("kernels.self_check: kernels: start-up check on cpu passed (18 checks, worst at "), check
     # policy and reference UNets each: 8 ResNet blocks x 2 norms + conv_norm_out, 4 transformer input norms
     swapped = "kernels.modules: kernels: swapped 17 GroupNorm+SiLU and 4 GroupNorm modules for the fused Triton op"
     assert lines["triton"] == ["kernels.runtime: kernels: triton (train.kernels on cpu, numpy interpreter: slow, "
@@ -450,3 +452,19 @@ def test_every_kernel_compiles_for_hopper_without_spills(tmp_path):
                        "_bwd_group_kernel", "_bwd_dx_kernel", "_forward_kernel", "_backward_kernel"}
     assert {r["constexprs"].get("SILU") for r in data["kernels"] if r["kernel"] == "_apply_kernel"} == {True, False}
     assert [r for r in data["kernels"] if r["local"] > 0 or r["reg"] > 255] == []
+
+
+def test_start_up_check_passes_here_and_stops_a_run_whose_kernels_are_wrong(monkeypatch):
+    from agfsync.kernels import group_norm_silu, self_check
+
+    results = self_check.check_kernels(torch.device("cpu"))
+    assert len(results) == 18 and max(results.values()) <= 1.0
+    right = group_norm_silu.group_norm_silu
+    monkeypatch.setattr(group_norm_silu, "group_norm_silu", lambda *a, **k: right(*a, **k) * 1.01)  # 1% off
+    with pytest.raises(self_check.KernelCheckError) as err:
+        self_check.check_kernels(torch.device("cpu"))
+    message = str(err.value)
+    assert message.startswith("kernels: the Triton kernels disagree with the torch reference on cpu: "
+                              "group_norm_silu float32 nchw y at ")
+    assert message.endswith(". Set train.kernels: torch to train without them, and please report this.")
+    assert "dpo_loss" not in message  # only what is wrong is named
