@@ -121,8 +121,12 @@ class DPOTrainer:
             from peft import LoraConfig
 
             unet.requires_grad_(False)
-            unet.add_adapter(LoraConfig(r=self.lora, lora_alpha=self.lora, init_lora_weights="gaussian",
-                                        target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+            # peft draws the adapters' initial weights from torch's global generator: seed it from the
+            # config (and restore it after), or every run starts from different adapters
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(cfg["seed"], "lora_init", model_name))
+                unet.add_adapter(LoraConfig(r=self.lora, lora_alpha=self.lora, init_lora_weights="gaussian",
+                                            target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
             self.reference = None
         else:
             ref_dtype = torch.bfloat16 if self.autocast else torch.float32  # frozen: bf16 halves its memory
@@ -325,6 +329,7 @@ class DPOTrainer:
             "processes": self.world, "grad_accum": self.grad_accum, "micro_batch": self.hp["micro_batch"],
             "global_batch": self.hp["global_batch"], "zero_stage": self.tcfg["zero_stage"],
             "optimizer": self.tcfg["optimizer"], "loss": self.tcfg["loss"], "lora_rank": self.lora,
+            "kernels": "triton" if self.kernels else "torch",  # what ran; the config may say auto
             "config_hash": config_hash(self.cfg, self.model_name),
         }
         write_json(tmp / "summary.json", summary)

@@ -357,6 +357,8 @@ def test_kernels_setting_resolution_and_log_lines(monkeypatch, caplog):
 def test_trainer_with_triton_kernels_matches_torch_kernels(demo_config_module, tiny_models, tmp_path):
     """train.kernels: triton (interpreter) against torch, two optimizer steps of one pair each in the real trainer
     (DeepSpeed ZeRO-2, AdamW, 1 process): same losses, same weights up to fp32 rounding."""
+    import json
+
     from train_helpers import metrics, run_trainer, toy_cache, toy_config, unet_weights
 
     cache = toy_cache(tmp_path / "cache", num_pairs=4, chunk_size=4)
@@ -366,6 +368,7 @@ def test_trainer_with_triton_kernels_matches_torch_kernels(demo_config_module, t
         cfg["models"]["sd15"]["train"].update({"steps": 2, "global_batch": 1, "micro_batch": 1})
         result = run_trainer(cfg, cache, tmp_path / kernels / "out", tmp_path / kernels / "ckpt", processes=1)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads((tmp_path / kernels / "out" / "summary.json").read_text())["kernels"] == kernels
         runs[kernels] = (metrics(tmp_path / kernels / "out" / "metrics.jsonl"), unet_weights(tmp_path / kernels / "out"),
                          result.stderr)
     (steps_t, weights_t, _), (steps_k, weights_k, _) = runs["torch"], runs["triton"]
