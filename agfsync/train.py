@@ -149,6 +149,11 @@ class DPOTrainer:
                     swap_group_norm_silu(model)
             if self.tcfg["loss"] != "dpo":
                 log.info("kernels: the fused loss implements train.loss 'dpo'; %r runs in torch", self.tcfg["loss"])
+        self.fused_loss = None  # (pred_2B, ref_2B, target_w, target_l, beta) -> (loss, metrics)
+        if self.kernels and self.tcfg["loss"] == "dpo":
+            from agfsync.kernels.dpo_loss import dpo_loss
+
+            self.fused_loss = dpo_loss
         self.engine = build_engine(unet, self.tcfg, self.hp["lr"], micro_batch=micro, grad_accum=self.grad_accum,
                                    warmup_steps=self.hp["warmup_steps"], total_steps=self.hp["steps"])
         self.loss_fn = LOSSES[self.tcfg["loss"]]
@@ -192,10 +197,8 @@ class DPOTrainer:
                 self.engine.module.enable_adapters()
         target_w = prediction_target(self.noise_scheduler, x_w, noise_w, timesteps, self.prediction_type)
         target_l = prediction_target(self.noise_scheduler, x_l, noise_l, timesteps, self.prediction_type)
-        if self.kernels and self.tcfg["loss"] == "dpo":
-            from agfsync.kernels.dpo_loss import dpo_loss
-
-            loss, metrics = dpo_loss(pred, ref, target_w, target_l, self.hp["beta_dpo"])
+        if self.fused_loss is not None:
+            loss, metrics = self.fused_loss(pred, ref, target_w, target_l, self.hp["beta_dpo"])
         else:
             loss, metrics = self.loss_fn(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), target_w, target_l,
                                          self.hp["beta_dpo"])
