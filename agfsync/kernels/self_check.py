@@ -24,7 +24,7 @@ class KernelCheckError(RuntimeError):
     pass
 
 
-def _worst(out: torch.Tensor, ref: torch.Tensor, rtol: float) -> float:
+def error_ratio(out: torch.Tensor, ref: torch.Tensor, rtol: float) -> float:
     """max |out - ref| / (atol + rtol |ref|): <= 1 passes; NaN (an unwritten element) fails."""
     atol = 1e-5 * max(1.0, float(ref.abs().max()))
     ratio = ((out.detach().double() - ref).abs() / (atol + rtol * ref.abs())).max()
@@ -56,7 +56,7 @@ def check_kernels(device: torch.device) -> dict[str, float]:
             for part, out, ref, rtol in (("y", y, y64, RTOL[dtype]), ("dx", grads[0], grads64[0], RTOL[dtype]),
                                          ("dw", grads[1], grads64[1], RTOL[torch.float32]),
                                          ("db", grads[2], grads64[2], RTOL[torch.float32])):
-                results[f"{name} {part}"] = _worst(out, ref.detach(), rtol)
+                results[f"{name} {part}"] = error_ratio(out, ref.detach(), rtol)
     target = torch.randn(1, 4, 6, 5, generator=g).to(device)
     pred = (torch.cat([target, target]) + torch.randn(2, 4, 6, 5, generator=g).to(device)).requires_grad_()
     ref = pred.detach() + 0.01 * torch.randn(2, 4, 6, 5, generator=g).to(device)
@@ -65,8 +65,8 @@ def check_kernels(device: torch.device) -> dict[str, float]:
     p64 = pred.detach().double().requires_grad_()
     loss64, _ = dpo_loss.reference(p64, ref.double(), target.double(), target.double(), 50.0)
     (grad64,) = torch.autograd.grad(loss64, p64)
-    results["dpo_loss loss"] = _worst(loss.reshape(1), loss64.detach().reshape(1), 1e-4)
-    results["dpo_loss grad"] = _worst(grad, grad64, 1e-4)
+    results["dpo_loss loss"] = error_ratio(loss.reshape(1), loss64.detach().reshape(1), 1e-4)
+    results["dpo_loss grad"] = error_ratio(grad, grad64, 1e-4)
     failed = {k: v for k, v in results.items() if not v <= 1.0}
     if failed:
         raise KernelCheckError(
