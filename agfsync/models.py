@@ -23,6 +23,24 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def start_model_job(cfg: dict, gpus: int = 0) -> int:
+    """What every model job (generation, scoring, caching, evaluation) does first: bind
+    its GPUs (one machine: devices no other job holds) and set torch's intra-op thread
+    count from the config key `cpu_threads`, never from `--cores` or OMP_NUM_THREADS.
+
+    On a CPU, float reductions (matmul, conv, softmax sums) split their work by thread,
+    so the thread count changes the last bits of every activation and then, through
+    sampling, the images: one fixed count makes a shard byte-identical whether Snakemake
+    runs with --cores 1 or 32. Returns the count, which is logged."""
+    from agfsync.gpu_slots import bind_gpus
+
+    bind_gpus(gpus)
+    threads = int(cfg["cpu_threads"])
+    torch.set_num_threads(threads)
+    log.info("cpu_threads: %d intra-op thread(s) (config cpu_threads; results on a CPU depend on it)", threads)
+    return threads
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """None or "auto" (config `device`): CUDA when present, else the CPU."""
     if device is None or device == "auto":

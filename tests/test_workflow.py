@@ -235,6 +235,23 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(demo_run):
     assert jobs == {"candidates_generate": 1, "candidates_score": 1, "pairs_select": 1, "train_cache": 1,
                     "train_dpo": 1, **AGFSYNC_EVAL, "report": 1, "all": 1}, dry.stdout
 
+    # A shard does not depend on how Snakemake was started: regenerated with --cores 1 (the
+    # session's run had 2) and a different OMP_NUM_THREADS, it is byte-identical, because model
+    # jobs take their thread count from the config key cpu_threads (agfsync.models.start_model_job).
+    shard = cwd / "results/sd15/candidates/shard-00000.tar"
+    kept = cwd / "aside/shard-00000.tar"
+    shard.rename(kept)
+    try:
+        one = subprocess.run([SNAKEMAKE, "--cores", "1", *DEMO, "--allowed-rules", "candidates_generate",
+                              "results/sd15/candidates/shard-00000.tar"], cwd=cwd, capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert one.returncode == 0, one.stderr[-3000:]
+        assert shard.read_bytes() == kept.read_bytes()
+        log = (cwd / "logs/sd15/candidates_generate/shard-00000.log").read_text()
+        assert "cpu_threads: 2 intra-op thread(s) (config cpu_threads; results on a CPU depend on it)" in log
+    finally:
+        kept.replace(shard)  # the session's file (and its time stamp) back
+
 
 def resources_of(output: str, rule: str) -> dict[str, str]:
     """The `resources:` line of the first job of `rule` in a dry run's output."""

@@ -17,10 +17,10 @@ rule candidates_generate:
     benchmark:
         "benchmarks/{model}/candidates_generate/shard-{shard}.tsv"
     params:
-        cfg=lambda w: stage_config(
+        cfg=lambda w: stage_config("cpu_threads",
             *model_keys(w.model, "pretrained", "revision", "family", "resolution", "generation"), "candidates"
         ),
-    threads: 2
+    threads: config["cpu_threads"]
     resources:
         gpu=model_gpus,
     conda:
@@ -42,8 +42,8 @@ rule candidates_score:
     benchmark:
         "benchmarks/{model}/candidates_score/shard-{shard}.tsv"
     params:
-        cfg=stage_config("scores"),
-    threads: 2
+        cfg=stage_config("cpu_threads", "scores"),
+    threads: config["cpu_threads"]
     resources:
         gpu=model_gpus,
     conda:

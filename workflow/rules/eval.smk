@@ -36,11 +36,11 @@ if EVAL_BENCHES:
         benchmark:
             "benchmarks/{model}/eval_generate/{variant}/{bench}/shard-{shard}.tsv"
         params:
-            cfg=lambda w: stage_config(
+            cfg=lambda w: stage_config("cpu_threads",
                 *model_keys(w.model, "pretrained", "revision", "family", "resolution", "generation"),
                 "candidates.attention", "eval.shard_size", "eval.prompts_per_batch",
             ),
-        threads: 2
+        threads: config["cpu_threads"]
         resources:
             gpu=model_gpus,
         conda:
@@ -64,8 +64,8 @@ if "tifa" in EVAL_BENCHES:
         benchmark:
             "benchmarks/{model}/eval_score_tifa/{variant}/shard-{shard}.tsv"
         params:
-            cfg=stage_config("scores.vqa", "scores.clip", "scores.aesthetic"),
-        threads: 2
+            cfg=stage_config("cpu_threads", "scores.vqa", "scores.clip", "scores.aesthetic"),
+        threads: config["cpu_threads"]
         resources:
             gpu=model_gpus,
         conda:
@@ -89,8 +89,8 @@ if "hpsv2" in EVAL_BENCHES:
         benchmark:
             "benchmarks/{model}/eval_score_hpsv2/{variant}/shard-{shard}.tsv"
         params:
-            cfg=stage_config("eval.hpsv2"),
-        threads: 2
+            cfg=stage_config("cpu_threads", "eval.hpsv2"),
+        threads: config["cpu_threads"]
         resources:
             gpu=model_gpus,
         conda:
@@ -113,8 +113,8 @@ if "mjhq" in EVAL_BENCHES:
         log:
             "logs/{model}/eval_features_mjhq/{variant}/shard-{shard}.log",
         params:
-            cfg=stage_config("eval.mjhq"),
-        threads: 2
+            cfg=stage_config("cpu_threads", "eval.mjhq"),
+        threads: config["cpu_threads"]
         resources:
             gpu=model_gpus,
         conda:
@@ -135,8 +135,8 @@ if "mjhq" in EVAL_BENCHES:
         benchmark:
             "benchmarks/eval/eval_reference_mjhq.tsv"
         params:
-            cfg=stage_config("eval.mjhq"),
-        threads: 2
+            cfg=stage_config("cpu_threads", "eval.mjhq"),
+        threads: config["cpu_threads"]
         resources:
             gpu=model_gpus,
         conda:

@@ -16,10 +16,10 @@ rule train_cache:
     benchmark:
         "benchmarks/{model}/train_cache.tsv"
     params:
-        cfg=lambda w: stage_config(
+        cfg=lambda w: stage_config("cpu_threads",
             *model_keys(w.model, "pretrained", "revision", "family", "resolution"), "train.latents", "train.cache_chunk"
         ),
-    threads: 2
+    threads: config["cpu_threads"]
     resources:
         gpu=model_gpus,
     conda:
@@ -40,9 +40,9 @@ rule train_dpo:
     benchmark:
         "benchmarks/{model}/train_dpo.tsv"
     params:
-        cfg=lambda w: stage_config(f"models.{w.model}", "train"),
+        cfg=lambda w: stage_config("cpu_threads", f"models.{w.model}", "train"),
         checkpoints="results/{model}/train_checkpoints",
-    threads: 2
+    threads: config["cpu_threads"]
     resources:
         **train_resources(),
     conda:
