@@ -11,6 +11,7 @@ order (results/eval/{bench}/prompts.jsonl), split into shards of eval.shard_size
          "{style}-{index:03d}", the index in the style's file);
   mjhq   MJHQ-30K: meta_data.json maps image id -> {"category", "prompt"}; per category
          (animals ... vehicles), ids in sorted order (group = category).
+Every id is checked (agfsync.ids: a safe name, unique), errors naming file and record.
 The shard count is fixed when the workflow is parsed: from the official benchmark sizes,
 or the configured subset sizes, so a dry run lists every job before anything is downloaded.
 """
@@ -18,10 +19,10 @@ or the configured subset sizes, so a dry run lists every job before anything is 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 from agfsync.hps import STYLES
+from agfsync.ids import check_id, check_ids
 from agfsync.io import DataError, read_json
 from agfsync.tifa import load_questions
 
@@ -32,9 +33,6 @@ HPS_PER_STYLE = 800
 MJHQ_CATEGORIES = ("animals", "art", "fashion", "food", "indoor", "landscape", "logo", "people", "plants", "vehicles")
 MJHQ_PER_CATEGORY = 3000
 NAMES = {"tifa": "TIFA", "hpsv2": "HPS v2", "mjhq": "MJHQ-30K"}
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
 
 def enabled(cfg: dict) -> list[str]:
     return [name for name in BENCHMARKS if cfg["eval"][name]["enabled"]]
@@ -60,13 +58,6 @@ def num_eval_shards(cfg: dict, bench: str) -> int:
     return max(1, math.ceil(max_prompts(cfg, bench) / cfg["eval"]["shard_size"]))
 
 
-def _check_id(value, where: str) -> str:
-    if not isinstance(value, str) or not _SAFE_ID.match(value):
-        raise DataError(f"{where}: id {value!r} is not a safe identifier (letters, digits, '_', '.', '-'; "
-                        f"it names files and seeds)")
-    return value
-
-
 def load_tifa(section: dict) -> list[dict]:
     inputs_path, questions_path = section["text_inputs"], section["questions"]
     inputs = read_json(inputs_path)
@@ -77,12 +68,13 @@ def load_tifa(section: dict) -> list[dict]:
     for number, item in enumerate(inputs):
         if not isinstance(item, dict) or "id" not in item or "caption" not in item:
             raise DataError(f"{inputs_path}, record {number}: expected {{'id', 'caption'}}, got {item!r:.80}")
-        prompt_id = _check_id(item["id"], f"{inputs_path}, record {number}")
+        prompt_id = check_id(item["id"], f"{inputs_path}, record {number}", "id")
         entry = questions.get(prompt_id)
         if entry is None:
             raise DataError(f"{inputs_path}, record {number} (id {prompt_id}): no questions in {questions_path}")
         records.append({"id": prompt_id, "prompt": item["caption"], "group": prompt_id.split("_")[0],
                         "qa": entry["qa"]})
+    check_ids(records, str(inputs_path), (f"record {number}" for number in range(len(records))), what="id")
     limit = section["max_prompts"]
     return records[:limit] if limit else records
 
@@ -113,7 +105,7 @@ def load_mjhq(section: dict, categories: list[str]) -> list[dict]:
             raise DataError(f"{path}, record {image_id!r}: expected {{'category', 'prompt'}}")
         if entry["category"] in by_category:
             by_category[entry["category"]].append(
-                {"id": _check_id(image_id, f"{path}, record {image_id!r}"), "prompt": entry["prompt"],
+                {"id": check_id(image_id, f"{path}, record {image_id!r}", "id"), "prompt": entry["prompt"],
                  "group": entry["category"]})
     records = []
     for category, items in by_category.items():
@@ -139,9 +131,5 @@ def load_benchmark(cfg: dict, bench: str) -> list[dict]:
     bound = max_prompts(cfg, bench)
     if len(records) > bound:  # cannot happen with the official files; guards a hand-made one
         raise DataError(f"benchmark {bench}: {len(records)} prompts, more than the {bound} its shards were sized for")
-    seen = set()
-    for record in records:
-        if record["id"] in seen:
-            raise DataError(f"benchmark {bench}: id {record['id']!r} appears twice")
-        seen.add(record["id"])
+    check_ids(records, f"benchmark {bench}", (f"record {number}" for number in range(len(records))), what="id")
     return records

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from agfsync.ids import check_ids
 from agfsync.seeds import derive_seed
 from agfsync.shards import encode_npy, encode_png, image_member, latent_member, write_shard
 
@@ -188,6 +189,9 @@ def generate_shard(cfg: dict, model_name: str, records: list[dict], out_path, *,
     `row_extra` is added to every manifest row."""
     from tqdm import tqdm
 
+    # Ids name the shard's members and seed every draw: checked (and unique) before any work,
+    # whatever the caller read them from (agfsync.ids).
+    check_ids(records, f"shard {out_path} input", (f"record {number}" for number in range(1, len(records) + 1)))
     started = time.perf_counter()
     rows, members = [], []
     per_batch = cfg["candidates"]["prompts_per_batch"]

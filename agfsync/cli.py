@@ -71,7 +71,7 @@ def _cmd_qa(args) -> int:
 def _cmd_candidates(args) -> int:
     from agfsync.candidates import generate_shard
     from agfsync.config import load_config
-    from agfsync.io import read_jsonl
+    from agfsync.ids import read_records
     from agfsync.logs import job_logging
     from agfsync.shards import shard_records
 
@@ -79,7 +79,8 @@ def _cmd_candidates(args) -> int:
     if args.model not in cfg["models"]:
         raise ConfigError(f"{args.config}: --model {args.model!r} is not defined under 'models'")
     with job_logging(args.log):
-        records = shard_records(read_jsonl(args.qa), args.shard, cfg["candidates"]["shard_size"])
+        records = shard_records(read_records(args.qa, required=("id", "prompt")), args.shard,
+                                cfg["candidates"]["shard_size"], source=args.qa)
         generate_shard(cfg, args.model, records, args.out)
     return 0
 

@@ -4,7 +4,9 @@ One schema, agfsync/schemas/config.schema.yaml, serves both the workflow
 (workflow/rules/common.smk validates with it at parse time) and the package's own
 loader (`load_config`, used by the CLI and the tests). Errors name the config key and
 say what was expected; several problems are reported at once. Values of keys that may
-hold secrets are never echoed.
+hold secrets are never echoed. Stricter than JSON schema alone: NaN and infinities are
+rejected anywhere, "integer" means an int (12.0 is not one), and a key written twice in
+one YAML mapping is an error naming both lines (also for the files Snakemake was given).
 """
 
 from __future__ import annotations
@@ -35,8 +37,15 @@ def load_schema() -> dict:
         return yaml.safe_load(handle)
 
 
+def _is_integer(checker, instance) -> bool:
+    """JSON schema's "integer", strictly: an int, never a bool nor a float such as 12.0.
+    Draft 7 accepts 12.0, which then fails inside a job (`slice indices must be integers`)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 def _validator_with_defaults():
-    """Draft-7 validator that fills `default` values of missing properties while validating."""
+    """Draft-7 validator that fills `default` values of missing properties while validating,
+    with a strict "integer" type (_is_integer)."""
     base = jsonschema.Draft7Validator
     validate_properties = base.VALIDATORS["properties"]
 
@@ -47,7 +56,8 @@ def _validator_with_defaults():
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(base, {"properties": set_defaults})
+    return jsonschema.validators.extend(base, {"properties": set_defaults},
+                                        type_checker=base.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
 def _key(path) -> str:
@@ -119,6 +129,24 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"key '{key}': {error.message if not _is_secretish(path) else 'invalid value (hidden)'}"
 
 
+def _bad_values(value, path: list) -> list[tuple[list, float | str]]:
+    """(path, value) of every NaN or infinity anywhere in the config (YAML's .nan, .inf, -.inf),
+    and of every string holding a lone surrogate (YAML's "\\ud800" escape: not Unicode)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [(path, value)]
+        return []
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _bad_values(item, [*path, key])]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _bad_values(item, [*path, i])]
+    return []
+
+
 def _semantic_errors(cfg: dict) -> list[str]:
     """Checks that a JSON schema cannot express."""
     from agfsync.prompts import CATEGORIES  # pure module; imported here to avoid a cycle
@@ -161,9 +189,17 @@ def check_config(cfg: dict, source: str = "config") -> dict:
     """Validate `cfg` in place (filling defaults) and return it; raise ConfigError naming each bad key."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys to values, got {type(cfg).__name__}")
+    # Non-finite numbers first: JSON schema's bounds let NaN through (every comparison with it
+    # is false), and a NaN or infinity is never a meaningful setting; so are strings that are not
+    # Unicode. Schema errors at the same keys would only repeat the problem.
+    bad_values = _bad_values(cfg, [])
+    messages = [f"key '{_key(path)}': must be a finite number, got {_show(value, path)}" if isinstance(value, float)
+                else f"key '{_key(path)}': a string holds a lone surrogate escape (\\ud800-\\udfff), which is not "
+                "valid Unicode" for path, value in bad_values]
+    bad_paths = [path for path, _ in bad_values]
     validator = _validator_with_defaults()(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    messages = [_describe(error) for error in errors]
+    messages += [_describe(error) for error in errors if list(error.absolute_path) not in bad_paths]
     if not messages:
         messages = _semantic_errors(cfg)
     if messages:
@@ -179,6 +215,7 @@ def check_config(cfg: dict, source: str = "config") -> dict:
 # response cache key ignores them too).
 LLM_OPERATIONAL_KEYS = (
     "concurrency", "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "max_requests", "retry_failed",
+    "max_retry_after_s", "min_yield",
 )
 # Where LLM sections live (dotted paths): the two prompt stages and the VLM judge.
 LLM_SECTIONS = ("prompts.llm", "qa.llm", "eval.judge.llm")
@@ -270,15 +307,74 @@ def resolve_config(cfg: dict, source: str = "config", _seen: tuple = ()) -> dict
     return merge_config(resolve_config(base, base_path, (*_seen, base_path)), cfg)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_keys(loader: yaml.SafeLoader, node, path: list, seen_nodes: set) -> list[str]:
+    """'key 'a.b' is defined twice (lines 3 and 9)' for every mapping key written twice in
+    one mapping of the YAML node tree. YAML loaders (PyYAML's, Snakemake's) silently keep the
+    last value, so a model listed twice would quietly replace the first. The keys a merge
+    (`<<: *anchor`) brings in may be overridden, as YAML intends: only written keys count."""
+    if id(node) in seen_nodes:  # an alias: the anchored node was checked where it was defined
+        return []
+    seen_nodes.add(id(node))
+    problems = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                problems += _duplicate_keys(loader, value_node, path, seen_nodes)
+                continue
+            try:
+                key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+                hash(key)
+            except (yaml.YAMLError, TypeError):
+                key = None
+            line = key_node.start_mark.line + 1
+            if key is not None and key in first:
+                problems.append(f"key '{_key([*path, key])}' is defined twice (lines {first[key]} and {line}); "
+                                "YAML would silently keep only the last")
+            elif key is not None:
+                first[key] = line
+            problems += _duplicate_keys(loader, value_node, [*path, key if key is not None else "?"], seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(loader, item, [*path, i], seen_nodes)
+    return problems
+
+
+def _load_yaml(text: str, path: Path):
+    """yaml.safe_load, refusing duplicate mapping keys (ConfigError naming the key and both lines)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems = _duplicate_keys(loader, node, [], set())
+        if problems:
+            lines = "\n".join(f"  - {problem}" for problem in problems)
+            raise ConfigError(f"{path}: duplicate key(s) ({len(problems)} problem(s)):\n{lines}")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml_config(path: str | os.PathLike) -> dict:
-    """A config file's mapping, unvalidated; errors name the file (and line)."""
+    """A config file's mapping, unvalidated; errors name the file (and line): not UTF-8, not
+    YAML, a key written twice in one mapping."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     try:
-        cfg = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}, line {line}: not valid UTF-8 (byte {err.start} of the file: "
+                          f"{data[err.start:err.start + 4]!r})") from None
+    try:
+        cfg = _load_yaml(text, path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -288,6 +384,14 @@ def read_yaml_config(path: str | os.PathLike) -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys to values, got {type(cfg).__name__}")
     return cfg
+
+
+def check_config_files(paths) -> None:
+    """Read each config file with read_yaml_config, for its errors only: the workflow calls
+    this on the files Snakemake was given (--configfile), which Snakemake itself loads with a
+    YAML loader that silently keeps the last of two equal keys."""
+    for path in paths:
+        read_yaml_config(path)
 
 
 def load_config(path: str | os.PathLike) -> dict:

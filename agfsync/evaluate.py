@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from agfsync.io import DataError, atomic_open, read_jsonl, write_jsonl
+from agfsync.ids import read_records
+from agfsync.io import DataError, atomic_open, write_jsonl
 from agfsync.seeds import derive_seed
 from agfsync.shards import Shard
 
@@ -59,7 +60,7 @@ def generate_eval_shard(cfg: dict, model_name: str, bench: str, variant: str, re
 
 
 def _by_id(prompts_path) -> dict[str, dict]:
-    return {r["id"]: r for r in read_jsonl(prompts_path, required=("id", "prompt", "group"))}
+    return {r["id"]: r for r in read_records(prompts_path, required=("id", "prompt", "group"))}
 
 
 @contextlib.contextmanager
@@ -190,7 +191,7 @@ def features_mjhq_reference(cfg: dict, prompts_path, out_path, *, device=None) -
     from agfsync.fid import extract, load_extractor
     from agfsync.models import pick_device
 
-    records = read_jsonl(prompts_path, required=("id", "group"))
+    records = read_records(prompts_path, required=("id", "group"))
     device = pick_device(device or cfg.get("device"))
     net, info = load_extractor(cfg["eval"]["mjhq"], device)
     images = tqdm(reference_images(cfg["eval"]["mjhq"]["images"], records), total=len(records), desc="mjhq reference",

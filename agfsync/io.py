@@ -191,13 +191,21 @@ def append_jsonl(path: str | os.PathLike, records: dict | Iterable[dict], *, fsy
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     try:
-        return json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:  # name the line, as read_jsonl does
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}, line {line}: not valid UTF-8 (byte {err.start} of the file: "
+                        f"{data[err.start:err.start + 4]!r})") from None
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    _check_unicode(value, str(path))
+    return value
 
 
 def decode_line(raw: bytes, where: str) -> str:

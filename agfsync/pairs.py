@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 
+from agfsync.ids import check_id, read_records, record_lines
 from agfsync.io import DataError, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,23 @@ def select_pairs(cfg: dict, score_paths: list, qa_path, shard_paths: list, out_p
     """Gather every shard's scores, pick one pair per prompt, write pairs JSONL + summary JSON."""
     if len(score_paths) != len(shard_paths):
         raise ValueError("select_pairs needs one scores file per shard")
-    prompts = {r["id"]: r for r in read_jsonl(qa_path, required=("id", "prompt"))}
+    prompts = {r["id"]: r for r in read_records(qa_path, required=("id", "prompt"))}
     n, min_margin = cfg["candidates"]["num_per_prompt"], cfg["pairs"]["min_margin"]
     pairs, dropped, all_rows = [], Counter(), []
     dropped_items = []
+    seen: dict[tuple, str] = {}  # (prompt id, candidate) -> "scores file, line N" of its first row
     for score_path, shard_path in zip(score_paths, shard_paths):
         rows = read_jsonl(score_path, required=("prompt_id", "candidate"))
         groups: dict[str, list[dict]] = {}
-        for row in rows:
+        for row, number in zip(rows, record_lines(score_path)):
+            where = f"{score_path}, line {number}"
+            if not isinstance(row["candidate"], int) or isinstance(row["candidate"], bool):
+                raise DataError(f"{where}: candidate {row['candidate']!r} is not an integer")
+            key = (check_id(row["prompt_id"], where), row["candidate"])
+            if key in seen:  # a second score of one image, or a prompt in two shards: never two pairs
+                raise DataError(f"{where}: duplicate score of prompt id {key[0]!r} candidate {key[1]!r} "
+                                f"(first at {seen[key]})")
+            seen[key] = where
             groups.setdefault(row["prompt_id"], []).append(row)
         for prompt_id, group in groups.items():
             if prompt_id not in prompts:

@@ -11,6 +11,8 @@ A shard is ONE tar file (never one file per image), written atomically:
     images/<prompt_id>.<k>.png           lossless
     latents/<prompt_id>.<k>.npy          final latents, float16 (candidates.keep_latents)
 The manifest is written first, so a reader learns the contents without scanning.
+Member names come from prompt ids, which are checked (agfsync.ids) where the records are
+read, again where a member name is made, and again for every manifest row a reader sees.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agfsync.io import DataError, atomic_open
+from agfsync.ids import check_id, check_ids
+from agfsync.io import DataError, atomic_open, decode_line
 
 MANIFEST = "manifest.jsonl"
 PNG_COMPRESS_LEVEL = 1  # lossless either way; level 1 encodes ~5x faster than the default 6
@@ -44,16 +47,30 @@ def shard_name(index: int) -> str:
     return f"{index:05d}"
 
 
-def shard_records(records: list[dict], index: int, shard_size: int) -> list[dict]:
+def shard_records(records: list[dict], index: int, shard_size: int, source: str = "records") -> list[dict]:
+    """Shard `index` of the records. Every record's id is checked first, and unique across
+    ALL records (a duplicate in another shard would collide in the pairs): DataError naming
+    `source` (the file the records came from), the record number and the id. Stages read
+    their input with agfsync.ids.read_records, which names the line instead."""
+    check_ids(records, str(source), (f"record {number}" for number in range(1, len(records) + 1)))
     return records[index * shard_size : (index + 1) * shard_size]
 
 
+def _member_stem(prompt_id: str, candidate: int) -> str:
+    """`<prompt id>.<candidate>`, both checked again here (defence in depth): a tar member name
+    can never hold '/', '..' or anything else than agfsync.ids allows."""
+    check_id(prompt_id, "shard member")
+    if not isinstance(candidate, int) or isinstance(candidate, bool) or candidate < 0:
+        raise DataError(f"shard member of prompt id {prompt_id!r}: candidate {candidate!r} is not an index >= 0")
+    return f"{prompt_id}.{candidate}"
+
+
 def image_member(prompt_id: str, candidate: int) -> str:
-    return f"images/{prompt_id}.{candidate}.png"
+    return f"images/{_member_stem(prompt_id, candidate)}.png"
 
 
 def latent_member(prompt_id: str, candidate: int) -> str:
-    return f"latents/{prompt_id}.{candidate}.npy"
+    return f"latents/{_member_stem(prompt_id, candidate)}.npy"
 
 
 def encode_png(image_HWC: np.ndarray) -> bytes:
@@ -99,13 +116,18 @@ class Shard:
             raise DataError(f"shard {self.path}: not a readable tar file ({err}); delete it and regenerate") from None
         if MANIFEST not in self._members:
             raise DataError(f"shard {self.path}: no {MANIFEST} (not an agfsync shard, or written incompletely)")
-        text = self._read(MANIFEST, "the manifest").decode("utf-8")
+        data = self._read(MANIFEST, "the manifest")
         self.rows = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, raw in enumerate(data.splitlines(), start=1):
+            where = f"shard {self.path}: {MANIFEST} line {lineno}"
             try:
-                self.rows.append(json.loads(line))
+                row = json.loads(decode_line(raw, where))
             except json.JSONDecodeError:
-                raise DataError(f"shard {self.path}: {MANIFEST} line {lineno} is not valid JSON") from None
+                raise DataError(f"{where} is not valid JSON") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            check_id(row.get("prompt_id"), where)  # its members were named after it
+            self.rows.append(row)
 
     def close(self) -> None:
         self._tar.close()

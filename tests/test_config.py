@@ -71,7 +71,7 @@ def mutate(cfg, path, value):
 
 DELETE = object()
 BAD = [
-    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, device, downloads, eval, extends, llm_cache_dir, models, pairs, "
+    ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, cpu_threads, device, downloads, eval, extends, llm_cache_dir, models, pairs, "
      "prompts, qa, run_models, scores, seed, tiny_models, train)"),
     ("missing key", "qa.llm.model", DELETE, "missing required key 'qa.llm.model'"),
     ("wrong type", "seed", "abc", "key 'seed': expected integer, got str 'abc'"),
@@ -234,3 +234,144 @@ def test_a_config_file_extends_the_paper_config_unless_it_says_otherwise(tmp_pat
     with pytest.raises(ConfigError) as err:
         load_config(bad)
     assert str(err.value) == f"{bad}: key 'extends': expected the path of a config file or null, got 3"
+
+
+# ----------------------------------------------------------------------------- issue 13: numbers and duplicate keys
+
+# (YAML overlay on config/config.yaml, the exact problem line)
+NUMBER_FAULTS = [
+    ("models:\n  sd15:\n    train:\n      beta_dpo: .nan\n",
+     "key 'models.sd15.train.beta_dpo': must be a finite number, got nan"),
+    ("models:\n  sdxl:\n    train:\n      lr: .inf\n", "key 'models.sdxl.train.lr': must be a finite number, got inf"),
+    ("candidates:\n  sigma: -.inf\n", "key 'candidates.sigma': must be a finite number, got -inf"),
+    ("candidates:\n  sigma: .NaN\n", "key 'candidates.sigma': must be a finite number, got nan"),
+    ("qa:\n  llm:\n    timeout_s: .nan\n", "key 'qa.llm.timeout_s': must be a finite number, got nan"),
+    ("train:\n  adam_betas: [0.9, .nan]\n", "key 'train.adam_betas[1]': must be a finite number, got nan"),
+    ("pairs:\n  min_margin: .Inf\n", "key 'pairs.min_margin': must be a finite number, got inf"),
+    ("candidates:\n  shard_size: 12.0\n", "key 'candidates.shard_size': expected integer, got float 12.0"),
+    ("models:\n  sd14:\n    train:\n      steps: 20.0\n",
+     "key 'models.sd14.train.steps': expected integer, got float 20.0"),
+    ("models:\n  sd14:\n    generation:\n      steps: 20.0\n",
+     "key 'models.sd14.generation.steps': expected integer, got float 20.0"),
+    ("seed: 200.0\n", "key 'seed': expected integer, got float 200.0"),
+    ("seed: true\n", "key 'seed': expected integer, got bool True"),
+    ("prompts:\n  max_requests_per_category: 3.0\n",
+     "key 'prompts.max_requests_per_category': expected integer or null, got float 3.0"),
+    ("train:\n  gpus: 1.5\n", "key 'train.gpus': expected integer, got float 1.5"),
+]
+
+
+@pytest.mark.parametrize("overlay, problem", NUMBER_FAULTS,
+                         ids=[f"{f[1].split(chr(39))[1]}={f[1].rsplit(' ', 1)[-1]}" for f in NUMBER_FAULTS])
+def test_non_finite_and_non_integral_numbers_are_rejected(tmp_path, monkeypatch, overlay, problem):
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "bad.yaml"
+    path.write_text(overlay)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: invalid config (1 problem(s)):\n  - {problem}"
+
+
+def test_every_non_finite_number_is_named_and_none_is_echoed_for_secret_keys(paper):
+    cfg = copy.deepcopy(paper)
+    cfg["models"]["sd15"]["train"]["beta_dpo"] = float("nan")
+    cfg["eval"] = {"judge": {"confidence": float("-inf")}}
+    cfg["prompts"]["llm"]["api_key_budget"] = float("inf")  # unknown and secret-looking: value hidden
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, source="c.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "c.yaml: invalid config (4 problem(s)):"
+    assert sorted(lines[1:4]) == [
+        "  - key 'eval.judge.confidence': must be a finite number, got -inf",
+        "  - key 'models.sd15.train.beta_dpo': must be a finite number, got nan",
+        "  - key 'prompts.llm.api_key_budget': must be a finite number, got <value hidden>",
+    ]
+    assert lines[4].startswith("  - key 'prompts.llm.api_key_budget': secrets never go into config files")
+
+
+def test_integral_numbers_stay_valid_where_a_number_is_asked(paper):
+    cfg = copy.deepcopy(paper)
+    cfg["models"]["sd15"]["train"]["beta_dpo"] = 5000  # an int is a number
+    cfg["candidates"]["sigma"] = 0
+    cfg["qa"]["llm"]["timeout_s"] = 30
+    check_config(cfg)
+
+
+DUPLICATE_KEYS = [
+    ("a model listed twice", "models:\n  sd15:\n    resolution: 512\n  sdxl:\n    resolution: 1024\n"
+     "  sd15:\n    resolution: 256\n", "key 'models.sd15' is defined twice (lines 2 and 6)"),
+    ("a nested key", "models:\n  sdxl:\n    train:\n      lr: 1.0e-6\n      beta_dpo: 5000\n      lr: 2.0e-6\n",
+     "key 'models.sdxl.train.lr' is defined twice (lines 4 and 6)"),
+    ("a top-level key", "seed: 1\nrun_models: [sd14]\nseed: 2\n", "key 'seed' is defined twice (lines 1 and 3)"),
+    ("in a list item", "downloads:\n  files:\n    - path: resources/a\n      url: https://x.org/a\n"
+     "      path: resources/b\n", "key 'downloads.files[0].path' is defined twice (lines 3 and 5)"),
+    ("in a flow mapping", "candidates: {sigma: 0.1, shard_size: 8, sigma: 0.2}\n",
+     "key 'candidates.sigma' is defined twice (lines 1 and 1)"),
+]
+
+
+@pytest.mark.parametrize("what, text, problem", DUPLICATE_KEYS, ids=[d[0] for d in DUPLICATE_KEYS])
+def test_duplicate_keys_are_rejected_naming_both_lines(tmp_path, what, text, problem):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}: duplicate key(s) (1 problem(s)):\n  - {problem}; "
+                              "YAML would silently keep only the last")
+
+
+def test_duplicates_in_a_file_that_is_extended_are_rejected_too(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("extends: null\nseed: 1\nseed: 2\n")
+    top = tmp_path / "top.yaml"
+    top.write_text(f"extends: {base}\nrun_models: [sd14]\n")
+    with pytest.raises(ConfigError, match=r"base.yaml: duplicate key\(s\) \(1 problem\(s\)\):\n  - key 'seed' is "
+                       r"defined twice \(lines 2 and 3\)"):
+        load_config(top)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
+    from agfsync.config import read_yaml_config
+
+    path = tmp_path / "merge.yaml"
+    path.write_text("common: &train {lr: 1.0e-6, steps: 10}\nsd15:\n  <<: *train\n  lr: 2.0e-6\nsdxl: *train\n")
+    assert read_yaml_config(path) == {"common": {"lr": 1e-6, "steps": 10}, "sd15": {"lr": 2e-6, "steps": 10},
+                                      "sdxl": {"lr": 1e-6, "steps": 10}}
+
+
+def test_config_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    data = "seed: 200\n# caf\u00e9\nrun_models: [sd14]\n".encode("latin-1")
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}, line 2: not valid UTF-8 (byte {data.index(0xe9)} of the file: b'\\xe9\\nru')"
+
+
+def test_workflow_rejects_duplicate_keys_in_its_configfile(tmp_path):
+    """Snakemake loads --configfile itself and keeps the last of two equal keys; the workflow
+    reads the files again with agfsync's loader (common.smk: check_config_files)."""
+    from workflow_helpers import snakemake, workdir
+
+    cwd = workdir(tmp_path / "w")
+    text = (cwd / "config" / "demo.yaml").read_text()
+    assert "\n  sdxl:\n" in text
+    dup = text.replace("\nqa:\n", "\nseed: 7\nqa:\n", 1)  # demo.yaml sets seed near the top already
+    (cwd / "config" / "dup.yaml").write_text(dup)
+    line = dup.splitlines().index("seed: 7") + 1
+    first = dup.splitlines().index([entry for entry in dup.splitlines() if entry.startswith("seed:")][0]) + 1
+    result = snakemake(cwd, "-n", "--configfile", "config/dup.yaml")
+    assert result.returncode != 0
+    assert (f"{cwd / 'config' / 'dup.yaml'}: duplicate key(s) (1 problem(s)):\n  - key 'seed' is defined twice "
+            f"(lines {first} and {line}); YAML would silently keep only the last") in result.stdout + result.stderr
+    assert not (cwd / "results").exists()
+
+
+def test_a_lone_surrogate_escape_in_the_config_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "bad.yaml"
+    path.write_text('models:\n  sd15:\n    generation:\n      negative_prompt: "blurry \\ud800"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}: invalid config (1 problem(s)):\n"
+                              "  - key 'models.sd15.generation.negative_prompt': a string holds a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode")

@@ -7,7 +7,8 @@ from snakemake.utils import validate
 
 from agfsync.benchmarks import VARIANTS, num_eval_shards
 from agfsync.benchmarks import enabled as enabled_benchmarks
-from agfsync.config import SCHEMA_PATH, check_config, config_digest, resolve_config, without_operational
+from agfsync.config import (SCHEMA_PATH, check_config, check_config_files, config_digest, resolve_config,
+                            without_operational)
 from agfsync.downloads import hub_marker, hub_repos, needed
 from agfsync.hps import STYLES
 from agfsync.launch import launcher_kind
@@ -17,6 +18,9 @@ from agfsync.shards import num_shards, shard_name
 # The whole config: config/config.yaml, or the --configfile over what its `extends:` names.
 # Resolved here, not by a `configfile:` directive, so that jobs on a cluster (which get the
 # same --configfile, but not --replace-workflow-config) see exactly this config too.
+# Snakemake read the --configfile files with its own YAML loader, which keeps the last of
+# two equal keys without a word: read them again with ours, which names both lines.
+check_config_files(workflow.configfiles)
 _resolved = resolve_config(config, source="config")
 config.clear()
 config.update(_resolved)
