@@ -19,7 +19,10 @@ import logging
 import math
 from statistics import NormalDist
 
-from agfsync.llm import BadOutput, LLMClient, LLMSettings, Reply, Request, ask_json, extract_json, run_concurrently
+from agfsync.llm import (
+    BadOutput, LLMClient, LLMSettings, Reply, Request, ask_json, check_yield, extract_json, run_concurrently,
+    secret_values, tally_failures,
+)
 from agfsync.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -103,11 +106,14 @@ def summarise(outcomes: dict[str, str], confidence: float) -> dict:
 
 def judge_pairs(cfg: dict, model: str, records: list[dict], images: dict[str, tuple], *, client: LLMClient | None = None):
     """Ask the judge about each record; `images[id]` = (base image, agfsync image).
-    Returns (outcome per prompt id, skipped {id: reasons}, client stats)."""
+    Returns (outcome per prompt id, skipped {id: reasons}, client stats).
+
+    Fails (agfsync.llm.YieldTooLow) when no pair was judged, or fewer than
+    eval.judge.llm.min_yield of them, naming the causes (outages are not cached)."""
     section = cfg["eval"]["judge"]
     if client is None:
         client = LLMClient(LLMSettings.from_config(section["llm"]), stage="judge",
-                           cache_path=f"{cfg['llm_cache_dir']}/judge.jsonl")
+                           cache_path=f"{cfg['llm_cache_dir']}/judge.jsonl", secrets=secret_values(cfg))
 
     def ask(record):
         base, tuned = images[record["id"]]
@@ -115,12 +121,15 @@ def judge_pairs(cfg: dict, model: str, records: list[dict], images: dict[str, tu
         request = build_request(cfg["seed"], model, record, tuned if first else base, base if first else tuned)
         return record["id"], first, ask_json(client, request, parse_verdict)
 
-    outcomes, skipped = {}, {}
+    outcomes, skipped, seen = {}, {}, []
     for prompt_id, first, outcome in run_concurrently(ask, records, client.settings.concurrency):
+        seen.append(outcome)
         if outcome.ok:
             outcomes[prompt_id] = outcome_for_agfsync(outcome.value, first)
         else:
             skipped[prompt_id] = outcome.reasons
             log.warning("judge: %s skipped: %s", prompt_id, "; ".join(outcome.reasons))
     client.log_summary()
+    check_yield("judge", produced=len(outcomes), asked=len(records), unit="pairs", tally=tally_failures(seen),
+                requests="pairs", min_yield=client.settings.min_yield, section="eval.judge")
     return outcomes, skipped, client.stats.as_dict()

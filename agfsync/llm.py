@@ -5,10 +5,23 @@ chat endpoint (OpenAI, Gemini's OpenAI-compatible endpoint, vLLM, Ollama) and ad
 what a 45k-prompt run needs:
 
 - an on-disk response cache keyed by the full request (provider, endpoint, model,
-  messages, parameters): a rerun sends no request and gives identical outputs, and a
-  killed run loses nothing already answered (one fsynced JSONL line per answer);
+  messages, parameters): a rerun sends no request for what was answered and gives
+  identical outputs, and a killed run loses nothing already answered (one fsynced JSONL
+  line per answer, appended with agfsync.io.append_jsonl: a torn last line left by a
+  crash is cut, never swallows the next answer, never fails a resume);
 - retries with exponential backoff and jitter on 429, 5xx, timeouts and connection
-  errors (Retry-After honoured), a per-run budget of HTTP requests, a concurrency limit;
+  errors; a Retry-After is honoured in full up to llm.max_retry_after_s (beyond it the
+  item fails, saying so); a per-run budget of HTTP requests, a concurrency limit;
+- `timeout_s` bounds each HTTP request as a whole (connect, headers and the full body),
+  not only each read: a server that drips its answer is given up at timeout_s;
+- one decoding boundary: a body is decoded once, as strict UTF-8 JSON, and an answer's
+  text is sanitised there (lone surrogates, which no UTF-8 file can hold, become U+FFFD);
+  an undecodable body is a named item failure, never a crash or a poisoned cache entry;
+- failure classes: outage-type failures (5xx, 408, 429, timeouts, connection errors,
+  undecodable or non-chat bodies, once their retries are exhausted) are never cached,
+  so a rerun asks again; permanent ones (other 4xx) are cached and replayed (ask again
+  with llm.retry_failed). `check_yield` fails a stage that produced nothing, or less
+  than llm.min_yield of what it asked for, naming the causes;
 - token accounting, logged per stage;
 - `ask_json`: send a request, parse the answer, and on bad output (not JSON, wrong
   fields, empty, truncated, HTML, a refusal) re-ask with the parse error up to a limit,
@@ -16,12 +29,17 @@ what a 45k-prompt run needs:
 
 A `file` provider replays recorded answers (JSONL of {"key", "content"}) through the
 same path, for the offline demo. API keys are read from the environment variable named
-in config, held only in the openai client, and never logged, cached or written.
+in config and held only in the openai client. Every key the config names is a secret
+(`register_secrets`, `secret_values`): whatever leaves this layer (answer text given to
+parsers, cache entries, exception messages, skip reasons, the stages' summaries and
+records, log records of the LLM modules) passes `redact`, which masks it, so that an
+endpoint echoing a key in an error body or an answer cannot put it in a file or a log.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import hashlib
 import json
 import logging
@@ -30,6 +48,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,11 +63,103 @@ for _name in ("openai", "httpx", "httpx2", "httpcore", "httpcore2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+# ----------------------------------------------------------------------------- secrets
+
+REDACTED = "***"
+MIN_SECRET_LEN = 8  # shorter values are refused: masking them would rewrite ordinary text
+_secrets: tuple[str, ...] = ()
+_secrets_lock = threading.Lock()
+
+
+def secret_values(cfg: dict) -> list[str]:
+    """The values of every API key the config names (each LLM section's api_key_env:
+    prompts.llm, qa.llm, eval.judge.llm), read from the environment; unset ones left out."""
+    from agfsync.config import _llm_sections
+
+    names = [llm.get("api_key_env") for _, llm in _llm_sections(cfg)]
+    return [os.environ[name] for name in names if name and os.environ.get(name)]
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Add values to the process-wide set that `redact` masks. Empty values are ignored;
+    values shorter than MIN_SECRET_LEN are refused with a warning (not naming them)."""
+    global _secrets
+    with _secrets_lock:
+        found = set(_secrets)
+        for value in values:
+            value = (value or "").strip()
+            if not value or value in found:
+                continue
+            if len(value) < MIN_SECRET_LEN:
+                log.warning("an API key of fewer than %d characters cannot be masked in outputs and logs; "
+                            "use a real key", MIN_SECRET_LEN)
+                continue
+            found.add(value)
+        _secrets = tuple(sorted(found, key=len, reverse=True))  # longest first: no partial masks
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced by ***."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_obj(obj: Any) -> Any:
+    """A copy of a JSON-like object (dicts, lists, strings) with every secret masked, keys included."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact_obj(key): redact_obj(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact_obj(value) for value in obj)
+    return obj
+
+
+class RedactFilter(logging.Filter):
+    """Masks secrets in every record of the logger it is attached to (message, arguments
+    and traceback), whatever handler or formatter later writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            message = record.getMessage()
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+# Filters run only for records logged to their own logger: attach one to each LLM module's logger and to
+# the HTTP stack's, whatever the handlers (the CLI's RedactingFormatter masks the root handlers too).
+for _name in ("agfsync.llm", "agfsync.prompts", "agfsync.qa", "agfsync.judge",
+              "openai", "httpx", "httpx2", "httpcore", "httpcore2"):
+    logging.getLogger(_name).addFilter(RedactFilter())
+
+
+# ----------------------------------------------------------------------------- decoding boundary
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str | None) -> tuple[str | None, int]:
+    """(text as valid Unicode with secrets masked, number of lone surrogates replaced).
+
+    A JSON string escape can encode a lone surrogate ("\\ud800"); json.loads returns it, and
+    no UTF-8 file (the cache, the outputs) can hold it, so each becomes U+FFFD."""
+    if text is None:
+        return None, 0
+    text, count = _SURROGATE.subn("\ufffd", str(text))
+    return redact(text), count
+
+
 # ----------------------------------------------------------------------------- errors
 
 
 class LLMError(RuntimeError):
-    """A failure that stops the stage (bad key, budget exhausted, unusable endpoint)."""
+    """A failure that stops the stage (bad key, budget exhausted, unusable endpoint, too little produced)."""
 
 
 class AuthError(LLMError):
@@ -59,9 +170,22 @@ class BudgetExceeded(LLMError):
     pass
 
 
+class YieldTooLow(LLMError):
+    """The stage produced nothing, or less than llm.min_yield of what it asked for."""
+
+
 class ItemFailure(Exception):
     """One request could not be answered (retries exhausted, 4xx, missing recording).
-    The item is skipped with this reason; the stage goes on."""
+    The item is skipped with this reason; the stage goes on.
+
+    `outage`: the failure says nothing about the request (5xx, timeouts, connection errors,
+    rate limits, undecodable bodies: retries exhausted); such failures are never cached.
+    `cause`: the short cause, without attempt counts, for the stage's failure tally."""
+
+    def __init__(self, reason: str, *, outage: bool = False, cause: str | None = None):
+        super().__init__(reason)
+        self.outage = outage
+        self.cause = cause or reason
 
 
 class _Transient(Exception):
@@ -88,14 +212,16 @@ class LLMSettings:
     top_p: float = 1.0
     max_tokens: int = 2048
     send_seed: bool = True
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # one HTTP request as a whole: connect, headers and the full body
     max_retries: int = 6
     backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
+    max_backoff_s: float = 60.0  # cap of our own backoff; a server's Retry-After is honoured beyond it
+    max_retry_after_s: float = 300.0  # the longest Retry-After honoured; a longer one fails the item
     concurrency: int = 8
     max_requests: int = 100_000
     repair_attempts: int = 2
     retry_failed: bool = False
+    min_yield: float = 0.5  # a stage producing less than this fraction of what it asked for fails
 
     @classmethod
     def from_config(cls, section: dict) -> LLMSettings:
@@ -139,22 +265,20 @@ class Stats:
 class ResponseCache:
     """Append-only JSONL of answers keyed by a hash of the full request.
 
-    One line per answer, flushed and fsynced as it arrives: a crash loses at most the
-    line being written, and a torn last line is ignored on load.
-    """
+    One line per answer, appended with agfsync.io.append_jsonl (flushed and fsynced as it
+    arrives): a crash loses at most the line being written; a torn last line is skipped
+    on load and cut before the next append, both with a warning naming file and byte
+    offset. Any other bad line is an error naming the file and line."""
 
     def __init__(self, path: str | os.PathLike):
+        from agfsync.io import read_jsonl
+
         self.path = Path(path)
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        entry = json.loads(line)
-                        self._entries[entry["hash"]] = entry
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        log.warning("%s: ignoring a torn or invalid cache line", self.path)
+            for entry in read_jsonl(self.path, required=("hash",), torn_tail="skip"):
+                self._entries[entry["hash"]] = entry
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -163,27 +287,41 @@ class ResponseCache:
         return self._entries.get(digest)
 
     def put(self, digest: str, entry: dict) -> None:
-        entry = {"hash": digest, **entry}
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        from agfsync.io import append_jsonl
+
+        entry = redact_obj({"hash": digest, **entry})
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_jsonl(self.path, entry)
             self._entries[digest] = entry
 
 
 # ----------------------------------------------------------------------------- providers
 
 
+def _http_module():
+    """The HTTP package under the openai client (httpx2 for openai >= 3, httpx before)."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:  # pragma: no cover - older openai
+        import httpx
+
+        return httpx
+
+
 class OpenAIProvider:
-    """Any OpenAI-compatible /chat/completions endpoint, through the openai package."""
+    """Any OpenAI-compatible /chat/completions endpoint, through the openai package.
+
+    The body is streamed and read here, under a deadline of timeout_s from the start of
+    the request (the client's own timeout bounds connect and each read only), then
+    decoded once: strict UTF-8, JSON, a chat completion."""
 
     def __init__(self, settings: LLMSettings, stage: str):
         import openai  # confined here: the rest of agfsync never imports it
 
         self._openai = openai
+        self._http = _http_module()
         self.settings = settings
         if settings.api_key_env:
             api_key = os.environ.get(settings.api_key_env, "")
@@ -192,6 +330,7 @@ class OpenAIProvider:
                     f"{stage}: environment variable {settings.api_key_env} is not set; it must hold the API key "
                     f"for model {settings.model!r} at {self.endpoint} (set it, or change {stage}.llm.api_key_env)"
                 )
+            register_secrets([api_key])
         else:
             api_key = "not-needed"  # keyless local servers (vLLM, Ollama)
         self._stage = stage
@@ -203,12 +342,28 @@ class OpenAIProvider:
     def endpoint(self) -> str:
         return self.settings.base_url or "https://api.openai.com/v1"
 
+    def _timeout(self) -> _Transient:
+        return _Transient(f"timeout after {self.settings.timeout_s:g} s")
+
     def send(self, request: Request, params: dict) -> Reply:
-        openai = self._openai
+        openai, http = self._openai, self._http
+        deadline = time.monotonic() + self.settings.timeout_s
         try:
-            completion = self._client.chat.completions.create(
+            with self._client.chat.completions.with_streaming_response.create(
                 model=self.settings.model, messages=list(request.messages), **params
-            )
+            ) as response:
+                content_type = response.headers.get("content-type", "")
+                body = bytearray()
+                try:
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if time.monotonic() > deadline:
+                            raise _Transient(f"timeout after {self.settings.timeout_s:g} s (the answer was still "
+                                             f"arriving after {len(body)} bytes; timeout_s bounds the whole request)")
+                except http.TimeoutException:
+                    raise self._timeout() from None
+                except (http.HTTPError, OSError) as err:
+                    raise _Transient(f"connection error while reading the answer ({type(err).__name__})") from None
         except openai.AuthenticationError as err:
             # The error body may echo part of the key: report the status only.
             raise AuthError(
@@ -223,30 +378,66 @@ class OpenAIProvider:
         except openai.RateLimitError as err:
             raise _Transient("HTTP 429 rate limited", _retry_after(err)) from None
         except openai.APITimeoutError:
-            raise _Transient(f"timeout after {self.settings.timeout_s:g} s") from None
+            raise self._timeout() from None
         except openai.APIConnectionError as err:
             raise _Transient(f"connection error ({type(err.__cause__ or err).__name__})") from None
         except openai.APIStatusError as err:
             if err.status_code >= 500 or err.status_code == 408:
                 raise _Transient(f"HTTP {err.status_code} server error", _retry_after(err)) from None
-            raise ItemFailure(f"HTTP {err.status_code} {_short(err.message)}") from None
-        except openai.APIResponseValidationError:
-            raise _Transient("endpoint returned an unparseable response (not chat-completion JSON)") from None
+            message = re.sub(r"^Error code: \d+ - ", "", str(err.message))  # the openai client's prefix
+            raise ItemFailure(f"HTTP {err.status_code} {_short(message)}", cause=f"HTTP {err.status_code}") from None
         except openai.APIError as err:
             raise _Transient(f"endpoint error: {_short(str(err))}") from None
-        if isinstance(completion, str) or not getattr(completion, "choices", None):
-            # An HTML error page or an empty body with a 200 status.
-            raise _Transient("endpoint returned no choices (HTML page or empty body?)")
-        choice = completion.choices[0]
-        message = choice.message
-        usage = getattr(completion, "usage", None)
-        return Reply(
-            text=getattr(message, "content", None),
-            finish_reason=getattr(choice, "finish_reason", None),
-            refusal=getattr(message, "refusal", None),
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        )
+        except http.TimeoutException:
+            raise self._timeout() from None
+        except (http.HTTPError, OSError, UnicodeDecodeError, ValueError) as err:
+            # Whatever else the HTTP layer raises before the body (a malformed response line, bad
+            # bytes in a header) is the endpoint's failure, not the stage's.
+            raise _Transient(f"connection error ({type(err).__name__})") from None
+        return _parse_completion(bytes(body), content_type)
+
+
+def _parse_completion(body: bytes, content_type: str) -> Reply:
+    """The one decoding boundary of an answer: strict UTF-8, JSON, a chat completion."""
+    no_choices = "endpoint returned no choices (HTML page or empty body?)"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _Transient(f"endpoint returned a body that is not valid UTF-8 (byte {err.start} of {len(body)}: "
+                         f"{body[err.start:err.start + 4]!r})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        if "json" not in content_type.lower() or not text.strip() or text.lstrip().startswith("<"):
+            raise _Transient(no_choices) from None  # an HTML error page or an empty body with a 200 status
+        raise _Transient("endpoint returned an unparseable response (not chat-completion JSON)") from None
+    if not isinstance(data, dict):
+        raise _Transient("endpoint returned an unparseable response (not chat-completion JSON)")
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list):
+        raise _Transient(no_choices)
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise _Transient("endpoint returned an unparseable response (not chat-completion JSON)")
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        content = "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    elif content is not None and not isinstance(content, str):
+        raise _Transient(f"endpoint returned a message content of type {type(content).__name__}, not text")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    refusal, finish = message.get("refusal"), choice.get("finish_reason")
+    return Reply(
+        text=content,
+        finish_reason=finish if isinstance(finish, str) else None,
+        refusal=refusal if isinstance(refusal, str) and refusal else None,
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
+    )
+
+
+def _count(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 class FileProvider:
@@ -265,16 +456,36 @@ class FileProvider:
     def send(self, request: Request, params: dict) -> Reply:
         record = self._answers.get(request.key)
         if record is None:
-            raise ItemFailure(f"no recorded response for {request.key!r} in {self.path}")
+            raise ItemFailure(f"no recorded response for {request.key!r} in {self.path}", cause="no recorded response")
         return Reply(text=record["content"], finish_reason=record.get("finish_reason", "stop"))
 
 
 def _retry_after(err) -> float | None:
+    """Seconds asked by Retry-After (seconds or an HTTP date) or retry-after-ms, else None."""
     try:
-        value = err.response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (AttributeError, TypeError, ValueError):
+        headers = err.response.headers
+    except AttributeError:
         return None
+    try:
+        milliseconds = headers.get("retry-after-ms")
+        if milliseconds is not None:
+            return max(0.0, float(milliseconds) / 1000)
+    except (TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -286,7 +497,10 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 class LLMClient:
-    """Cache, retries, budget and accounting around one provider. Thread-safe."""
+    """Cache, retries, budget, accounting, sanitising and redaction around one provider. Thread-safe.
+
+    Everything that leaves it (replies, cache entries, ItemFailure and LLMError messages) is
+    sanitised (valid Unicode) and has every registered secret masked (`redact`)."""
 
     def __init__(
         self,
@@ -296,9 +510,11 @@ class LLMClient:
         cache_path: str | os.PathLike | None,
         provider: Any = None,
         sleep: Callable[[float], None] = time.sleep,
+        secrets: Iterable[str] = (),
     ):
         self.settings = settings
         self.stage = stage
+        register_secrets(secrets)
         if provider is None:
             provider = (FileProvider if settings.provider == "file" else OpenAIProvider)(settings, stage)
         self.provider = provider
@@ -339,16 +555,32 @@ class LLMClient:
             self.stats.requests_sent += 1
 
     def complete(self, request: Request) -> Reply:
+        """The answer to `request` (from the cache when there), or ItemFailure; LLMError stops the stage."""
+        try:
+            return self._complete(request)
+        except ItemFailure as err:
+            raise ItemFailure(redact(str(err)), outage=err.outage, cause=redact(err.cause)) from None
+        except LLMError as err:
+            message = redact(str(err))
+            if message == str(err):
+                raise
+            raise type(err)(message) from None
+
+    def _complete(self, request: Request) -> Reply:
         digest = self.request_hash(request)
         hit = self.cache.get(digest) if self.cache is not None else None
-        if hit is not None and "error" in hit and self.settings.retry_failed:
-            hit = None  # ask again what failed in an earlier run
+        if hit is not None and "error" in hit and (self.settings.retry_failed or hit.get("kind") != "permanent"):
+            # Ask again what failed in an earlier run: on request (llm.retry_failed), and always for an
+            # entry of an older version that does not say its failure was permanent (it may be an outage).
+            hit = None
         if hit is not None:
             with self._lock:
                 self.stats.cache_hits += 1
             if "error" in hit:
-                raise ItemFailure(f"{hit['error']} (in an earlier run; set llm.retry_failed to ask again)")
-            return Reply(text=hit["text"], finish_reason=hit.get("finish_reason"), refusal=hit.get("refusal"), cached=True)
+                raise ItemFailure(f"{hit['error']} (in an earlier run; set llm.retry_failed to ask again)",
+                                  cause=hit.get("cause") or hit["error"])
+            return self._boundary(request, Reply(text=hit.get("text"), finish_reason=hit.get("finish_reason"),
+                                                 refusal=hit.get("refusal"), cached=True))
         params = self._params(request)
         attempt = 0
         while True:
@@ -357,22 +589,30 @@ class LLMClient:
                 reply = self.provider.send(request, params)
                 break
             except ItemFailure as err:
-                self._remember_failure(digest, request, str(err))
+                if not err.outage:
+                    self._remember_failure(digest, request, str(err), err.cause)
                 raise
             except _Transient as err:
+                cap = self.settings.max_retry_after_s
+                if err.retry_after is not None and err.retry_after > cap:
+                    # Not cached (an outage): a rerun asks again.
+                    raise ItemFailure(
+                        f"{err}: the endpoint asked to wait {err.retry_after:g} s (Retry-After), longer than "
+                        f"{self.stage}.llm.max_retry_after_s = {cap:g} s; not retried",
+                        outage=True, cause=str(err)) from None
                 if attempt >= self.settings.max_retries:
-                    reason = f"{err} (gave up after {attempt + 1} attempts)"
-                    self._remember_failure(digest, request, reason)
-                    raise ItemFailure(reason) from None
+                    raise ItemFailure(f"{err} (gave up after {attempt + 1} attempts)", outage=True,
+                                      cause=str(err)) from None
                 delay = min(self.settings.max_backoff_s, self.settings.backoff_s * 2**attempt)
                 delay *= 0.5 + self._jitter.random()  # decorrelate concurrent retries
                 if err.retry_after is not None:
-                    delay = max(delay, min(err.retry_after, self.settings.max_backoff_s))
+                    delay = max(delay, err.retry_after)  # at least what the server asked (<= max_retry_after_s)
                 log.info("%s: %s: %s; retry %d in %.2f s", self.stage, request.key, err, attempt + 1, delay)
                 with self._lock:
                     self.stats.retries += 1
                 attempt += 1
                 self._sleep(delay)
+        reply = self._boundary(request, reply)
         with self._lock:
             self.stats.answered += 1
             self.stats.prompt_tokens += reply.prompt_tokens
@@ -391,11 +631,21 @@ class LLMClient:
             )
         return reply
 
-    def _remember_failure(self, digest: str, request: Request, reason: str) -> None:
-        # Recorded so that a rerun replays the same outcome without a request (identical
-        # outputs); llm.retry_failed asks again instead.
+    def _boundary(self, request: Request, reply: Reply) -> Reply:
+        """The reply as valid Unicode (lone surrogates become U+FFFD) with every secret masked."""
+        text, bad = clean_text(reply.text)
+        refusal, bad_refusal = clean_text(reply.refusal)
+        finish, bad_finish = clean_text(reply.finish_reason)
+        if bad + bad_refusal + bad_finish:
+            log.warning("%s: %s: the answer held %d lone surrogate(s) (not valid Unicode); replaced by U+FFFD",
+                        self.stage, request.key, bad + bad_refusal + bad_finish)
+        return dataclasses.replace(reply, text=text, refusal=refusal, finish_reason=finish)
+
+    def _remember_failure(self, digest: str, request: Request, reason: str, cause: str) -> None:
+        # A permanent failure (a 4xx) is recorded so that a rerun replays the same outcome without
+        # a request (identical outputs); llm.retry_failed asks again instead. Outages are never recorded.
         if self.cache is not None and not isinstance(self.provider, FileProvider):
-            self.cache.put(digest, {"key": request.key, "error": reason})
+            self.cache.put(digest, {"key": request.key, "error": reason, "cause": cause, "kind": "permanent"})
 
     def log_summary(self) -> None:
         s = self.stats
@@ -444,6 +694,17 @@ def extract_json(reply: Reply) -> Any:
         raise BadOutput(f"invalid JSON ({err.msg} at character {err.pos})") from None
     if not isinstance(obj, dict):
         raise BadOutput(f"expected a JSON object, got {type(obj).__name__}")
+    # The answer's JSON may itself hold "\ud800" escapes: the same boundary as the text.
+    return _clean_json(obj)
+
+
+def _clean_json(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return clean_text(obj)[0]
+    if isinstance(obj, dict):
+        return {_clean_json(key): _clean_json(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_clean_json(value) for value in obj]
     return obj
 
 
@@ -455,16 +716,26 @@ REPAIR_TEMPLATE = (
 
 @dataclasses.dataclass
 class Outcome:
-    """Result of one item: `value` when parsed, else `reasons` for the skip."""
+    """Result of one item: `value` when parsed, else `reasons` for the skip.
+
+    For a failed item, `cause` is the short cause of its last failure and `outage` says
+    whether it was an outage (not cached; a rerun asks again)."""
 
     key: str
     value: Any = None
     reasons: list[str] = dataclasses.field(default_factory=list)
     attempts: int = 0
+    cause: str | None = None
+    outage: bool = False
 
     @property
     def ok(self) -> bool:
         return self.value is not None
+
+
+def _bad_output_cause(reason: str) -> str:
+    """'refusal: I'm sorry...' -> 'refusal'; 'invalid JSON (Expecting ...)' -> 'invalid JSON'."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip() or reason
 
 
 def ask_json(client: LLMClient, request: Request, parse: Callable[[Reply], T]) -> Outcome:
@@ -479,17 +750,75 @@ def ask_json(client: LLMClient, request: Request, parse: Callable[[Reply], T]) -
             reply = client.complete(dataclasses.replace(request, key=key, messages=tuple(messages)))
         except ItemFailure as err:
             outcome.reasons.append(str(err))
+            outcome.cause, outcome.outage = err.cause, err.outage
             return outcome
         try:
             outcome.value = parse(reply)
             return outcome
         except BadOutput as err:
-            outcome.reasons.append(str(err))
+            reason = redact(str(err))
+            outcome.reasons.append(reason)
+            outcome.cause, outcome.outage = _bad_output_cause(reason), False
             messages += [
                 {"role": "assistant", "content": reply.text or ""},
-                {"role": "user", "content": REPAIR_TEMPLATE.format(reason=err)},
+                {"role": "user", "content": REPAIR_TEMPLATE.format(reason=reason)},
             ]
     return outcome
+
+
+# ----------------------------------------------------------------------------- stage yield
+
+
+def tally_failures(outcomes: Iterable[Outcome]) -> dict:
+    """Counts of a stage's items: {"items", "failed", "outage": {cause: n}, "other": {cause: n}}."""
+    items, outage, other = 0, Counter(), Counter()
+    for outcome in outcomes:
+        items += 1
+        if not outcome.ok:
+            (outage if outcome.outage else other)[outcome.cause or "unknown"] += 1
+    return {"items": items, "failed": sum(outage.values()) + sum(other.values()),
+            "outage": dict(outage.most_common()), "other": dict(other.most_common())}
+
+
+def _causes(counts: dict, limit: int = 3) -> str:
+    shown = [f"{cause} x {n}" for cause, n in list(counts.items())[:limit]]
+    if len(counts) > limit:
+        shown.append(f"{len(counts) - limit} more cause(s)")
+    return ", ".join(shown)
+
+
+def check_yield(stage: str, *, produced: int, asked: int, unit: str, tally: dict, requests: str,
+                min_yield: float, section: str | None = None) -> None:
+    """YieldTooLow when a stage produced nothing, or fewer than min_yield x asked `unit`s.
+
+    The message names the shortfall, the config key (`section`.llm.min_yield, section
+    defaulting to the stage), and the causes of the failed `requests` (tally_failures),
+    outages apart (they are not cached: a rerun asks again)."""
+    section = section or stage
+    if produced > 0 and produced >= min_yield * asked:
+        return
+    if produced == 0:
+        message = f"{stage}: produced nothing (0 of {asked} {unit})"
+    else:
+        message = (f"{stage}: produced {produced} of {asked} {unit} ({produced / asked:.0%}), below "
+                   f"{section}.llm.min_yield = {min_yield:g}")
+    failed, total = tally["failed"], tally["items"]
+    if failed:
+        message += f"; {failed} of {total} {requests} failed"
+        outages, others = sum(tally["outage"].values()), sum(tally["other"].values())
+        if outages and not others:
+            message += f", every failure was an outage ({_causes(tally['outage'])})"
+        elif outages:
+            message += f": {outages} outage(s) ({_causes(tally['outage'])}), {others} other(s) ({_causes(tally['other'])})"
+        else:
+            message += f" ({_causes(tally['other'])})"
+        if outages:
+            message += "; outage failures are not cached: run the stage again when the endpoint is back"
+        if others:
+            message += f"; the other failures are listed in the log (set {section}.llm.retry_failed to ask again)"
+    elif total == 0:
+        message += f"; no {requests} were made"
+    raise YieldTooLow(redact(message))
 
 
 def run_concurrently(fn: Callable[[Any], T], items: Iterable[Any], concurrency: int, progress=None) -> Iterator[T]:

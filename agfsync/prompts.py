@@ -23,7 +23,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agfsync.llm import BadOutput, LLMClient, Reply, Request, ask_json, extract_json, run_concurrently
+from agfsync.llm import (
+    BadOutput, LLMClient, Reply, Request, ask_json, extract_json, run_concurrently, tally_failures,
+)
 from agfsync.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -299,6 +301,7 @@ def generate_prompts(
     filters = {c.slug: NearDuplicateFilter(embed, threshold) for c in cats}
     counts = {c.slug: {"received": 0, "exact_duplicates": 0, "near_duplicates": 0, "surplus": 0} for c in cats}
     skipped, dropped_examples = [], []
+    outcomes = []  # every request's outcome, for the failure tally
     repaired = 0
 
     round_no = 0
@@ -324,8 +327,10 @@ def generate_prompts(
         for (cat, batch), outcome in zip(todo, run_concurrently(ask, todo, client.settings.concurrency)):
             if progress:
                 progress(1)
+            outcomes.append(outcome)
             if not outcome.ok:
-                skipped.append({"key": outcome.key, "category": cat.name, "reasons": outcome.reasons})
+                skipped.append({"key": outcome.key, "category": cat.name, "reasons": outcome.reasons,
+                                "outage": outcome.outage})
                 log.warning("prompts: skipped %s: %s", outcome.key, "; ".join(outcome.reasons))
                 continue
             texts = outcome.value
@@ -372,6 +377,7 @@ def generate_prompts(
         "mean_words": round(float(np.mean([r["num_words"] for r in records])), 2) if records else 0.0,
         "num_repaired_requests": repaired,
         "skipped_requests": skipped,
+        "failures": tally_failures(outcomes),
         "dropped_examples": dropped_examples,
         "dedup": {"threshold": threshold, "embedder": pcfg["dedup"]["embedder"]},
         "llm": {"model": client.settings.model, "provider": client.settings.provider, **client.stats.as_dict()},
@@ -381,16 +387,21 @@ def generate_prompts(
 
 def write_prompts(cfg: dict, out_path, summary_path) -> dict:
     """Rule prompts_generate: run the stage with the configured LLM and embedder, write the
-    prompts (JSONL) and the summary (JSON) atomically. Returns the summary."""
+    prompts (JSONL) and the summary (JSON) atomically. Returns the summary.
+
+    Fails (YieldTooLow, nothing written) when the stage produced no prompt, or fewer than
+    prompts.llm.min_yield of the target (per_category x categories), naming the causes.
+    Every API key the config names is masked in what is written."""
     from tqdm import tqdm
 
     from agfsync.io import write_json, write_jsonl
-    from agfsync.llm import LLMClient, LLMSettings
+    from agfsync.llm import LLMClient, LLMSettings, check_yield, redact_obj, secret_values
     from agfsync.text_embed import clip_text_embedder, ngram_embed
 
     pcfg = cfg["prompts"]
     settings = LLMSettings.from_config(pcfg["llm"])
-    client = LLMClient(settings, stage="prompts", cache_path=f"{cfg['llm_cache_dir']}/prompts.jsonl")
+    client = LLMClient(settings, stage="prompts", cache_path=f"{cfg['llm_cache_dir']}/prompts.jsonl",
+                       secrets=secret_values(cfg))
     if pcfg["dedup"]["embedder"] == "clip":
         embed = clip_text_embedder(cfg["scores"]["clip"]["model"])
     else:
@@ -398,6 +409,10 @@ def write_prompts(cfg: dict, out_path, summary_path) -> dict:
     with tqdm(desc="prompts: LLM requests", unit="req", mininterval=2.0) as bar:
         records, summary = generate_prompts(cfg, client, embed, progress=bar.update)
     client.log_summary()
+    asked = summary["target_per_category"] * len(summary["per_category"])
+    check_yield("prompts", produced=len(records), asked=asked, unit="prompts", tally=summary["failures"],
+                requests="requests", min_yield=settings.min_yield)
+    records, summary = redact_obj(records), redact_obj(summary)
     write_jsonl(out_path, records)
     write_json(summary_path, summary)
     log.info("prompts: wrote %d prompts to %s", len(records), out_path)

@@ -17,7 +17,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from agfsync.llm import BadOutput, LLMClient, Reply, Request, ask_json, extract_json, run_concurrently
+from agfsync.llm import (
+    BadOutput, LLMClient, Reply, Request, ask_json, extract_json, run_concurrently, tally_failures,
+)
 from agfsync.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -171,13 +173,14 @@ def generate_qa(
         parser = make_parser(record["id"], mode, min_pairs, max_pairs, per_item_invalid[i])
         return ask_json(client, build_request(record, mode, cfg["seed"]), parser)
 
-    kept, dropped, skipped = [], [], []
+    kept, dropped, skipped, seen = [], [], [], []
     element_types: Counter = Counter()
     repaired = 0
     outcomes = run_concurrently(ask, list(enumerate(prompts)), client.settings.concurrency)
     for (i, record), outcome in zip(enumerate(prompts), outcomes):
         if progress:
             progress(1)
+        seen.append(outcome)
         invalid.update(per_item_invalid[i])
         if outcome.ok:
             repaired += outcome.attempts > 1
@@ -188,7 +191,7 @@ def generate_qa(
         if outcome.reasons and outcome.reasons[-1].startswith(TOO_FEW):
             dropped.append(entry)
         else:
-            skipped.append(entry)
+            skipped.append({**entry, "outage": outcome.outage})
         log.warning("qa: %s %s: %s", "dropped" if entry in dropped else "skipped", record["id"], "; ".join(outcome.reasons))
 
     num_pairs = sum(len(r["qa"]) for r in kept)
@@ -201,6 +204,7 @@ def generate_qa(
         "num_repaired": repaired,
         "dropped_too_few_pairs": {"count": len(dropped), "min_pairs": min_pairs, "items": dropped},
         "skipped_bad_output": {"count": len(skipped), "items": skipped},
+        "failures": tally_failures(seen),
         "invalid_pairs": dict(invalid.most_common()),
         "element_types": dict(element_types.most_common()),
         "llm": {"model": client.settings.model, "provider": client.settings.provider, **client.stats.as_dict()},
@@ -210,18 +214,27 @@ def generate_qa(
 
 def write_qa(cfg: dict, prompts_path, out_path, summary_path) -> dict:
     """Rule qa_generate: QA pairs for every prompt in `prompts_path`; writes the kept
-    prompts with their pairs (JSONL) and the summary (JSON) atomically."""
+    prompts with their pairs (JSONL) and the summary (JSON) atomically.
+
+    Fails (YieldTooLow, nothing written) when no prompt was kept, or fewer than
+    qa.llm.min_yield of the prompts in, naming the causes. Every API key the config names
+    is masked in what is written."""
     from tqdm import tqdm
 
-    from agfsync.io import read_jsonl, write_json, write_jsonl
-    from agfsync.llm import LLMClient, LLMSettings
+    from agfsync.ids import read_records
+    from agfsync.io import write_json, write_jsonl
+    from agfsync.llm import LLMClient, LLMSettings, check_yield, redact_obj, secret_values
 
-    prompts = read_jsonl(prompts_path, required=("id", "prompt"))
+    prompts = read_records(prompts_path, required=("id", "prompt"))  # ids checked: safe names, unique
     settings = LLMSettings.from_config(cfg["qa"]["llm"])
-    client = LLMClient(settings, stage="qa", cache_path=f"{cfg['llm_cache_dir']}/qa.jsonl")
+    client = LLMClient(settings, stage="qa", cache_path=f"{cfg['llm_cache_dir']}/qa.jsonl",
+                       secrets=secret_values(cfg))
     with tqdm(total=len(prompts), desc="qa: prompts", unit="prompt", mininterval=2.0) as bar:
         kept, summary = generate_qa(cfg, client, prompts, progress=bar.update)
     client.log_summary()
+    check_yield("qa", produced=len(kept), asked=len(prompts), unit="prompts", tally=summary["failures"],
+                requests="prompts", min_yield=settings.min_yield)
+    kept, summary = redact_obj(kept), redact_obj(summary)
     write_jsonl(out_path, kept)
     write_json(summary_path, summary)
     log.info(

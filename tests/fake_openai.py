@@ -4,6 +4,12 @@ The test gives a `responder(body, seen) -> Action`, where `body` is the parsed r
 JSON and `seen` counts earlier requests with the same messages (0 on the first), so a
 script can fail first and succeed on retry. Every request is recorded (body and the
 Authorization header) for assertions.
+
+Fault modes of an Action: `raw_body` (any text, e.g. an HTML page), `raw_bytes` (bytes sent
+verbatim, e.g. invalid UTF-8 in a 200 JSON answer), `drip_s` (the body is sent in
+`drip_bytes`-byte pieces, `drip_s` apart: a slow server that never stalls long enough for a
+per-read timeout), `delay_s` (before the headers). A lone surrogate in a content reaches the
+client as the JSON escape "\ud800" (json.dumps escapes it), as a real endpoint would send it.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ class Action:
     content: str | None = None  # chat message content (status 200, JSON completion)
     finish_reason: str = "stop"
     raw_body: str | None = None  # send this body verbatim instead of a completion
+    raw_bytes: bytes | None = None  # send these bytes verbatim (invalid UTF-8, ...)
     content_type: str = "application/json"
     headers: dict = dataclasses.field(default_factory=dict)
     delay_s: float = 0.0
+    drip_s: float = 0.0  # pause between pieces of the body
+    drip_bytes: int = 1
     usage: tuple[int, int] = (11, 7)
 
 
@@ -36,6 +45,10 @@ def ok(content: str, **kw) -> Action:
 def error(status: int, message: str = "error", **kw) -> Action:
     body = json.dumps({"error": {"message": message, "type": "test_error", "code": status}})
     return Action(status=status, raw_body=body, **kw)
+
+
+def raw(data: bytes, status: int = 200, **kw) -> Action:
+    return Action(status=status, raw_bytes=data, **kw)
 
 
 def html_page(status: int = 200) -> Action:
@@ -94,7 +107,9 @@ class FakeOpenAI(LocalServer):
                 action = server.responder(body, seen)
                 if action.delay_s:
                     time.sleep(action.delay_s)
-                if action.raw_body is not None:
+                if action.raw_bytes is not None:
+                    payload = action.raw_bytes
+                elif action.raw_body is not None:
                     payload = action.raw_body.encode()
                 else:
                     payload = json.dumps({
@@ -112,7 +127,13 @@ class FakeOpenAI(LocalServer):
                     for name, value in action.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if action.drip_s:
+                        for start in range(0, len(payload), action.drip_bytes):
+                            self.wfile.write(payload[start:start + action.drip_bytes])
+                            self.wfile.flush()
+                            time.sleep(action.drip_s)
+                    else:
+                        self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and hung up
 

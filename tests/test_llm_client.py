@@ -172,15 +172,16 @@ def test_ask_json_gives_up_after_repair_attempts(api_key, tmp_path):
     assert not outcome.ok and len(outcome.reasons) == 3 and len(server.requests) == 3
 
 
-def test_failures_are_replayed_on_rerun_unless_retry_failed(api_key, tmp_path):
-    answers = iter([error(500), error(500), ok("recovered")])
+def test_permanent_failures_are_replayed_on_rerun_unless_retry_failed(api_key, tmp_path):
+    answers = iter([error(400, "bad request: unknown parameter"), ok("recovered")])
     with FakeOpenAI(lambda body, seen: next(answers)) as server:
-        with pytest.raises(ItemFailure, match="gave up after 2 attempts"):
+        with pytest.raises(ItemFailure, match="HTTP 400 bad request: unknown parameter$"):
             client_for(server, tmp_path, max_retries=1).complete(REQ)
-        with pytest.raises(ItemFailure, match=r"in an earlier run; set llm.retry_failed to ask again"):
+        with pytest.raises(ItemFailure, match=r"^HTTP 400 bad request: unknown parameter \(in an earlier run; "
+                                              r"set llm.retry_failed to ask again\)$"):
             client_for(server, tmp_path, max_retries=1).complete(REQ)
-        assert len(server.requests) == 2  # the rerun sent nothing
+        assert len(server.requests) == 1  # the rerun sent nothing
         reply = client_for(server, tmp_path, max_retries=1, retry_failed=True).complete(REQ)
-    assert reply.text == "recovered" and len(server.requests) == 3
+    assert reply.text == "recovered" and len(server.requests) == 2
     # the success now shadows the recorded failure
     assert client_for(server, tmp_path, max_retries=1).complete(REQ).text == "recovered"

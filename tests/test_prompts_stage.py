@@ -144,12 +144,19 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
         assert summary["llm"]["retries"] == 2 + 3  # Animals 429 x2, Plants HTML x3
         assert read_json(tmp_path / "s.json") == summary
 
-        # A rerun sends zero requests and writes identical outputs.
+        # Plants batch 0 failed as an outage (an HTML page every time): not cached. The refusal is cached.
+        assert summary["failures"] == {"items": 10, "failed": 2,
+                                       "outage": {"endpoint returned no choices (HTML page or empty body?)": 1},
+                                       "other": {"refusal": 1}}
+
+        # A rerun sends only the outage's requests again (answers and the refusal come from the
+        # cache) and, the endpoint behaving the same, writes identical outputs.
         first = (tmp_path / "p.jsonl").read_text()
         summary2 = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
-        assert len(server.requests) == sent
+        assert len(server.requests) == sent + 4
+        assert {m["messages"][0]["content"].split("Category: ")[1][:6] for m in server.requests[sent:]} == {"Plants"}
         assert (tmp_path / "p.jsonl").read_text() == first
-        assert summary2["llm"]["requests_sent"] == 0 and summary2["llm"]["cache_hits"] > 0
+        assert summary2["llm"]["requests_sent"] == 4 and summary2["llm"]["cache_hits"] > 0
 
 
 def test_output_does_not_depend_on_concurrency(demo_config, api_key, tmp_path):

@@ -115,7 +115,7 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
         assert all(len(r["qa"]) == 6 for r in kept)
         assert summary["num_prompts_kept"] == 6 and summary["num_pairs"] == 36 and summary["num_repaired"] == 1
         assert summary["skipped_bad_output"]["items"] == [
-            {"id": "animals-0000000002", "reasons": ["HTTP 500 server error (gave up after 3 attempts)"]}]
+            {"id": "animals-0000000002", "reasons": ["HTTP 500 server error (gave up after 3 attempts)"], "outage": True}]
         dropped = summary["dropped_too_few_pairs"]["items"]
         assert [d["id"] for d in dropped] == ["animals-0000000003"] and len(dropped[0]["reasons"]) == 3
         assert dropped[0]["reasons"][0] == "too few valid question/answer pairs: 3 of the 5 needed"
@@ -125,9 +125,10 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
 
         first = (tmp_path / "qa.jsonl").read_text()
         summary2 = write_qa(*args)
-        assert len(server.requests) == sent  # a rerun sends zero requests
+        assert len(server.requests) == sent + 3  # a rerun asks again only what failed as an outage (prompt 2)
+        assert {caption_of(body) for body in server.requests[sent:]} == {description("qa", 2)}
         assert (tmp_path / "qa.jsonl").read_text() == first
-        assert summary2["num_prompts_kept"] == 6 and summary2["llm"]["requests_sent"] == 0
+        assert summary2["num_prompts_kept"] == 6 and summary2["llm"]["requests_sent"] == 3
 
 
 def test_bad_prompts_file_names_file_and_line(demo_config, tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import yaml
 from conftest import REPO, TEST_KEY, live_llm
 from fake_openai import FakeOpenAI, error, ok
@@ -69,3 +72,55 @@ def test_log_formatter_masks_secret_values(api_key, tmp_path):
         logging.getLogger("some.library").warning("request failed with key %s", TEST_KEY)
     text = (tmp_path / "job.log").read_text()
     assert "request failed with key ***" in text and TEST_KEY not in text
+
+
+OTHER_KEY = "gm-test-41c0d9e8b7a6f5SECONDKEY"  # the key of another section (qa.llm) of the same config
+
+
+def test_keys_echoed_in_error_bodies_and_answers_reach_no_file_and_no_log(api_key, monkeypatch, tmp_path, capsys):
+    """Every key the config names is masked wherever anything is written: the prompts and QA
+    outputs and summaries, the response caches, the rule logs, stderr, even when the
+    endpoint puts a key in a 400 or 404 error body or in the answer text, and when the key
+    echoed belongs to another stage's section."""
+    monkeypatch.setenv("AGFSYNC_TEST_KEY2", OTHER_KEY)
+
+    def echoing(body, seen):
+        if body["messages"][0]["content"].startswith("You write descriptions"):
+            cat, batch = category_and_batch(body)
+            if cat == "Plants" and batch == 0:
+                return error(404, f"The model does not exist or key {TEST_KEY} has no access")
+            texts = json.loads(descriptions_json(cat, batch, 4))["descriptions"]
+            if cat == "Animals":
+                texts = [f"{texts[0]} {TEST_KEY}", f"{texts[1]} near {OTHER_KEY}"] + texts[2:]
+            return ok(json.dumps({"descriptions": texts}))
+        caption = caption_of(body)
+        if caption.endswith("near ***"):  # the prompt that quoted OTHER_KEY, masked before it was written
+            return error(400, f"Invalid value in request authorised by {OTHER_KEY}")
+        answer = json.loads(qa_json(caption))
+        answer["qa"][0]["question"] = f"Is the key {TEST_KEY} visible?"
+        return ok(json.dumps(answer))
+
+    out = tmp_path / "out"
+    with FakeOpenAI(echoing) as server:
+        config = write_config(tmp_path, server.base_url)
+        cfg = yaml.safe_load(Path(config).read_text())
+        cfg["qa"]["llm"]["api_key_env"] = "AGFSYNC_TEST_KEY2"
+        Path(config).write_text(yaml.safe_dump(cfg))
+        assert main(["prompts", "--config", config, "--out", f"{out}/p.jsonl", "--summary", f"{out}/ps.json",
+                     "--log", f"{out}/prompts.log"]) == 0
+        assert main(["qa", "--config", config, "--prompts", f"{out}/p.jsonl", "--out", f"{out}/qa.jsonl",
+                     "--summary", f"{out}/qs.json", "--log", f"{out}/qa.log"]) == 0
+    assert {f"Bearer {TEST_KEY}", f"Bearer {OTHER_KEY}"} <= set(server.auth_headers)
+    prompts = [json.loads(line)["prompt"] for line in (out / "p.jsonl").read_text().splitlines()]
+    assert sum("***" in p for p in prompts) == 2
+    summary = json.loads((out / "ps.json").read_text())
+    assert summary["skipped_requests"][0]["reasons"] == ["HTTP 404 The model does not exist or key *** has no access"]
+    qa_summary = json.loads((out / "qs.json").read_text())
+    assert qa_summary["skipped_bad_output"]["items"][0]["reasons"] == [
+        "HTTP 400 Invalid value in request authorised by ***"]
+    assert "Is the key *** visible?" in (out / "qa.jsonl").read_text()
+    assert "***" in (tmp_path / "cache" / "prompts.jsonl").read_text()
+    for key in (TEST_KEY, OTHER_KEY):
+        assert files_containing(tmp_path, key) == []
+    captured = capsys.readouterr()
+    assert TEST_KEY not in captured.out + captured.err and OTHER_KEY not in captured.out + captured.err
