@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.agfsync-installed
 CORES ?= 2
 
-.PHONY: demo test env dryrun lint clean-demo
+.PHONY: demo test env dryrun lint unlock clean-demo
 
 env: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -29,6 +29,11 @@ dryrun: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
+
+# After Snakemake was killed: removes its stale lock once nothing of that run still runs
+# (no Snakemake in this directory on this host, no SLURM job of it queued): agfsync unlock
+unlock: $(STAMP)
+	$(BIN)/agfsync unlock
 
 clean-demo:
 	rm -rf results logs benchmarks resources/tiny_models resources/llm_cache .snakemake

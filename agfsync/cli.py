@@ -255,7 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output HTML file")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("unlock", help="after Snakemake was killed: remove its stale lock once nothing of that run runs",
+                       description="Remove the lock a killed Snakemake left in DIRECTORY/.snakemake/locks (what "
+                       "`snakemake --unlock` does), but only when no Snakemake runs in DIRECTORY on this host and "
+                       "none of your SLURM jobs started from DIRECTORY is pending or running; otherwise name them "
+                       "and exit 1.")
+    p.add_argument("directory", nargs="?", default=".", help="the workflow's working directory (default: .)")
+    p.set_defaults(func=_cmd_unlock)
     return parser
+
+
+def _cmd_unlock(args) -> int:
+    from agfsync.unlock import main as unlock
+
+    return unlock(args.directory)
 
 
 def main(argv: list[str] | None = None) -> int:

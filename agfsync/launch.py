@@ -13,7 +13,15 @@ the job id. A node that has not joined within `train.launch.join_timeout_s` fail
 with an error that says so.
 
 The stage config is written to a JSON file in the checkpoint directory; the children's
-output goes to the rule's log. Everything up to the subprocess call is pure (no torch)."""
+output goes to the rule's log. Everything up to the subprocess call is pure (no torch).
+
+Lifetime (agfsync.proclife): one run at a time per checkpoint directory (`<checkpoints>.lock`,
+taken by this launcher, which runs once per job whatever the node count; a second run fails
+naming the holder, a lock left by a dead run is taken over with a warning), and the
+training dies with what started it: torchrun (or srun) gets SIGTERM from the kernel if this
+launcher dies, the workers exit when their torchrun agent is gone, and this launcher stops
+the whole tree when Snakemake (or any process between it and Snakemake) is gone, on SIGTERM,
+or on any error."""
 
 from __future__ import annotations
 
@@ -21,9 +29,13 @@ import json
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+from agfsync import proclife
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +145,15 @@ def _read_from(path, offset: int) -> str:
 
 
 def run_training(cfg: dict, model_name: str, cache_dir, out_dir, checkpoints, *, log_path=None,
-                 processes: int | None = None, stop_after: int | None = None, env: dict | None = None) -> int:
+                 processes: int | None = None, stop_after: int | None = None, env: dict | None = None,
+                 poll_s: float = 1.0, grace_s: float = proclife.GRACE_S) -> int:
+    """Train through torchrun (or srun torchrun) and wait for it. The run holds
+    `<checkpoints>.lock` from before the stage config is written until its children are
+    gone (a second run on the same checkpoints fails at once, naming the holder), and
+    dies with the processes that started it: when one of them is gone (a `kill -9` of
+    Snakemake, see agfsync.proclife), on SIGTERM (scancel, Snakemake stopping its jobs)
+    or on any exception, torchrun and its workers are stopped (SIGTERM, then SIGKILL
+    after `grace_s`) before this returns or raises."""
     env = dict(os.environ if env is None else env)
     tcfg = cfg["train"]
     kind = launcher_kind(tcfg)
@@ -142,31 +162,43 @@ def run_training(cfg: dict, model_name: str, cache_dir, out_dir, checkpoints, *,
     if plan is None:
         check_gpus(cfg, processes)  # on several nodes each rank checks its own node
     checkpoints = Path(checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
     stage_config = checkpoints / "stage_config.json"
-    stage_config.write_text(json.dumps(cfg, indent=1))
     args = ["--stage-config", str(stage_config), "--model", model_name, "--cache", str(cache_dir),
             "--out", str(out_dir), "--checkpoints", str(checkpoints)]
     if stop_after is not None:
         args += ["--stop-after", str(stop_after)]
     join_timeout = tcfg.get("launch", {}).get("join_timeout_s", 600)
     command = torchrun_command(processes, args, plan, join_timeout)
-    if plan:
-        log.info("train: %d node(s) (%s) x %d process(es), rendezvous at %s:%d", plan["nodes"],
-                 ", ".join(plan["hosts"]), processes, plan["host"], plan["port"])
-    log.info("train: %s", shlex.join(command))
-    threads = max(1, (os.cpu_count() or 1) // processes)  # CPU runs: share the cores between processes
-    env.setdefault("OMP_NUM_THREADS", str(threads))
-    log.info("train: OMP_NUM_THREADS=%s per process", env["OMP_NUM_THREADS"])
-    env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a dead rank fails the job instead of hanging it
-    start = 0
-    if log_path:
-        with open(log_path, "a") as handle:
-            start = handle.tell()
-            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-    else:
-        result = subprocess.run(command, env=env)
-    if result.returncode != 0:
+    what = f"training of {model_name}"
+    lineage = proclife.Lineage()  # before anything starts: who this run lives for
+    try:
+        lock = proclife.DirLock(checkpoints, shlex.join(command)).acquire()  # one launcher per run, on any node count
+    except proclife.LockHeld as err:
+        raise LaunchError(str(err)) from None
+    try:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        stage_config.write_text(json.dumps(cfg, indent=1))
+        if plan:
+            log.info("train: %d node(s) (%s) x %d process(es), rendezvous at %s:%d", plan["nodes"],
+                     ", ".join(plan["hosts"]), processes, plan["host"], plan["port"])
+        log.info("train: %s", shlex.join(command))
+        # Each process runs the config's cpu_threads (not a share of the machine's cores, nor an inherited
+        # OMP_NUM_THREADS): on a CPU the thread count changes float sums, and so the trained weights; the same
+        # count in every process keeps one node x 2 processes equal to two nodes x 1.
+        threads = int(cfg.get("cpu_threads", 2))
+        env["OMP_NUM_THREADS"] = str(threads)
+        log.info("train: OMP_NUM_THREADS=%d per process (config cpu_threads)", threads)
+        env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a dead rank fails the job instead of hanging it
+        start = 0
+        if log_path:
+            with open(log_path, "a") as handle:
+                start = handle.tell()
+                returncode = _supervise(command, env, handle, lineage, lock, what, poll_s, grace_s)
+        else:
+            returncode = _supervise(command, env, None, lineage, lock, what, poll_s, grace_s)
+    finally:
+        lock.release()
+    if returncode != 0:
         where = f"see {log_path}" if log_path else "see the output"
         if plan and log_path and any(name in _read_from(log_path, start) for name in RENDEZVOUS_FAILURES):
             raise RuntimeError(
@@ -174,6 +206,50 @@ def run_training(cfg: dict, model_name: str, cache_dir, out_dir, checkpoints, *,
                 f"rendezvous at {plan['host']}:{plan['port']} within {join_timeout} s "
                 f"(train.launch.join_timeout_s); a node that cannot reach that address or failed to start "
                 f"stops the job ({where}); checkpoints in {checkpoints} are kept")
-        raise RuntimeError(f"training of {model_name} failed (exit {result.returncode}); {where}"
+        raise RuntimeError(f"training of {model_name} failed (exit {returncode}); {where}"
                            f"; checkpoints in {checkpoints} are kept and a rerun resumes from the latest")
-    return result.returncode
+    return returncode
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived (raised by the handler run_training installs while it waits)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _supervise(command, env, output, lineage, lock, what: str, poll_s: float, grace_s: float) -> int:
+    """Run the command to its end, unless a watched process goes or SIGTERM comes first:
+    then stop it and its whole tree and raise."""
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+    proc = None
+    try:
+        proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if output else None, env=env,
+                                preexec_fn=proclife.die_with_parent(signal.SIGTERM))
+        while True:
+            try:
+                return proc.wait(timeout=poll_s)
+            except subprocess.TimeoutExpired:
+                pass
+            lock.heartbeat()
+            gone = lineage.gone()
+            if gone is not None:
+                log.error("train: %s, which started this run, is gone: stopping the training", proclife.describe(gone))
+                proclife.stop_tree(proc, grace_s)
+                raise RuntimeError(f"{what} stopped: {proclife.describe(gone)}, which started it, is gone; "
+                                   f"checkpoints in {lock.directory} are kept and a rerun resumes from the latest")
+    except _Terminated:
+        log.error("train: SIGTERM: stopping the training")
+        if proc is not None:
+            proclife.stop_tree(proc, grace_s)
+        raise RuntimeError(f"{what} stopped by SIGTERM; checkpoints in {lock.directory} are kept and a rerun "
+                           "resumes from the latest") from None
+    except BaseException:
+        if proc is not None and proc.poll() is None:
+            proclife.stop_tree(proc, grace_s)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, old)
