@@ -1,7 +1,8 @@
 """The training engine: the only module that touches DeepSpeed and bitsandbytes.
 
 Builds the client optimizer (bitsandbytes AdamW8bit or torch AdamW), the lr schedule,
-and the DeepSpeed engine (ZeRO stage 0-3, gradient accumulation, clipping). Weights stay
+and the DeepSpeed engine (ZeRO stage 0-3, gradient accumulation, clipping), whose checkpoint
+loading goes through agfsync.checkpoints.safe_load (no arbitrary unpickling). Weights stay
 fp32 (the master copy); bf16 is used through autocast in the forward pass, so a saved
 model is the exact fp32 weights and 1e-6-sized updates are not lost to bf16 rounding.
 """
@@ -79,6 +80,9 @@ def build_engine(model, tcfg: dict, lr: float, *, micro_batch: int, grad_accum: 
     if tcfg.get("grad_clip"):
         config["gradient_clipping"] = tcfg["grad_clip"]
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+    from agfsync.checkpoints import install_safe_loader
+
+    install_safe_loader(engine)  # resuming never unpickles arbitrary objects (DeepSpeed's own load does)
     return engine
 
 

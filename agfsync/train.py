@@ -21,9 +21,19 @@ Run under torchrun, one process per GPU (gloo processes on a CPU):
   size = the paper's global batch, clipping, AdamW8bit or AdamW, warmup + cosine/constant.
 - checkpoints every train.checkpoint_every steps into --checkpoints (not a Snakemake
   output, so a failed job keeps them); EVERY rank calls save_checkpoint (rank-0-only
-  saving is the known DeepSpeed hang). A rerun resumes from the latest automatically.
+  saving is the known DeepSpeed hang). After all ranks saved, rank 0 writes the tag's
+  manifest (file sizes and sha256, the step, the last metrics and the training time so
+  far; agfsync.checkpoints), then `latest`. A rerun resumes from the newest checkpoint whose
+  manifest matches its files, loaded without unpickling arbitrary objects; a truncated or
+  interrupted one is skipped with a warning naming it.
+- a non-finite loss or prediction (checked on every micro-batch before backward, agreed by
+  all ranks) or gradient norm stops the run with NonFiniteError: no model and no checkpoint
+  of that step is written. With train.max_nonfinite_steps N > 0, up to N steps whose loss is
+  non-finite are skipped instead (their micro-batches contribute zero gradient and the step
+  runs at lr 0, so the weights do not move); the next one stops the run.
 - outputs: unet/ in diffusers format (safetensors, fp32), metrics.jsonl (one line per
-  step), summary.json (steps, final metrics, wall time, peak memory, config hash).
+  step, appended with agfsync.io.append_jsonl), summary.json (steps, final metrics, wall
+  time summed over resumed segments, peak memory, config hash).
 
 Shapes: B pairs per micro-batch, C/H/W latent channels/height/width, L tokens, D width.
 """
@@ -35,6 +45,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -45,8 +56,10 @@ from pathlib import Path
 
 import torch
 
+from agfsync import checkpoints as ckpt
+from agfsync.checkpoints import CheckpointError
 from agfsync.dpo import LOSSES, METRICS, prediction_target
-from agfsync.io import DataError, write_json
+from agfsync.io import DataError, append_jsonl, read_jsonl, write_json, write_jsonl
 from agfsync.seeds import derive_seed
 
 log = logging.getLogger("agfsync.train")
@@ -56,14 +69,13 @@ class TrainConfigError(ValueError):
     """A training setting that cannot work (batch arithmetic, GPU count, unsupported combination)."""
 
 
+class NonFiniteError(RuntimeError):
+    """A non-finite loss, prediction or gradient norm: the run stops and saves no model."""
+
+
 def config_hash(cfg: dict, model_name: str) -> str:
     relevant = {"seed": cfg["seed"], "model": cfg["models"][model_name], "train": cfg["train"]}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _latest_tag(checkpoints: Path) -> str | None:
-    latest = checkpoints / "latest"
-    return latest.read_text().strip() if latest.exists() else None
 
 
 class DPOTrainer:
@@ -202,30 +214,78 @@ class DPOTrainer:
         else:
             loss, metrics = self.loss_fn(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), target_w, target_l,
                                          self.hp["beta_dpo"])
+        loss = self._check_finite(step, micro, loss, pred)
         self.engine.backward(loss)
+        if self.skip_step and micro == self.grad_accum - 1:  # the optimizer step of a skipped step moves nothing
+            for group in self.engine.client_optimizer.param_groups:
+                group["lr"] = 0.0  # the lr scheduler, stepped right after, sets the next step's rate again
         self.engine.step()
         return metrics
 
-    # ------------------------------------------------------------------ loop
-
-    def _save_checkpoint(self, step: int) -> None:
+    def _check_finite(self, step: int, micro: int, loss: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """The loss to backpropagate. All ranks agree (one all-reduce) whether any rank's loss
+        or prediction is non-finite: a non-finite prediction stops the run; a non-finite loss
+        stops it too, unless train.max_nonfinite_steps allows skipping this step, in which case
+        a zero surrogate (exact zero gradients for every parameter) replaces the loss."""
         import torch.distributed as dist
 
-        # Every rank must take part: rank-0-only saving hangs DeepSpeed (METHOD.md section 3).
-        self.engine.save_checkpoint(str(self.checkpoints), tag=f"step{step:06d}", client_state={"step": step})
-        if dist.is_initialized():
+        flags = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0,
+                              0.0 if torch.isfinite(pred.detach()).all() else 1.0], device=loss.device)
+        if dist.is_initialized() and self.world > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad_loss, bad_pred = bool(flags[0]), bool(flags[1])
+        if bad_pred:
+            self._stop(step, f"the UNet's prediction is non-finite (micro-batch {micro}; the weights or inputs have "
+                             "overflowed: a too large lr?)")
+        if not bad_loss:
+            return loss
+        if not self.skip_step:
+            allowed = self.tcfg.get("max_nonfinite_steps", 0)
+            if self.nonfinite_steps >= allowed:
+                value = float(loss.detach().float().mean())
+                self._stop(step, f"loss is {value if not math.isfinite(value) else 'non-finite on another rank'} "
+                                 f"(micro-batch {micro}; "
+                                 f"models.{self.model_name}.train.beta_dpo is {self.hp['beta_dpo']}, lr "
+                                 f"{self.hp['lr']})")
+            self.skip_step = True
+        return (pred.float() * 0.0).sum()
+
+    def _stop(self, step: int, why: str) -> None:
+        allowed = self.tcfg.get("max_nonfinite_steps", 0)
+        kept = (f"checkpoints up to step {self.last_checkpoint} kept in {self.checkpoints}" if self.last_checkpoint
+                else "no checkpoint kept")
+        raise NonFiniteError(f"step {step + 1}: {why}; {self.nonfinite_steps} non-finite step(s) skipped before, "
+                             f"train.max_nonfinite_steps is {allowed}: stopping; no model saved; {kept}")
+
+    # ------------------------------------------------------------------ loop
+
+    def _barrier(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized() and self.world > 1:
             dist.barrier()
-        if self.rank == 0:  # a full SDXL checkpoint is tens of GB: keep the newest few
-            tags = sorted(p for p in self.checkpoints.glob("step*") if p.is_dir())
-            for old in tags[: -self.tcfg["keep_checkpoints"]]:
-                shutil.rmtree(old, ignore_errors=True)
+
+    def _save_checkpoint(self, step: int, state: dict) -> None:
+        tag = ckpt.tag_name(step)
+        if self.rank == 0:  # a leftover of an interrupted run (and its manifest) must not mix with this save
+            shutil.rmtree(self.checkpoints / tag, ignore_errors=True)
+        self._barrier()
+        # Every rank must take part: rank-0-only saving hangs DeepSpeed (METHOD.md section 3).
+        self.engine.save_checkpoint(str(self.checkpoints), tag=tag, client_state={"step": step}, save_latest=False)
+        self._barrier()
+        if self.rank == 0:  # complete only now: manifest, then `latest`
+            ckpt.write_manifest(self.checkpoints, step, state)
+            # a full SDXL checkpoint is tens of GB: keep the newest few (never the one just verified)
+            ckpt.prune(self.checkpoints, self.tcfg["keep_checkpoints"], tag)
+        self.last_checkpoint = step
 
     def identity(self) -> dict:
         """What a checkpoint must have been trained on to be resumed: the training config
         (less the checkpointing settings) and the exact pair cache."""
         from agfsync.io import sha256_file
 
-        skip = ("checkpoint_every", "keep_checkpoints", "launch", "gpus", "nodes")  # the world size counts, below
+        # the world size counts, below; raising max_nonfinite_steps after a stop resumes the same run
+        skip = ("checkpoint_every", "keep_checkpoints", "max_nonfinite_steps", "launch", "gpus", "nodes")
         tcfg = {k: v for k, v in self.tcfg.items() if k not in skip}
         relevant = {"seed": self.cfg["seed"], "model": self.mcfg, "train": tcfg, "processes": self.world}
         return {"config": hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16],
@@ -240,7 +300,7 @@ class DPOTrainer:
         mine = self.identity()
         if self.rank == 0:
             found = json.loads(marker.read_text()) if marker.exists() else None
-            if found != mine and _latest_tag(self.checkpoints) is not None:
+            if found != mine and ckpt.tag_dirs(self.checkpoints):
                 log.warning("train: checkpoints in %s were trained on %s, this run is %s: starting from step 0",
                             self.checkpoints, found, mine)
                 shutil.rmtree(self.checkpoints)
@@ -249,63 +309,108 @@ class DPOTrainer:
         if dist.is_initialized() and self.world > 1:
             dist.barrier()
 
-    def _resume(self) -> int:
-        tag = _latest_tag(self.checkpoints)
-        if tag is None:
-            return 0
+    def _resume(self) -> dict:
+        """The manifest of the checkpoint resumed from ({} when starting at step 0). Rank 0
+        picks the newest intact checkpoint (deleting the newer, broken ones it skipped) and
+        broadcasts its choice, so every rank loads the same tag."""
+        import torch.distributed as dist
+
+        choice = [None]
+        if self.rank == 0:
+            found = ckpt.choose(self.checkpoints)
+            newest = found[0] if found else None
+            for tag_dir in ckpt.tag_dirs(self.checkpoints):
+                if newest is None or ckpt.tag_step(tag_dir.name) > ckpt.tag_step(newest):
+                    shutil.rmtree(tag_dir, ignore_errors=True)  # skipped above, with a warning naming it
+            if found is None and (self.checkpoints / "latest").exists():
+                log.warning("train: no complete checkpoint in %s: starting from step 0", self.checkpoints)
+                (self.checkpoints / "latest").unlink()
+            choice = [found]
+        if dist.is_initialized() and self.world > 1:
+            dist.broadcast_object_list(choice, src=0)
+        if choice[0] is None:
+            return {}
+        tag, manifest = choice[0]
         _, client_state = self.engine.load_checkpoint(str(self.checkpoints), tag=tag)
-        step = int(client_state["step"])
-        log.info("train: resumed from %s at step %d", self.checkpoints / tag, step)
-        return step
+        if client_state is None or int(client_state.get("step", -1)) != int(manifest["step"]):
+            raise CheckpointError(f"{self.checkpoints / tag}: DeepSpeed loaded step "
+                                  f"{None if client_state is None else client_state.get('step')}, its manifest says "
+                                  f"{manifest['step']}")
+        log.info("train: resumed from %s at step %d", self.checkpoints / tag, manifest["step"])
+        self.last_checkpoint = int(manifest["step"])
+        return manifest
 
     def _metrics_path(self) -> Path:
         return self.checkpoints / "metrics.jsonl"
 
     def _trim_metrics(self, step: int) -> None:
-        """Keep only steps already covered by the checkpoint we resumed from."""
+        """Keep only steps already covered by the checkpoint we resumed from, one record per
+        step in order (the last one written for a step wins); a torn last line (a crash during
+        an append) is skipped with a warning. Rewritten atomically."""
         path = self._metrics_path()
         if self.rank != 0 or not path.exists():
             return
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+        by_step = {}
+        for record in read_jsonl(path, required=("step",), torn_tail="skip"):
+            if record["step"] <= step:
+                by_step[record["step"]] = record
+        missing = sorted(set(range(1, step + 1)) - set(by_step))
+        if missing:
+            log.warning("train: %s lacks the metrics of step(s) %s of the resumed run", path, missing[:10])
+        write_jsonl(path, [by_step[s] for s in sorted(by_step)])
 
     def run(self, stop_after: int | None = None) -> dict | None:
         import torch.distributed as dist
 
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.last_checkpoint, self.nonfinite_steps, self.skip_step = 0, 0, False
         self._claim_checkpoints()
-        start = self._resume()
+        resumed = self._resume()
+        start = int(resumed.get("step", 0))
         self._trim_metrics(start)
         total = self.hp["steps"]
         started = time.perf_counter()
-        last = {}
+        # what the outputs need survives in the manifest: a run resumed at its final step writes the same summary
+        last, prior_seconds = resumed.get("last", {}), float(resumed.get("wall_seconds", 0.0))
+        self.nonfinite_steps = int(resumed.get("nonfinite_steps", 0))
         every = self.tcfg["checkpoint_every"]
         for step in range(start, total):
             step_started = time.perf_counter()
             lr = self.engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
-            sums = torch.zeros(len(METRICS), dtype=torch.float64)
+            self.skip_step = False
+            sums = torch.zeros(len(METRICS) + 1, dtype=torch.float64)
             for micro in range(self.grad_accum):
                 metrics = self.micro_step(step, micro)
-                sums += torch.tensor([float(metrics[k].mean()) for k in METRICS], dtype=torch.float64)
+                sums[:-1] += torch.tensor([float(metrics[k].mean()) for k in METRICS], dtype=torch.float64)
+            grad_norm = _float(self.engine.get_global_grad_norm())
+            sums[-1] = 0.0 if grad_norm is None or math.isfinite(grad_norm) else 1.0
             if dist.is_initialized() and self.world > 1:
-                dist.all_reduce(sums)
-            means = (sums / (self.grad_accum * self.world)).tolist()
-            last = {"step": step + 1, **{k: v for k, v in zip(METRICS, means)},
-                    "lr": lr, "grad_norm": _float(self.engine.get_global_grad_norm()),
-                    "seconds": round(time.perf_counter() - step_started, 4)}
+                dist.all_reduce(sums)  # the last entry: how many ranks saw a non-finite gradient norm
+            if sums[-1] > 0 and not self.skip_step:  # the update was applied: these weights cannot go on
+                self._stop(step, f"the gradient norm is {grad_norm} (the update is applied: weights discarded)")
+            means = (sums[:-1] / (self.grad_accum * self.world)).tolist()
+            last = {"step": step + 1, **{k: _finite(v) for k, v in zip(METRICS, means)},
+                    "lr": lr, "grad_norm": _finite(grad_norm), "seconds": round(time.perf_counter() - step_started, 4)}
+            if self.skip_step:
+                self.nonfinite_steps += 1
+                last["skipped"] = "non-finite loss"
+                log.warning("train: step %d/%d skipped: non-finite loss (%d of at most %d, "
+                            "train.max_nonfinite_steps)", step + 1, total, self.nonfinite_steps,
+                            self.tcfg.get("max_nonfinite_steps", 0))
             if self.rank == 0:
-                with self._metrics_path().open("a") as handle:
-                    handle.write(json.dumps(last) + "\n")
-                log.info("train: step %d/%d loss %.4f acc %.3f margin %.3f lr %.3g", step + 1, total, last["loss"],
-                         last["implicit_acc"], last["reward_margin"], last["lr"])
+                append_jsonl(self._metrics_path(), last)
+                if not self.skip_step:
+                    log.info("train: step %d/%d loss %.4f acc %.3f margin %.3f lr %.3g", step + 1, total,
+                             last["loss"], last["implicit_acc"], last["reward_margin"], last["lr"])
             if (step + 1) % every == 0 or step + 1 == total:
-                self._save_checkpoint(step + 1)
+                self._save_checkpoint(step + 1, {"last": last, "nonfinite_steps": self.nonfinite_steps,
+                                                 "wall_seconds": round(prior_seconds + time.perf_counter() - started, 3)})
             if stop_after is not None and step + 1 >= stop_after and step + 1 < total:
                 log.info("train: stopping after step %d as asked (--stop-after)", step + 1)
                 return None
-        return self._finish(start, started, last)
+        return self._finish(start, started, last, prior_seconds)
 
-    def _finish(self, start: int, started: float, last: dict) -> dict | None:
+    def _finish(self, start: int, started: float, last: dict, prior_seconds: float = 0.0) -> dict | None:
         from diffusers import UNet2DConditionModel
 
         from agfsync.engine import full_state_dict
@@ -327,7 +432,9 @@ class DPOTrainer:
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         summary = {
             "model": self.model_name, "steps": self.hp["steps"], "resumed_from_step": start,
-            "final": last, "wall_seconds": round(time.perf_counter() - started, 2),
+            # wall time of all segments of a resumed run (each up to its last checkpoint, then this one)
+            "final": last, "wall_seconds": round(prior_seconds + time.perf_counter() - started, 2),
+            "nonfinite_steps_skipped": self.nonfinite_steps,
             "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "cpu rss",
             "processes": self.world, "grad_accum": self.grad_accum, "micro_batch": self.hp["micro_batch"],
             "global_batch": self.hp["global_batch"], "zero_stage": self.tcfg["zero_stage"],
@@ -348,6 +455,11 @@ def _float(value) -> float | None:
     return float(value.item() if hasattr(value, "item") else value)
 
 
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: a non-finite metric of a skipped step is recorded as null."""
+    return value if value is None or math.isfinite(value) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agfsync.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage-config", required=True, help="JSON config (the launcher writes it)")
@@ -357,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", required=True, help="checkpoint directory (kept across failures)")
     parser.add_argument("--stop-after", type=int, help="stop after this step, once its checkpoint is saved")
     args = parser.parse_args(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker: its own session, so it must watch its agent
+        from agfsync.proclife import exit_with_parent, is_torchrun
+
+        exit_with_parent(what=f"train rank {os.environ.get('RANK', '0')}", parent_is=is_torchrun)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank" +
                         os.environ.get("RANK", "0") + " %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("DeepSpeed", "deepspeed"):
@@ -364,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = json.loads(Path(args.stage_config).read_text())
     try:
         DPOTrainer(cfg, args.model, args.cache, args.checkpoints, args.out).run(stop_after=args.stop_after)
-    except (DataError, TrainConfigError) as err:
+    except (DataError, TrainConfigError, CheckpointError, NonFiniteError) as err:
         log.error("train: %s", err)
         return 2
     finally:
