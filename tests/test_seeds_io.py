@@ -65,3 +65,67 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
             f"write_json({str(tmp_path / 'r.json')!r}, {{'a': 1}})")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+# -- append-only JSONL and the decoding boundary (issue 13: torn tails, bad bytes, NaN) ---------------
+
+
+@pytest.mark.parametrize("tail", [b'{"step": 3, "loss"', b'{"step": 3, "loss": 0.5', b'{"st', b"\xe2\x82", b"}"])
+def test_a_torn_tail_is_cut_before_the_next_append_naming_file_and_offset(tmp_path, caplog, tail):
+    from agfsync.io import append_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": 2}\n' + tail)
+    assert [r["step"] for r in read_jsonl(path, torn_tail="skip")] == [1, 2]
+    assert f"{path}: skipping a torn last line at byte 24 ({len(tail)} bytes, an interrupted write)" in caplog.text
+    with pytest.raises(DataError, match=r"line 3: not valid"):
+        read_jsonl(path)  # the default stays strict
+    append_jsonl(path, {"step": 3})
+    assert f"{path}: cutting a torn last line at byte 24 ({len(tail)} bytes, an interrupted write)" in caplog.text
+    assert path.read_bytes() == b'{"step": 1}\n{"step": 2}\n{"step": 3}\n'
+    append_jsonl(path, [{"step": 4}, {"step": 5}])
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3, 4, 5]
+
+
+def test_a_complete_last_record_without_its_newline_is_kept(tmp_path, caplog):
+    from agfsync.io import append_jsonl
+
+    path = tmp_path / "cache.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}')
+    assert read_jsonl(path, torn_tail="skip") == [{"a": 1}, {"a": 2}]
+    append_jsonl(path, {"a": 3})
+    assert path.read_bytes() == b'{"a": 1}\n{"a": 2}\n{"a": 3}\n' and "torn" not in caplog.text
+
+
+def test_a_bad_line_before_the_tail_is_still_an_error(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": \n{"a": 3}\n')
+    with pytest.raises(DataError, match=rf"^{path}, line 2: not valid JSON"):
+        read_jsonl(path, torn_tail="skip")
+
+
+def test_bad_bytes_and_lone_surrogates_name_file_and_line(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(b'{"id": "a-1"}\n{"id": "caf\xe9"}\n')
+    with pytest.raises(DataError) as err:
+        read_jsonl(path)
+    assert str(err.value) == f"{path}, line 2: not valid UTF-8 (byte 11 of the line: b'\\xe9\"}}\\n')"
+    path.write_bytes(b'{"id": "a-1"}\n{"id": "x\\ud800y"}\n')
+    with pytest.raises(DataError) as err:
+        read_jsonl(path)
+    assert str(err.value) == (f"{path}, line 2: a string holds a lone surrogate escape (\\ud800-\\udfff), "
+                              "which is not valid Unicode")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_json_writers_refuse_non_finite_numbers_naming_the_key(tmp_path, value):
+    from agfsync.io import append_jsonl, write_json
+
+    for write in (write_json, write_jsonl, append_jsonl):
+        path = tmp_path / f"{write.__name__}.json"
+        record = {"final": {"loss": 0.5, "margins": [1.0, value]}}
+        with pytest.raises(DataError) as err:
+            write(path, record if write is write_json else [record])
+        assert str(err.value) == (f"{path}: refusing to write a non-finite number at key 'final.margins[1]' "
+                                  "(NaN and infinity are not JSON)")
+        assert not path.exists()
