@@ -130,6 +130,7 @@ class CandidateGenerator:
             "steps": self.gcfg["steps"], "guidance_scale": self.cfg_scale, "sigma": self.ccfg["sigma"],
             "clean": clean, "pooled_noise": self.ccfg["pooled_noise"] if self.sdxl else None,
             "width": resolution, "height": resolution, "dtype": str(self.pipe.unet.dtype).removeprefix("torch."),
+            "cpu_threads": torch.get_num_threads(),  # CPU float sums depend on it (config cpu_threads)
             "image": image_member(record["id"], k),
             "latent": latent_member(record["id"], k) if self.ccfg["keep_latents"] else None,
         }

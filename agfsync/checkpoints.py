@@ -160,3 +160,48 @@ def prune(checkpoints: Path, keep: int, verified: str) -> None:
     for old in tags[:-keep] if keep else tags:
         if old.name != verified:
             shutil.rmtree(old, ignore_errors=True)
+
+
+REJECTED = "rejected"
+
+
+def set_aside(checkpoints: Path, tag_dir: Path) -> Path:
+    """Move a checkpoint that failed verification to <checkpoints>/rejected/ (never deleted:
+    it may be evidence, or the only copy of a long run), where no resume or prune looks."""
+    target = Path(checkpoints) / REJECTED / tag_dir.name
+    suffix = 1
+    while target.exists():
+        target = Path(checkpoints) / REJECTED / f"{tag_dir.name}.{suffix}"
+        suffix += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag_dir.rename(target)
+    log.warning("train: moved checkpoint %s aside to %s (not resumed; delete it when not needed)", tag_dir, target)
+    return target
+
+
+def adopt_legacy(checkpoints: Path) -> str | None:
+    """Checkpoints written before manifests existed (no tag has one) are not thrown away on
+    upgrade: the tag `latest` names is checked once, each file loaded with safe_load
+    (weights_only, so a planted file runs nothing), and adopted with a manifest. Returns
+    the adopted tag, or None (nothing legacy, or the tag failed the check: set aside)."""
+    checkpoints = Path(checkpoints)
+    tags = tag_dirs(checkpoints)
+    latest = checkpoints / "latest"
+    if not tags or any((t / MANIFEST).exists() for t in tags) or not latest.exists():
+        return None
+    tag_dir = checkpoints / latest.read_text().strip()
+    if tag_dir not in tags:
+        return None
+    try:
+        for path in _files(tag_dir):
+            if path.suffix == ".pt":
+                safe_load(path, map_location="cpu")
+    except CheckpointError as err:
+        log.warning("train: checkpoint %s has no manifest (an earlier agfsync) and fails its check: %s", tag_dir, err)
+        set_aside(checkpoints, tag_dir)
+        return None
+    log.warning("train: adopting checkpoint %s, written by an earlier agfsync without a manifest: every file "
+                "loaded once as weights only; the summary of a run resumed at its last step lacks the final metrics",
+                tag_dir)
+    write_manifest(checkpoints, tag_step(tag_dir.name), {"legacy": True})
+    return tag_dir.name

@@ -19,6 +19,7 @@ naming the file and the key.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -165,12 +166,16 @@ def append_jsonl(path: str | os.PathLike, records: dict | Iterable[dict], *, fsy
     A torn last line left by a crash (no newline, not a complete JSON object) is cut
     first, with a warning naming the file and byte offset; a complete last record that
     only lacks its newline gets one. The lines are written in one write, flushed and
-    fsynced. Callers serialise appends to one file (one writer per file)."""
+    fsynced, all under an exclusive flock of the file: several processes may append (jobs
+    sharing a cache), and a cut never removes a line another writer is still writing."""
     path = Path(path)
     records = [records] if isinstance(records, dict) else list(records)
     data = "".join(dumps_record(record, path) + "\n" for record in records).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
+        # Several processes may append to one file (jobs sharing a cache): the check, the cut and
+        # the append happen under an exclusive lock, so a cut never removes another writer's line.
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         size = handle.seek(0, os.SEEK_END)
         torn = _torn_tail(handle, size)
         if torn is not None:
@@ -226,12 +231,17 @@ def _check_unicode(record: Any, where: str) -> None:
                         "which is not valid Unicode") from None
 
 
-def read_jsonl(path: str | os.PathLike, *, required: Iterable[str] = (), torn_tail: str = "error") -> list[dict]:
+def read_jsonl(path: str | os.PathLike, *, required: Iterable[str] = (), torn_tail: str = "error",
+               bad_lines: str = "error") -> list[dict]:
     """All records of a JSONL file; each must be an object holding the `required` keys.
 
     torn_tail: "error" (any bad line is an error naming file and line) or "skip" (for
     append-only files: a last line without newline that is not valid JSON is what an
-    interrupted append leaves; it is skipped with a warning naming file and byte offset)."""
+    interrupted append leaves; it is skipped with a warning naming file and byte offset).
+    bad_lines: "error", or "skip" for files whose lines can be rebuilt (caches, training
+    metrics): a line that is not valid UTF-8 JSON anywhere in the file (a torn line that an
+    older version appended the next record to, disk damage) is skipped with a warning naming
+    file, line and byte offset, instead of failing every rerun."""
     path = Path(path)
     required = tuple(required)
     records = []
@@ -253,6 +263,10 @@ def read_jsonl(path: str | os.PathLike, *, required: Iterable[str] = (), torn_ta
                     log.warning("%s: skipping a torn last line at byte %d (%d bytes, an interrupted write)",
                                 path, line_offset, len(raw))
                     break
+                if bad_lines == "skip":
+                    log.warning("%s: skipping damaged line %d at byte %d (%d bytes): %s", path, lineno, line_offset,
+                                len(raw), err.msg if isinstance(err, json.JSONDecodeError) else str(err))
+                    continue
                 if isinstance(err, DataError):
                     raise
                 raise DataError(f"{where}: not valid JSON ({err.msg})") from None

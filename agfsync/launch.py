@@ -226,8 +226,12 @@ def _supervise(command, env, output, lineage, lock, what: str, poll_s: float, gr
     old = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     proc = None
     try:
+        # torchrun inherits the lock's descriptor, and a flock lasts while any descriptor of it is open: if this
+        # launcher is SIGKILLed, the lock stays held until torchrun has stopped its workers (its grace period),
+        # so a rerun cannot race them on the checkpoints and metrics.jsonl.
+        inherit = (lock.fd,) if lock.fd is not None else ()
         proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if output else None, env=env,
-                                preexec_fn=proclife.die_with_parent(signal.SIGTERM))
+                                preexec_fn=proclife.die_with_parent(signal.SIGTERM), pass_fds=inherit)
         while True:
             try:
                 return proc.wait(timeout=poll_s)

@@ -38,6 +38,7 @@ endpoint echoing a key in an error body or an answer cannot put it in a file or 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import hashlib
@@ -268,7 +269,8 @@ class ResponseCache:
     One line per answer, appended with agfsync.io.append_jsonl (flushed and fsynced as it
     arrives): a crash loses at most the line being written; a torn last line is skipped
     on load and cut before the next append, both with a warning naming file and byte
-    offset. Any other bad line is an error naming the file and line."""
+    offset; a damaged line elsewhere (an older version appended after a torn line) is
+    skipped with a warning naming file, line and offset: that answer is asked again."""
 
     def __init__(self, path: str | os.PathLike):
         from agfsync.io import read_jsonl
@@ -277,7 +279,7 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
         if self.path.exists():
-            for entry in read_jsonl(self.path, required=("hash",), torn_tail="skip"):
+            for entry in read_jsonl(self.path, required=("hash",), torn_tail="skip", bad_lines="skip"):
                 self._entries[entry["hash"]] = entry
 
     def __len__(self) -> int:
@@ -346,20 +348,50 @@ class OpenAIProvider:
         return _Transient(f"timeout after {self.settings.timeout_s:g} s")
 
     def send(self, request: Request, params: dict) -> Reply:
+        """One HTTP request under one deadline of timeout_s for all of it: connect, status line
+        and headers, the body, and error bodies (which the openai client reads itself). The
+        request runs in a daemon thread; at the deadline the caller gets a timeout and the
+        thread is abandoned (its response closed when there is one): the stage goes on, and
+        the thread ends when the server or the per-read timeout ends the connection."""
+        state: dict[str, Any] = {"bytes": 0}
+        done = threading.Event()
+
+        def attempt() -> None:
+            try:
+                state["reply"] = self._send_now(request, params, state)
+            except BaseException as err:  # handed to the caller below
+                state["error"] = err
+            finally:
+                done.set()
+
+        threading.Thread(target=attempt, name=f"llm {request.key}", daemon=True).start()
+        if not done.wait(self.settings.timeout_s):
+            state["abandoned"] = True
+            with contextlib.suppress(Exception):
+                if state.get("response") is not None:
+                    state["response"].close()
+            where = (f"the answer was still arriving after {state['bytes']} bytes" if state["bytes"]
+                     else "no answer yet")
+            raise _Transient(f"timeout after {self.settings.timeout_s:g} s ({where}; timeout_s bounds the whole request)")
+        if "error" in state:
+            raise state["error"]
+        return state["reply"]
+
+    def _send_now(self, request: Request, params: dict, state: dict) -> Reply:
         openai, http = self._openai, self._http
-        deadline = time.monotonic() + self.settings.timeout_s
         try:
             with self._client.chat.completions.with_streaming_response.create(
                 model=self.settings.model, messages=list(request.messages), **params
             ) as response:
+                state["response"] = response
                 content_type = response.headers.get("content-type", "")
                 body = bytearray()
                 try:
                     for chunk in response.iter_bytes():
                         body += chunk
-                        if time.monotonic() > deadline:
-                            raise _Transient(f"timeout after {self.settings.timeout_s:g} s (the answer was still "
-                                             f"arriving after {len(body)} bytes; timeout_s bounds the whole request)")
+                        state["bytes"] = len(body)
+                        if state.get("abandoned"):
+                            raise _Transient("abandoned at the deadline")
                 except http.TimeoutException:
                     raise self._timeout() from None
                 except (http.HTTPError, OSError) as err:
@@ -401,7 +433,7 @@ def _parse_completion(body: bytes, content_type: str) -> Reply:
     """The one decoding boundary of an answer: strict UTF-8, JSON, a chat completion."""
     no_choices = "endpoint returned no choices (HTML page or empty body?)"
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")  # strict UTF-8; a leading byte-order mark is allowed
     except UnicodeDecodeError as err:
         raise _Transient(f"endpoint returned a body that is not valid UTF-8 (byte {err.start} of {len(body)}: "
                          f"{body[err.start:err.start + 4]!r})") from None
@@ -489,7 +521,9 @@ def _retry_after(err) -> float | None:
 
 
 def _short(text: str, limit: int = 120) -> str:
-    text = " ".join(str(text).split())
+    """One line of at most `limit` characters, secrets masked BEFORE the cut (a key cut in
+    two would no longer match its mask)."""
+    text = " ".join(redact(str(text)).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -33,6 +33,8 @@ class RedactingFormatter(logging.Formatter):
 
 
 def secret_env_names(cfg: dict) -> list[str]:
+    """The environment variables holding every API key the config names. Pass the FULL
+    config (a rule's params hold one stage's section only), so a job masks every stage's key."""
     from agfsync.config import _llm_sections
 
     return [llm["api_key_env"] for _, llm in _llm_sections(cfg) if llm.get("api_key_env")]
@@ -46,6 +48,11 @@ def job_logging(path: str | os.PathLike | None, secret_envs: Iterable[str] = (),
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(path, mode="w", encoding="utf-8"))
     secret_envs = list(secret_envs)
+    # The same values are masked wherever the LLM layer writes (outputs, caches, errors): one
+    # registry for the whole job, whichever stage's key an endpoint echoes.
+    from agfsync.llm import register_secrets
+
+    register_secrets(os.environ.get(name) for name in secret_envs)
     for handler in handlers:
         handler.setFormatter(RedactingFormatter(FORMAT, secret_envs))
         root.addHandler(handler)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
-from agfsync.io import DataError, read_jsonl, write_jsonl
+from agfsync.ids import read_records
+from agfsync.io import DataError, write_jsonl
 from agfsync.pairs import weighted_total
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def score_shard(cfg: dict, shard_path, qa_path, out_path, *, device=None, progre
     from agfsync.vqa import load_vqa_scorer
 
     started = time.perf_counter()
-    qa = {r["id"]: r for r in read_jsonl(qa_path, required=("id", "prompt", "qa"))}
+    qa = {r["id"]: r for r in read_records(qa_path, required=("id", "prompt", "qa"))}  # ids checked, unique
     weights = cfg["scores"]["weights"]
     rows = []
     with Shard(shard_path) as shard:

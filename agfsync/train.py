@@ -265,7 +265,30 @@ class DPOTrainer:
         if dist.is_initialized() and self.world > 1:
             dist.barrier()
 
+    def _check_weights(self, step: int) -> None:
+        """Stop (NonFiniteError naming the first bad parameter) when an update left a NaN or an
+        infinity in the weights: the loss and gradient checks run before the update, so an
+        overflow in the optimizer itself (lr 1e39, no clipping) would otherwise be saved.
+        Run before every checkpoint and before the final model; every rank checks its own
+        share (ZeRO-3: its partition) and all agree."""
+        import torch.distributed as dist
+
+        bad = ""
+        for name, param in self.engine.module.named_parameters():
+            data = getattr(param, "ds_tensor", param)  # ZeRO-3 keeps this rank's partition there
+            if param.requires_grad and data.numel() and not bool(torch.isfinite(data).all()):
+                bad = name
+                break
+        flag = torch.tensor([1.0 if bad else 0.0])
+        if dist.is_initialized() and self.world > 1:
+            dist.all_reduce(flag)
+        if flag.item() > 0:
+            where = f"parameter {bad}" if bad else "a parameter of another rank"
+            self._stop(step - 1, f"the update left a non-finite value in {where} (models.{self.model_name}.train.lr "
+                                 f"{self.hp['lr']:g} too high, or train.grad_clip off?); nothing of this step is saved")
+
     def _save_checkpoint(self, step: int, state: dict) -> None:
+        self._check_weights(step)
         tag = ckpt.tag_name(step)
         if self.rank == 0:  # a leftover of an interrupted run (and its manifest) must not mix with this save
             shutil.rmtree(self.checkpoints / tag, ignore_errors=True)
@@ -311,17 +334,19 @@ class DPOTrainer:
 
     def _resume(self) -> dict:
         """The manifest of the checkpoint resumed from ({} when starting at step 0). Rank 0
-        picks the newest intact checkpoint (deleting the newer, broken ones it skipped) and
-        broadcasts its choice, so every rank loads the same tag."""
+        picks the newest intact checkpoint (moving the newer, broken ones it skipped to
+        <checkpoints>/rejected/, never deleting them) and broadcasts its choice, so every rank
+        loads the same tag."""
         import torch.distributed as dist
 
         choice = [None]
         if self.rank == 0:
+            ckpt.adopt_legacy(self.checkpoints)  # written by an agfsync without manifests: checked once, adopted
             found = ckpt.choose(self.checkpoints)
             newest = found[0] if found else None
             for tag_dir in ckpt.tag_dirs(self.checkpoints):
                 if newest is None or ckpt.tag_step(tag_dir.name) > ckpt.tag_step(newest):
-                    shutil.rmtree(tag_dir, ignore_errors=True)  # skipped above, with a warning naming it
+                    ckpt.set_aside(self.checkpoints, tag_dir)  # skipped above, with a warning naming it; kept
             if found is None and (self.checkpoints / "latest").exists():
                 log.warning("train: no complete checkpoint in %s: starting from step 0", self.checkpoints)
                 (self.checkpoints / "latest").unlink()
@@ -351,7 +376,7 @@ class DPOTrainer:
         if self.rank != 0 or not path.exists():
             return
         by_step = {}
-        for record in read_jsonl(path, required=("step",), torn_tail="skip"):
+        for record in read_jsonl(path, required=("step",), torn_tail="skip", bad_lines="skip"):
             if record["step"] <= step:
                 by_step[record["step"]] = record
         missing = sorted(set(range(1, step + 1)) - set(by_step))
@@ -419,6 +444,7 @@ class DPOTrainer:
         if self.lora:
             module.fuse_lora()
             module.unload_lora()
+        self._check_weights(self.hp["steps"])  # also when the last step's checkpoint was saved by an earlier run
         state = full_state_dict(self.engine, self.tcfg["zero_stage"])
         if self.rank != 0:
             return None
@@ -440,6 +466,7 @@ class DPOTrainer:
             "global_batch": self.hp["global_batch"], "zero_stage": self.tcfg["zero_stage"],
             "optimizer": self.tcfg["optimizer"], "loss": self.tcfg["loss"], "lora_rank": self.lora,
             "kernels": "triton" if self.kernels else "torch",  # what ran; the config may say auto
+            "cpu_threads": torch.get_num_threads(),  # per process (OMP_NUM_THREADS from config cpu_threads)
             "config_hash": config_hash(self.cfg, self.model_name),
         }
         write_json(tmp / "summary.json", summary)

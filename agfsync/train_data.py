@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agfsync.io import DataError, read_json, read_jsonl, sha256_file, write_json
+from agfsync.ids import read_records
+from agfsync.io import DataError, read_json, sha256_file, write_json
 from agfsync.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def build_train_cache(cfg: dict, model_name: str, pairs_path, out_dir, *, device
     from agfsync.models import load_sd_pipeline, pick_device
     from agfsync.shards import Shard
 
-    pairs = read_jsonl(pairs_path, required=("prompt_id", "prompt", "winner", "loser"))
+    pairs = read_records(pairs_path, required=("prompt_id", "prompt", "winner", "loser"), key="prompt_id")
     if not pairs:
         raise DataError(f"{pairs_path}: no preference pairs (the file is empty); there is nothing to train on")
     mcfg = cfg["models"][model_name]

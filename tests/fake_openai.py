@@ -35,6 +35,7 @@ class Action:
     delay_s: float = 0.0
     drip_s: float = 0.0  # pause between pieces of the body
     drip_bytes: int = 1
+    drip_headers: bool = False  # with drip_s: the status line and headers drip too, not only the body
     usage: tuple[int, int] = (11, 7)
 
 
@@ -120,6 +121,20 @@ class FakeOpenAI(LocalServer):
                         "usage": {"prompt_tokens": action.usage[0], "completion_tokens": action.usage[1],
                                   "total_tokens": sum(action.usage)},
                     }).encode()
+                if action.drip_s and action.drip_headers:
+                    head = (f"HTTP/1.1 {action.status} Status\r\nContent-Type: {action.content_type}\r\n"
+                            f"Content-Length: {len(payload)}\r\n"
+                            + "".join(f"{name}: {value}\r\n" for name, value in action.headers.items()) + "\r\n")
+                    self.close_connection = True
+                    try:
+                        data = head.encode() + payload
+                        for start in range(0, len(data), action.drip_bytes):
+                            self.wfile.write(data[start:start + action.drip_bytes])
+                            self.wfile.flush()
+                            time.sleep(action.drip_s)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 try:
                     self.send_response(action.status)
                     self.send_header("Content-Type", action.content_type)

@@ -119,6 +119,7 @@ def test_manifest_rows_carry_the_settings(cfg, tmp_path):
         "prompt_id": RECORDS[0]["id"], "candidate": 0, "seed": seeds.latent, "noise_seed": seeds.noise,
         "model": "sd15", "scheduler": "EulerDiscreteScheduler", "steps": 4, "guidance_scale": 5.0, "sigma": 0.1,
         "clean": False, "width": 64, "image": f"images/{RECORDS[0]['id']}.0.png"}
+    assert row["cpu_threads"] == torch.get_num_threads()  # recorded: CPU results depend on it
 
 
 def test_crash_mid_shard_leaves_no_file_and_rerun_completes(cfg, tmp_path, monkeypatch):

@@ -282,3 +282,18 @@ def test_check_id_message():
     assert str(err.value) == f"f.jsonl, line 3: prompt id 'a/b' is not a safe identifier ({ID_RULE})"
     with pytest.raises(DataError, match=r"^f, record 0: id 'x{76}\.\.\. is not a safe identifier"):
         check_id("x" * 500, "f, record 0", "id")
+
+
+def test_scoring_and_the_train_cache_check_ids_before_loading_a_model(demo_config, tmp_path):
+    from agfsync.scoring import score_shard
+    from agfsync.train_data import build_train_cache
+
+    qa = write_lines(tmp_path / "qa.jsonl", [{**GOOD, "qa": []}, {**GOOD, "id": "animals-2", "qa": []},
+                                             {**GOOD, "id": "animals-2", "qa": []}])
+    with pytest.raises(DataError) as err:  # a duplicate would score one prompt's images with another's questions
+        score_shard(demo_config, tmp_path / "missing.tar", qa, tmp_path / "scores.jsonl", progress=False)
+    assert str(err.value) == f"{qa}, line 3: duplicate prompt id 'animals-2' (first at line 2)"
+    pair = {"prompt_id": "a/b", "prompt": "p", "winner": {}, "loser": {}}
+    pairs = write_lines(tmp_path / "pairs.jsonl", [pair])
+    with pytest.raises(DataError, match=r"pairs.jsonl, line 1: prompt id 'a/b' is not a safe identifier"):
+        build_train_cache(demo_config, "sd15", pairs, tmp_path / "cache")

@@ -313,6 +313,32 @@ def test_dripping_body_is_cut_at_timeout_s(api_key, tmp_path):
     assert elapsed < 2.5, elapsed
 
 
+@pytest.mark.parametrize("action", [
+    ok('{"descriptions": ["' + "slow " * 60 + '"]}', drip_s=0.05, drip_bytes=2, drip_headers=True),
+    error(503, "busy " * 60, drip_s=0.05, drip_bytes=2),  # the openai client reads an error body itself
+    error(400, "bad " * 60, drip_s=0.05, drip_bytes=2),
+    error(503, "busy " * 60, drip_s=0.05, drip_bytes=2, drip_headers=True),
+], ids=["dripping-headers", "dripping-503-body", "dripping-400-body", "dripping-503-headers"])
+def test_every_part_of_a_request_is_bounded_by_timeout_s(api_key, tmp_path, action):
+    with FakeOpenAI(lambda body, seen: action) as server:
+        client = client_for(server, tmp_path, timeout_s=1.0, max_retries=1, sleep=lambda s: None)
+        start = time.monotonic()
+        with pytest.raises(ItemFailure, match=r"^timeout after 1 s \((no answer yet|the answer was still arriving "
+                                              r"after \d+ bytes); timeout_s bounds the whole request\) \(gave up after "
+                                              r"2 attempts\)$") as err:
+            client.complete(REQ)
+        elapsed = time.monotonic() - start
+    assert err.value.outage and 2.0 <= elapsed < 3.0, elapsed  # two attempts of 1 s each, not the ~10 s drip
+    assert cache_lines(tmp_path) == []  # an outage: never cached
+
+
+def test_a_byte_order_mark_before_the_json_is_accepted(api_key, tmp_path):
+    body = json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": "caf\u00e9"}}]})
+    with FakeOpenAI(lambda body_, seen: raw(b"\xef\xbb\xbf" + body.encode())) as server:
+        assert client_for(server, tmp_path).complete(REQ).text == "caf\u00e9"
+
+
 def test_retry_after_is_honoured_beyond_max_backoff(api_key, tmp_path):
     delays = []
     with FakeOpenAI(lambda body, seen: error(429, headers={"Retry-After": "1"}) if seen == 0 else ok("x")) as server:

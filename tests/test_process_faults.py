@@ -141,6 +141,36 @@ def test_the_child_of_a_launcher_killed_with_sigkill_gets_sigterm():
     assert wait_gone(child, 5) == []
 
 
+# an agent that, like torchrun, takes a while to stop its workers after SIGTERM
+SLOW_AGENT = textwrap.dedent("""
+    import signal, sys, time
+    def stop(signum, frame):
+        time.sleep(3)  # torchrun gives its workers a grace period
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    open(READY, "w").close()
+    time.sleep(600)
+""")
+
+
+def test_the_lock_stays_held_while_the_training_of_a_sigkilled_launcher_still_stops(stand_in, tmp_path):
+    ckpt, ready = tmp_path / "ckpt", tmp_path / "agent-ready"
+    snakemake = stand_in(PYTHON, "-c", LAUNCHER, str(ckpt), SLOW_AGENT.replace("READY", repr(str(ready))))
+    descendants = family(psutil.Process(snakemake.pid), 3)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:  # its SIGTERM handler is in place
+        time.sleep(0.05)
+    launcher = next(p for p in descendants if p.cmdline()[:2] == [PYTHON, "-c"] and "_supervise" in p.cmdline()[2])
+    agent = next(p for p in launcher.children())
+    launcher.kill()  # no cleanup at all: the kernel sends the agent SIGTERM, and it takes 3 s to stop
+    time.sleep(0.5)
+    assert agent.is_running()
+    with pytest.raises(proclife.LockHeld, match=rf"^{ckpt} is in use by pid {launcher.pid} on host "):
+        proclife.DirLock(ckpt).acquire()  # a rerun now would race the old workers
+    assert wait_gone([agent], 10) == []
+    proclife.DirLock(ckpt).acquire().release()  # once it is gone, the lock is stale and taken over
+
+
 def test_sigterm_to_the_launcher_stops_its_tree_and_releases_the_lock(stand_in, tmp_path):
     ckpt = tmp_path / "ckpt"
     snakemake = stand_in(PYTHON, "-c", LAUNCHER, str(ckpt), AGENT)

@@ -124,3 +124,39 @@ def test_keys_echoed_in_error_bodies_and_answers_reach_no_file_and_no_log(api_ke
         assert files_containing(tmp_path, key) == []
     captured = capsys.readouterr()
     assert TEST_KEY not in captured.out + captured.err and OTHER_KEY not in captured.out + captured.err
+
+
+def test_a_workflow_job_masks_the_keys_of_every_stage_not_only_its_own(api_key, monkeypatch, tmp_path):
+    """Through Snakemake: a rule's params hold one stage's section only, but the prompts job
+    must mask the QA stage's key too when its endpoint echoes it (a fresh process, so nothing
+    registered by other tests helps)."""
+    import subprocess
+
+    from workflow_helpers import SNAKEMAKE, workdir
+
+    monkeypatch.setenv("AGFSYNC_TEST_KEY2", OTHER_KEY)
+    cwd = workdir(tmp_path / "run")
+
+    def echoing(body, seen):
+        cat, batch = category_and_batch(body)
+        if cat == "Plants" and batch == 0:
+            return error(400, "x" * 100 + f" by {OTHER_KEY} at index 104, across the cut at 120 characters")
+        texts = json.loads(descriptions_json(cat, batch, 4))["descriptions"]
+        return ok(json.dumps({"descriptions": [f"{texts[0]} near {OTHER_KEY}", *texts[1:]]}))
+
+    with FakeOpenAI(echoing) as server:
+        cfg = {"extends": "config/demo.yaml", "llm_cache_dir": "resources/llm_cache",
+               "prompts": {"categories": ["Animals", "Plants"], "per_category": 4, "descriptions_per_request": 4,
+                           "llm": live_llm(server.base_url, min_yield=0.1)},
+               "qa": {"llm": {"api_key_env": "AGFSYNC_TEST_KEY2"}}}
+        (cwd / "config/leak.yaml").write_text(yaml.safe_dump(cfg))
+        run = subprocess.run([SNAKEMAKE, "results/prompts/prompts.jsonl", "--cores", "1", "--configfile",
+                              "config/leak.yaml"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    prompts = (cwd / "results/prompts/prompts.jsonl").read_text()
+    assert prompts.count("near ***") == 2  # the first description of each answered batch (Animals 1, Plants 2)
+    summary = json.loads((cwd / "results/prompts/prompts_summary.json").read_text())
+    assert summary["skipped_requests"][0]["reasons"] == [
+        "HTTP 400 " + "x" * 100 + " by *** at index ..."]  # masked first, then cut: no key prefix
+    for key in (TEST_KEY, OTHER_KEY, OTHER_KEY[:12]):
+        assert files_containing(cwd, key) == [] and key not in run.stdout + run.stderr

@@ -129,3 +129,30 @@ def test_json_writers_refuse_non_finite_numbers_naming_the_key(tmp_path, value):
         assert str(err.value) == (f"{path}: refusing to write a non-finite number at key 'final.margins[1]' "
                                   "(NaN and infinity are not JSON)")
         assert not path.exists()
+
+
+def test_damaged_lines_inside_a_rebuildable_file_are_skipped_when_asked(tmp_path, caplog):
+    # what an older version left: a torn line with the next record appended to it
+    path = tmp_path / "cache.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2, "te{"a": 3}\n{"a": 4}\n\xff\xfe\n{"a": 5}\n')
+    with pytest.raises(DataError, match=r"line 2: not valid JSON"):
+        read_jsonl(path, torn_tail="skip")
+    assert read_jsonl(path, torn_tail="skip", bad_lines="skip") == [{"a": 1}, {"a": 4}, {"a": 5}]
+    assert f"{path}: skipping damaged line 2 at byte 9 (21 bytes)" in caplog.text
+    assert f"{path}: skipping damaged line 4 at byte 39 (3 bytes)" in caplog.text
+
+
+def test_appends_from_several_processes_never_lose_a_record(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.jsonl"
+    path.write_bytes(b'{"w": -1}\n{"w": -1, "torn')  # a torn tail the first writer cuts, under the lock
+    code = ("import sys; from agfsync.io import append_jsonl\n"
+            "for i in range(200): append_jsonl(sys.argv[1], {'w': int(sys.argv[2]), 'i': i, 'pad': 'x' * 3000}, "
+            "fsync=False)")
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(w)]) for w in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in writers)
+    records = read_jsonl(path)
+    assert len(records) == 801 and sorted((r["w"], r["i"]) for r in records[1:]) == [
+        (w, i) for w in range(4) for i in range(200)]

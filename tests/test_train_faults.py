@@ -87,6 +87,9 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(demo_confi
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [m["step"] for m in metrics(tmp_path / "out" / "metrics.jsonl")] == [1, 2, 3, 4]
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("step*")) == ["step000002", "step000003", "step000004"]
+    # the rejected ones are kept aside, never deleted (evidence, or the only copy of a long run)
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "rejected").iterdir()) == ["step000003", "step000004"]
+    assert f"moved checkpoint {tmp_path / 'ckpt' / 'step000004'} aside to " in resumed.stderr
 
 
 @slow
@@ -133,6 +136,29 @@ def test_a_nan_loss_stops_the_run_and_saves_no_model(demo_config_module, tiny_mo
             ) in result.stderr
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "ckpt" / "metrics.jsonl").exists() and not list((tmp_path / "ckpt").glob("step*"))
+
+
+def test_weights_an_update_made_non_finite_are_never_saved(tmp_path):
+    """The loss and gradient checks run before the update; an overflow in the optimizer itself
+    is caught by the weights check that runs before every checkpoint and the final model."""
+    from types import SimpleNamespace
+
+    from agfsync.train import DPOTrainer, NonFiniteError
+
+    trainer = DPOTrainer.__new__(DPOTrainer)  # the check alone, on a stand-in engine
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    trainer.engine, trainer.world, trainer.model_name = SimpleNamespace(module=module), 1, "sd15"
+    trainer.hp, trainer.tcfg = {"lr": 1e-6}, {"max_nonfinite_steps": 0}
+    trainer.nonfinite_steps, trainer.last_checkpoint, trainer.checkpoints = 0, 4, tmp_path
+    trainer._check_weights(5)  # finite: nothing happens
+    with torch.no_grad():
+        module[1].bias[0] = float("inf")
+    with pytest.raises(NonFiniteError) as err:
+        trainer._check_weights(5)
+    assert str(err.value) == (
+        "step 5: the update left a non-finite value in parameter 1.bias (models.sd15.train.lr 1e-06 too high, or "
+        "train.grad_clip off?); nothing of this step is saved; 0 non-finite step(s) skipped before, "
+        f"train.max_nonfinite_steps is 0: stopping; no model saved; checkpoints up to step 4 kept in {tmp_path}")
 
 
 @slow
@@ -242,3 +268,31 @@ def test_prune_keeps_the_newest_and_never_the_verified_one(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("step*")) == ["step000015", "step000100"]  # by step, not by name
     ckpt.prune(tmp_path, 1, "step000015")
     assert sorted(p.name for p in tmp_path.glob("step*")) == ["step000015", "step000100"]
+
+
+def test_checkpoints_of_an_earlier_version_are_adopted_not_deleted(tmp_path, caplog):
+    """Written before manifests existed: the tag `latest` names is checked file by file
+    (weights only) and adopted; one holding a pickled payload is set aside and runs nothing."""
+    from agfsync import checkpoints as ckpt
+
+    for step in (2, 4):
+        tag = tmp_path / ckpt.tag_name(step)
+        tag.mkdir()
+        torch.save({"module": {"w": torch.full((2,), float(step))}}, tag / "mp_rank_00_model_states.pt")
+    (tmp_path / "latest").write_text("step000004")
+    assert ckpt.choose(tmp_path) is None  # no manifest: not resumable as it is
+    assert ckpt.adopt_legacy(tmp_path) == "step000004"
+    tag, manifest = ckpt.choose(tmp_path)
+    assert (tag, manifest["step"], manifest["legacy"]) == ("step000004", 4, True)
+    assert "adopting checkpoint " + str(tmp_path / "step000004") in caplog.text
+    assert ckpt.adopt_legacy(tmp_path) is None  # once there is a manifest, nothing is legacy
+
+    other = tmp_path / "planted"
+    tag = other / "step000006"
+    tag.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    torch.save({"module": {}, "evil": _Payload(marker)}, tag / "mp_rank_00_model_states.pt")
+    (other / "latest").write_text("step000006")
+    assert ckpt.adopt_legacy(other) is None
+    assert not marker.exists() and not tag.exists() and (other / "rejected" / "step000006").is_dir()
+    assert f"moved checkpoint {tag} aside to {other / 'rejected' / 'step000006'}" in caplog.text

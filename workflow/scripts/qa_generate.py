@@ -7,5 +7,5 @@ from agfsync.qa import write_qa
 # params hold what determines the output; fetch settings (concurrency, retries, budget) come
 # from the full config, so tuning them reruns nothing.
 cfg = with_operational(snakemake.params.cfg, snakemake.config)  # noqa: F821 (snakemake is injected)
-with job_logging(snakemake.log[0], secret_env_names(cfg)):  # noqa: F821
+with job_logging(snakemake.log[0], secret_env_names(snakemake.config)):  # noqa: F821 (every key the config names)
     write_qa(cfg, snakemake.input.prompts, snakemake.output.qa, snakemake.output.summary)  # noqa: F821
