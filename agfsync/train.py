@@ -88,6 +88,8 @@ class DPOTrainer:
         from agfsync.train_data import PairCache
 
         self.cfg, self.model_name = cfg, model_name
+        if cfg.get("cpu_threads"):  # whatever OMP_NUM_THREADS says: CPU float sums, and so the weights, depend on it
+            torch.set_num_threads(int(cfg["cpu_threads"]))
         self.tcfg, self.mcfg = cfg["train"], cfg["models"][model_name]
         self.hp = self.mcfg["train"]
         self.checkpoints, self.out_dir = Path(checkpoints), Path(out_dir)

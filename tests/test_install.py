@@ -71,7 +71,7 @@ def test_every_cli_command_has_help(capsys):
     from agfsync.cli import build_parser, main
 
     commands = ["check-config", "tiny-models", "prompts", "qa", "candidates", "score", "pairs", "download", "metric",
-                "report"]
+                "report", "unlock"]
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert sorted(subparsers.choices) == sorted(commands)
     for command in commands:

@@ -242,8 +242,8 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(demo_run):
     kept = cwd / "aside/shard-00000.tar"
     shard.rename(kept)
     try:
-        one = subprocess.run([SNAKEMAKE, "--cores", "1", *DEMO, "--allowed-rules", "candidates_generate",
-                              "results/sd15/candidates/shard-00000.tar"], cwd=cwd, capture_output=True, text=True,
+        one = subprocess.run([SNAKEMAKE, "results/sd15/candidates/shard-00000.tar", "--cores", "1", *DEMO,
+                              "--allowed-rules", "candidates_generate"], cwd=cwd, capture_output=True, text=True,
                              timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert one.returncode == 0, one.stderr[-3000:]
         assert shard.read_bytes() == kept.read_bytes()

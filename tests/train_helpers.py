@@ -16,6 +16,7 @@ from agfsync.testing import toy_cache  # noqa: F401 (re-exported for the tests)
 
 def toy_config(demo_config: dict, tiny_models: Path, **train) -> dict:
     cfg = copy.deepcopy(demo_config)
+    cfg["cpu_threads"] = 1  # two processes on a 2-core machine: one thread each (the trainer enforces it)
     cfg["models"]["sd15"]["pretrained"] = str(tiny_models / "sd1")
     cfg["models"]["sd15"]["train"].update({"lr": 1e-3, "global_batch": 4, "micro_batch": 1, "steps": 30,
                                             "beta_dpo": 500.0, "warmup_steps": 0})
