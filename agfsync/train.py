@@ -283,7 +283,7 @@ class DPOTrainer:
                 break
         flag = torch.tensor([1.0 if bad else 0.0])
         if dist.is_initialized() and self.world > 1:
-            dist.all_reduce(flag)
+            flag = _all_reduce(flag, self.device)
         if flag.item() > 0:
             where = f"parameter {bad}" if bad else "a parameter of another rank"
             self._stop(step - 1, f"the update left a non-finite value in {where} (models.{self.model_name}.train.lr "
@@ -411,8 +411,8 @@ class DPOTrainer:
                 sums[:-1] += torch.tensor([float(metrics[k].mean()) for k in METRICS], dtype=torch.float64)
             grad_norm = _float(self.engine.get_global_grad_norm())
             sums[-1] = 0.0 if grad_norm is None or math.isfinite(grad_norm) else 1.0
-            if dist.is_initialized() and self.world > 1:
-                dist.all_reduce(sums)  # the last entry: how many ranks saw a non-finite gradient norm
+            if dist.is_initialized() and self.world > 1:  # the last entry: how many ranks saw a non-finite grad norm
+                sums = _all_reduce(sums, self.device)
             if sums[-1] > 0 and not self.skip_step:  # the update was applied: these weights cannot go on
                 self._stop(step, f"the gradient norm is {grad_norm} (the update is applied: weights discarded)")
             means = (sums[:-1] / (self.grad_accum * self.world)).tolist()
@@ -476,6 +476,15 @@ class DPOTrainer:
         tmp.rename(self.out_dir)
         log.info("train: wrote %s (%d steps, final loss %.4f)", self.out_dir, self.hp["steps"], last.get("loss", float("nan")))
         return summary
+
+
+def _all_reduce(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sum a small CPU tensor over all ranks, on the training device (NCCL reduces CUDA tensors only)."""
+    import torch.distributed as dist
+
+    reduced = values.to(device)
+    dist.all_reduce(reduced)
+    return reduced.cpu()
 
 
 def _float(value) -> float | None:
