@@ -50,7 +50,7 @@ def job_logging(path: str | os.PathLike | None, secret_envs: Iterable[str] = (),
     secret_envs = list(secret_envs)
     # The same values are masked wherever the LLM layer writes (outputs, caches, errors): one
     # registry for the whole job, whichever stage's key an endpoint echoes.
-    from agfsync.llm import register_secrets
+    from agfsync.secrets import register_secrets
 
     register_secrets(os.environ.get(name) for name in secret_envs)
     for handler in handlers:
