@@ -20,10 +20,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_of, save  # noqa: E402
 
-from agfsync.candidates import CandidateGenerator, candidate_seeds, gaussian, perturb  # noqa: E402
-from agfsync.config import load_config  # noqa: E402
-from agfsync.seeds import derive_seed  # noqa: E402
-from agfsync.tiny_models import build_all  # noqa: E402
+from agfsync.core.sections import Settings  # noqa: E402
+from agfsync.stages.candidates import CandidateGenerator, candidate_seeds, gaussian, perturb  # noqa: E402
+from agfsync.core.config import load_config  # noqa: E402
+from agfsync.core.seeds import derive_seed  # noqa: E402
+from agfsync.demo.tiny_models import build_all  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red fox curled up in fresh snow", "three ducklings on a calm pond", "a yellow tram on a cobbled street",
@@ -32,8 +33,8 @@ PROMPTS = ["a red fox curled up in fresh snow", "three ducklings on a calm pond"
 
 def per_candidate_loop(gen: CandidateGenerator, records: list[dict]) -> None:
     """The authors' approach: one pipeline call (batch 1, CFG) per candidate."""
-    n, sigma, seed = gen.ccfg["num_per_prompt"], gen.ccfg["sigma"], gen.cfg["seed"]
-    res = gen.mcfg["resolution"]
+    n, sigma, seed = gen.num_per_prompt, gen.sigma, gen.seed
+    res = gen.model.resolution
     shape = (gen.pipe.unet.config.in_channels, res // gen.pipe.vae_scale_factor, res // gen.pipe.vae_scale_factor)
     for record in records:
         cond, uncond, pooled, neg_pooled = gen.encode([record["prompt"]])
@@ -43,7 +44,7 @@ def per_candidate_loop(gen: CandidateGenerator, records: list[dict]) -> None:
                 prompt_embeds=perturb(cond[0], sigma, seeds.noise, False)[None], negative_prompt_embeds=uncond,
                 latents=gaussian(shape, seeds.latent)[None].to(gen.device, gen.pipe.unet.dtype),
                 generator=torch.Generator(gen.device).manual_seed(seeds.sampler),
-                num_inference_steps=gen.gcfg["steps"], guidance_scale=gen.cfg_scale, height=res, width=res,
+                num_inference_steps=gen.generation.steps, guidance_scale=gen.cfg_scale, height=res, width=res,
                 output_type="latent",
             )
             if gen.sdxl:
@@ -72,7 +73,9 @@ def main() -> None:
     cfg["models"][name]["resolution"] = args.resolution
     cfg["models"][name]["generation"]["steps"] = args.steps
     cfg["candidates"].update({"prompts_per_batch": args.prompts_per_batch, "attention": "sdpa"})
-    gen = CandidateGenerator(cfg, name, device=cfg["device"])
+    settings = Settings.from_dict(cfg)
+    gen = CandidateGenerator.from_settings(name, settings.models[name], settings.candidates, seed=settings.seed,
+                                           device=settings.device)
     records = [{"id": f"bench-{i:010d}", "prompt": PROMPTS[i % len(PROMPTS)]} for i in range(args.prompts)]
     images = args.prompts * cfg["candidates"]["num_per_prompt"]
 

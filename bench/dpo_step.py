@@ -1,4 +1,4 @@
-"""Diffusion-DPO step: ours (agfsync.train.DPOTrainer: DeepSpeed engine, ZeRO, AdamW8bit,
+"""Diffusion-DPO step: ours (agfsync.train.trainer.DPOTrainer: DeepSpeed engine, ZeRO, AdamW8bit,
 accumulation, clipping) vs a plain PyTorch loop doing the same math (same UNet,
 reference, pairs, noise, loss, AdamW8bit, accumulation, clipping). Prints seconds per
 pair, peak memory (CUDA allocated on GPU, process RSS on CPU) and the overhead ratio.
@@ -39,7 +39,7 @@ def peak_memory() -> int:
 
 
 def make_config(pretrained: Path, args) -> dict:
-    from agfsync.config import load_config
+    from agfsync.core.config import load_config
 
     cfg = copy.deepcopy(load_config(ROOT / "config" / "demo.yaml"))
     cfg["device"] = "auto"
@@ -56,7 +56,7 @@ def real_sized_pretrained(arch: str, out: Path) -> Path:
     """A diffusers layout holding a randomly initialised real-sized UNet and the SD scheduler."""
     from diffusers import DDPMScheduler
 
-    from agfsync.architectures import build_unet
+    from architectures import build_unet
 
     torch.manual_seed(0)
     build_unet(arch).save_pretrained(out / "unet", safe_serialization=True)
@@ -66,7 +66,7 @@ def real_sized_pretrained(arch: str, out: Path) -> Path:
 
 
 def run_ours(cfg, cache, steps) -> float:
-    from agfsync.train import DPOTrainer
+    from agfsync.train.trainer import DPOTrainer
 
     trainer = DPOTrainer(cfg, "sd15", cache, tempfile.mkdtemp(), tempfile.mkdtemp())
     for micro in range(trainer.grad_accum):  # warm-up step
@@ -82,10 +82,10 @@ def run_plain(cfg, cache_dir, steps) -> float:
     import bitsandbytes as bnb
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    from agfsync.attention import configure_attention
-    from agfsync.dpo import diffusion_dpo_loss
-    from agfsync.seeds import derive_seed
-    from agfsync.train_data import PairCache, batch_indices
+    from agfsync.models.attention import configure_attention
+    from agfsync.train.loss import diffusion_dpo_loss
+    from agfsync.core.seeds import derive_seed
+    from agfsync.train.data import PairCache, batch_indices
 
     hp, pretrained = cfg["models"]["sd15"]["train"], cfg["models"]["sd15"]["pretrained"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,8 +164,8 @@ def main() -> None:
 
     from common import save
 
-    from agfsync.testing import toy_cache
-    from agfsync.tiny_models import build_all
+    from agfsync.demo.toy import toy_cache
+    from agfsync.demo.tiny_models import build_all
 
     work = Path(tempfile.mkdtemp())
     resolution = args.resolution or {"tiny": 64, "sd15": 512, "sdxl": 1024}[args.arch]

@@ -39,6 +39,17 @@ HERE = Path(__file__).resolve().parent
 # probes for one at import). Take bench/ off and load bench/common.py by path instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
+
+def _architectures():
+    """bench/architectures.py, loaded by path (bench/ is kept off sys.path here, see above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_architectures", HERE / "architectures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 ARCHS = {"sd15": {"latent": 64, "context": 768}, "sdxl": {"latent": 128, "context": 2048}}
 
 
@@ -64,12 +75,12 @@ def group_norm_rows(arch: str, tiny=None) -> list[dict]:
     """Distinct (input shape, groups, eps, silu) of the UNet's GroupNorms for one DPO pair, with counts."""
     import torch
 
-    from agfsync.architectures import build_unet
-    from agfsync.kernels.modules import FusedGroupNorm, swap_group_norm_silu
+    build_unet = _architectures().build_unet
+    from agfsync.train.kernels.modules import FusedGroupNorm, swap_group_norm_silu
 
     unet = tiny if tiny is not None else build_unet(arch, empty=True)
     unet = copy.deepcopy(unet).to("meta") if tiny is not None else unet
-    logging.getLogger("agfsync.kernels").setLevel(logging.ERROR)  # the meta run falls back to torch: expected
+    logging.getLogger("agfsync.train.kernels").setLevel(logging.ERROR)  # the meta run falls back to torch: expected
     swap_group_norm_silu(unet)
     rows: dict[tuple, int] = {}
 
@@ -84,7 +95,7 @@ def group_norm_rows(arch: str, tiny=None) -> list[dict]:
     x, t, kw = unet_inputs(unet, 2, latent, torch.device("meta"))
     with torch.no_grad():
         unet(x, t, **kw)
-    logging.getLogger("agfsync.kernels").setLevel(logging.NOTSET)
+    logging.getLogger("agfsync.train.kernels").setLevel(logging.NOTSET)
     return [{"shape": list(k[0]), "groups": k[1], "eps": k[2], "silu": k[3], "count": n}
             for k, n in sorted(rows.items())]
 
@@ -122,7 +133,7 @@ def copy_bandwidth(device, timer, smoke: bool) -> float:
 
 def _errors(outs, refs, dtypes) -> dict:
     """Per output: max |error| and whether it is within the start-up check's tolerance (the tests')."""
-    from agfsync.kernels.self_check import RTOL, error_ratio
+    from agfsync.train.kernels.self_check import RTOL, error_ratio
 
     return {name: {"max_abs_error": float((out.detach().double() - ref).abs().max()),
                    "within_tolerance": error_ratio(out, ref, RTOL[dtype]) <= 1.0}
@@ -133,7 +144,7 @@ def bench_group_norm(row: dict, layout: str, device, timer, copy_gbs: float, com
     import torch
     import torch.nn.functional as F
 
-    from agfsync.kernels.group_norm_silu import group_norm_silu, reference
+    from agfsync.train.kernels.group_norm_silu import group_norm_silu, reference
 
     dtype = torch.bfloat16 if autocast else torch.float32
     g = torch.Generator(device="cpu").manual_seed(1)
@@ -194,7 +205,7 @@ def bench_group_norm(row: dict, layout: str, device, timer, copy_gbs: float, com
 def bench_dpo_loss(arch: str, latent: int, pairs: int, device, timer, compile_: bool, autocast: bool) -> dict:
     import torch
 
-    from agfsync.kernels.dpo_loss import dpo_loss, reference
+    from agfsync.train.kernels.dpo_loss import dpo_loss, reference
 
     dtype = torch.bfloat16 if autocast else torch.float32
     g = torch.Generator().manual_seed(2)
@@ -224,10 +235,10 @@ def bench_dpo_loss(arch: str, latent: int, pairs: int, device, timer, compile_: 
 def bench_end_to_end(arch: str, device, timer, autocast: bool, checkpointing: bool, tiny=None) -> dict:
     import torch
 
-    from agfsync.architectures import build_unet
-    from agfsync.dpo import diffusion_dpo_loss
-    from agfsync.kernels.dpo_loss import dpo_loss
-    from agfsync.kernels.modules import swap_group_norm_silu
+    build_unet = _architectures().build_unet
+    from agfsync.train.loss import diffusion_dpo_loss
+    from agfsync.train.kernels.dpo_loss import dpo_loss
+    from agfsync.train.kernels.modules import swap_group_norm_silu
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -302,7 +313,7 @@ def main() -> None:
     common = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(common)
 
-    from agfsync.kernels.runtime import triton_unavailable_reason
+    from agfsync.train.kernels.runtime import triton_unavailable_reason
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     reason = triton_unavailable_reason(device)
@@ -314,7 +325,7 @@ def main() -> None:
     compile_ = not args.no_compile and not args.smoke
     tiny = None
     if args.smoke:
-        from agfsync.tiny_models import sd1_unet
+        from agfsync.demo.tiny_models import sd1_unet
 
         torch.manual_seed(0)
         tiny = sd1_unet()  # the demo's tiny SD 1.x UNet

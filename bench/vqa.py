@@ -5,7 +5,7 @@ Prints questions/s, the ratio, and whether every yes/no decision is identical.
 
     python bench/vqa.py [--images 8] [--questions 6] [--prompts 4]
 
-The tiny model's LM head is restricted to "yes"/"no" (agfsync.testing.force_yes_no_head)
+The tiny model's LM head is restricted to "yes"/"no" (agfsync.demo.toy.force_yes_no_head)
 so that generate() answers yes or no and the decisions can be compared one by one.
 Target (issue 3): >= 5x with identical yes/no decisions.
 """
@@ -24,10 +24,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_of, save  # noqa: E402
 
-from agfsync.models import load_blip2  # noqa: E402
-from agfsync.testing import force_yes_no_head  # noqa: E402
-from agfsync.tiny_models import build_all  # noqa: E402
-from agfsync.vqa import VQAScorer  # noqa: E402
+from agfsync.models.loaders import load_blip2  # noqa: E402
+from agfsync.demo.toy import force_yes_no_head  # noqa: E402
+from agfsync.demo.tiny_models import build_all  # noqa: E402
+from agfsync.models.vqa import VQAScorer  # noqa: E402
 
 QUESTIONS = ["is there a fox?", "is the fox red?", "is it snowing?", "are there three ducks?", "is this a photo?",
              "is the sky blue?", "is there a tree?", "is the water calm?"]

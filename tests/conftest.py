@@ -27,14 +27,14 @@ def repo() -> Path:
 
 @pytest.fixture
 def demo_config() -> dict:
-    from agfsync.config import load_config
+    from agfsync.core.config import load_config
 
     return copy.deepcopy(load_config(REPO / "config" / "demo.yaml"))
 
 
 @pytest.fixture(scope="module")
 def demo_config_module() -> dict:
-    from agfsync.config import load_config
+    from agfsync.core.config import load_config
 
     return copy.deepcopy(load_config(REPO / "config" / "demo.yaml"))
 
@@ -59,7 +59,7 @@ def api_key(monkeypatch) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
-    from agfsync.tiny_models import build_all
+    from agfsync.demo.tiny_models import build_all
 
     out = tmp_path_factory.mktemp("tiny") / "tiny_models"
     build_all(out)

@@ -45,3 +45,17 @@ def qa_json(caption: str, n: int = 6, extra=()) -> str:
         for i, w in enumerate((words * 3)[:n])
     ]
     return json.dumps({"qa": qa + list(extra)})
+
+
+def settings(cfg: dict, rule: str | None = None, **wildcards):
+    """The typed settings of a (validated) config dict, as the stages take them. With a rule:
+    only what that rule declares (agfsync.core.dag.DECLARED), exactly as its workflow job sees
+    them, so a stage that reads an undeclared key fails here, in its unit test."""
+    import copy
+
+    from agfsync.core import dag
+    from agfsync.core.config import check_config
+    from agfsync.core.sections import Settings
+
+    cfg = check_config(copy.deepcopy(cfg), source="test config")  # defaults filled, as a workflow's config
+    return dag.stage_settings(cfg, rule, **wildcards) if rule else Settings.from_dict(cfg)

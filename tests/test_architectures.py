@@ -1,8 +1,15 @@
-"""Real UNet architectures for GPU benchmarks: exact parameter counts of METHOD.md."""
+"""Real UNet architectures for GPU benchmarks: exact parameter counts of docs/method.md."""
 
 import pytest
 
-from agfsync.architectures import build_unet
+import importlib.util
+from pathlib import Path
+
+_SPEC = importlib.util.spec_from_file_location(
+    "bench_architectures", Path(__file__).resolve().parents[1] / "bench" / "architectures.py")
+architectures = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(architectures)
+build_unet = architectures.build_unet
 
 
 @pytest.mark.parametrize("name, params", [("sd15", 859_520_964), ("sdxl", 2_567_463_684)])

@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from agfsync import hps, tifa
-from agfsync.io import DataError
+from agfsync.models import hps
+
+from agfsync.core import tifa
+from agfsync.core.io import DataError
 
 
 def test_resize_max_pad_keeps_aspect_and_centres():
@@ -43,7 +45,7 @@ def test_aggregate_is_the_mean_of_80_image_chunk_means():
 
 
 def test_hps_scorer_is_100_times_the_cosine(tiny_models):
-    from agfsync.models import load_hps
+    from agfsync.models.loaders import load_hps
 
     model, tokenizer, device = load_hps("agfsync-tiny-ViT", str(tiny_models / "hps/HPS_tiny.pt"),
                                         model_config=str(tiny_models / "hps/agfsync-tiny-ViT.json"), device="cpu")

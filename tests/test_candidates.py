@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from agfsync.candidates import CandidateGenerator, candidate_seeds, generate_shard, perturb
-from agfsync.io import DataError
-from agfsync.shards import Shard
+from helpers import settings
+
+from agfsync.core.io import DataError
+from agfsync.core.shards import Shard
+from agfsync.stages import candidates
+from agfsync.stages.candidates import CandidateGenerator, candidate_seeds, perturb
 
 RECORDS = [{"id": f"animals-{i:010d}", "category": "Animals", "prompt": p} for i, p in enumerate(
     ["a red fox in snow", "three ducklings on a pond", "a tabby cat on a windowsill", "a whale beside a boat",
@@ -25,6 +28,15 @@ def cfg(demo_config, tiny_models):
     cfg["models"]["sdxl"]["pretrained"] = str(tiny_models / "sdxl")
     cfg["candidates"].update({"num_per_prompt": 4, "prompts_per_batch": 2, "attention": "sdpa"})
     return cfg
+
+
+def generate_shard(cfg: dict, model: str, records, out, **kwargs) -> dict:
+    return candidates.generate_shard(settings(cfg, "candidates_generate", model=model), model, records, out, **kwargs)
+
+
+def generator(cfg: dict, model: str) -> CandidateGenerator:
+    s = settings(cfg)
+    return CandidateGenerator.from_settings(model, s.models[model], s.candidates, seed=s.seed, device="cpu")
 
 
 def images_of(path) -> dict:
@@ -91,10 +103,10 @@ def capture_pipeline_calls(generator: CandidateGenerator) -> list[dict]:
 def test_sdxl_noise_in_one_batch_per_prompt(cfg, pooled_noise, pooled_sigma):
     cfg["candidates"].update({"num_per_prompt": 8, "prompts_per_batch": 1, "pooled_noise": pooled_noise,
                               "clean_first": True})
-    generator = CandidateGenerator(cfg, "sdxl", device="cpu")
-    calls = capture_pipeline_calls(generator)
-    cond, _, pooled, _ = generator.encode([RECORDS[0]["prompt"]])
-    rows, images, latents = generator.generate(RECORDS[:1])
+    gen = generator(cfg, "sdxl")
+    calls = capture_pipeline_calls(gen)
+    cond, _, pooled, _ = gen.encode([RECORDS[0]["prompt"]])
+    rows, images, latents = gen.generate(RECORDS[:1])
     assert len(calls) == 1  # all 8 candidates in one pipeline call (one UNet batch per step)
     kwargs = calls[0]
     assert kwargs["prompt_embeds"].shape == (8, 77, 64) and kwargs["latents"].shape == (8, 4, 8, 8)
@@ -123,8 +135,6 @@ def test_manifest_rows_carry_the_settings(cfg, tmp_path):
 
 
 def test_crash_mid_shard_leaves_no_file_and_rerun_completes(cfg, tmp_path, monkeypatch):
-    from agfsync import candidates
-
     calls = {"n": 0}
     original = candidates.CandidateGenerator.generate
 
@@ -160,7 +170,7 @@ def test_bad_shards_name_the_shard_and_record(cfg, tmp_path):
                                         r"delete it and regenerate"):
         Shard(tmp_path / "cut.tar")
     # A corrupt PNG inside an intact tar.
-    from agfsync.shards import write_shard
+    from agfsync.core.shards import write_shard
 
     with Shard(path) as shard:
         rows = shard.rows
@@ -173,14 +183,14 @@ def test_bad_shards_name_the_shard_and_record(cfg, tmp_path):
 
 
 def test_attention_backends(cfg, caplog):
-    from agfsync.attention import configure_attention
+    from agfsync.models.attention import configure_attention
 
-    generator = CandidateGenerator(cfg, "sd15", device="cpu")
+    gen = generator(cfg, "sd15")
     with pytest.raises(RuntimeError, match=r"attention backend 'xformers' was requested \(candidates.attention\) but "
                                            r"cannot run here: device is cpu, and xformers has no CPU kernels"):
-        configure_attention(generator.pipe, "xformers", torch.device("cpu"))
+        configure_attention(gen.pipe, "xformers", torch.device("cpu"))
     with caplog.at_level("INFO"):
-        assert configure_attention(generator.pipe, "auto", torch.device("cpu")) == "sdpa"
+        assert configure_attention(gen.pipe, "auto", torch.device("cpu")) == "sdpa"
     assert "attention: auto chose sdpa because device is cpu" in caplog.text
-    processors = {type(p).__name__ for p in generator.pipe.unet.attn_processors.values()}
+    processors = {type(p).__name__ for p in gen.pipe.unet.attn_processors.values()}
     assert processors == {"AttnProcessor2_0"}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from agfsync.config import ConfigError, check_config, load_config
+from agfsync.core.config import ConfigError, check_config, load_config
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_cli_check_config_exit_code(tmp_path, capsys):
 
 
 def test_operational_llm_settings_leave_params_and_come_back(paper):
-    from agfsync.config import LLM_OPERATIONAL_KEYS, with_operational, without_operational
+    from agfsync.core.config import LLM_OPERATIONAL_KEYS, with_operational, without_operational
 
     cfg = check_config(copy.deepcopy(paper))
     params = without_operational({"seed": 1, "prompts": cfg["prompts"], "qa": cfg["qa"]})
@@ -180,7 +180,7 @@ def test_operational_llm_settings_leave_params_and_come_back(paper):
 
 
 def test_training_launch_settings_are_operational(paper):
-    from agfsync.config import config_digest, with_operational, without_operational
+    from agfsync.core.config import config_digest, with_operational, without_operational
 
     cfg = check_config(copy.deepcopy(paper))
     assert cfg["train"]["launch"] == {"backend": "auto", "rendezvous_port": None, "join_timeout_s": 600}
@@ -194,7 +194,7 @@ def test_training_launch_settings_are_operational(paper):
 
 
 def test_config_digest_of_a_model_ignores_other_models_and_fetch_settings(paper):
-    from agfsync.config import config_digest
+    from agfsync.core.config import config_digest
 
     other = copy.deepcopy(paper)
     other["models"]["sd15"]["train"]["lr"] = 1e-5
@@ -208,7 +208,7 @@ def test_config_digest_of_a_model_ignores_other_models_and_fetch_settings(paper)
 def test_a_config_file_extends_the_paper_config_unless_it_says_otherwise(tmp_path, monkeypatch):
     """Snakemake's --configfile semantics (a file overrides config/config.yaml key by key),
     resolved by agfsync itself so that cluster jobs see the same config (resolve_config)."""
-    from agfsync.config import load_config, resolve_config
+    from agfsync.core.config import load_config, resolve_config
 
     monkeypatch.chdir(REPO)
     overlay = tmp_path / "lr.yaml"
@@ -331,7 +331,7 @@ def test_duplicates_in_a_file_that_is_extended_are_rejected_too(tmp_path):
 
 
 def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
-    from agfsync.config import read_yaml_config
+    from agfsync.core.config import read_yaml_config
 
     path = tmp_path / "merge.yaml"
     path.write_text("common: &train {lr: 1.0e-6, steps: 10}\nsd15:\n  <<: *train\n  lr: 2.0e-6\nsdxl: *train\n")

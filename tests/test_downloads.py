@@ -1,4 +1,4 @@
-"""Download rules' logic (agfsync.downloads) against a local HTTP server: resume with a
+"""Download rules' logic (agfsync.core.downloads) against a local HTTP server: resume with a
 Range request, verification against the recorded checksum, clear errors."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from fake_openai import LocalServer
 
-from agfsync.config import load_config
-from agfsync.downloads import DownloadError, download_file, hub_marker, hub_repos, is_hub_id
+from agfsync.core.config import load_config
+from agfsync.core.downloads import DownloadError, download_file, hub_marker, hub_repos, is_hub_id
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 
@@ -147,7 +147,7 @@ class FakeHub:
 def test_hub_snapshot_is_pinned_to_the_commit_and_sizes_are_checked(tmp_path):
     import json
 
-    from agfsync.downloads import download_hub
+    from agfsync.core.downloads import download_hub
 
     snap = tmp_path / "snap"
     (snap / "unet").mkdir(parents=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from agfsync.dpo import authors_dpo_loss, diffusion_dpo_loss, prediction_target
-from agfsync.engine import lr_factor
-from agfsync.train_data import batch_indices
+from agfsync.train.loss import authors_dpo_loss, diffusion_dpo_loss, prediction_target
+from agfsync.train.engine import lr_factor
+from agfsync.train.data import batch_indices
 
 
 def t(*values):

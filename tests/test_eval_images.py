@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from agfsync.evaluate import (features_mjhq_reference, features_mjhq_shard, generate_eval_shard, load_features,
-                              score_hps_shard, score_tifa_shard)
-from agfsync.io import read_jsonl, write_jsonl
-from agfsync.shards import Shard
+from helpers import settings
+
+from agfsync.core.io import read_jsonl, write_jsonl
+from agfsync.core.shards import Shard
+from agfsync.stages import evaluate
+from agfsync.stages.evaluate import (features_mjhq_reference, features_mjhq_shard, load_features, score_hps_shard,
+                                     score_tifa_shard)
 
 RECORDS = [{"id": f"photo-{i:03d}", "prompt": p, "group": "photo"} for i, p in enumerate(
     ["a red bicycle against a wall", "a bowl of ramen", "fog over a forest"])]
@@ -31,6 +34,10 @@ def cfg(demo_config, tiny_models):
     cfg["eval"]["mjhq"]["features"] = f"{root}/fid"
     cfg["candidates"]["attention"] = "sdpa"
     return cfg
+
+
+def generate_eval_shard(cfg: dict, model: str, *args, **kwargs) -> dict:
+    return evaluate.generate_eval_shard(settings(cfg, "eval_generate", model=model), model, *args, **kwargs)
 
 
 def images(path) -> dict:
@@ -76,8 +83,9 @@ def test_scorers_write_what_the_metrics_read(cfg, tmp_path):
          "element_type": "color"}]}]
     write_jsonl(tmp_path / "tifa.jsonl", tifa_records)
     generate_eval_shard(cfg, "sd15", "tifa", "base", tifa_records, tmp_path / "tifa.tar", progress=False)
-    score_tifa_shard(cfg, tmp_path / "tifa.tar", tmp_path / "tifa.jsonl", tmp_path / "tifa_scores.jsonl",
-                     progress=False)
+    s = settings(cfg, "eval_score", bench="tifa")
+    score_tifa_shard(s.scores, tmp_path / "tifa.tar", tmp_path / "tifa.jsonl", tmp_path / "tifa_scores.jsonl",
+                     device=s.device, progress=False)
     (row,) = read_jsonl(tmp_path / "tifa_scores.jsonl")
     assert row["prompt_id"] == "coco_1" and row["element_types"] == ["object", "color"]
     assert len(row["correct"]) == 2 and row["tifa"] == pytest.approx(np.mean(row["correct"]))
@@ -85,10 +93,12 @@ def test_scorers_write_what_the_metrics_read(cfg, tmp_path):
 
     write_jsonl(tmp_path / "hps.jsonl", RECORDS)
     generate_eval_shard(cfg, "sd15", "hpsv2", "base", RECORDS, tmp_path / "hps.tar", progress=False)
-    score_hps_shard(cfg, tmp_path / "hps.tar", tmp_path / "hps.jsonl", tmp_path / "hps_scores.jsonl", progress=False)
+    score_hps_shard(settings(cfg, "eval_score", bench="hpsv2").eval.hpsv2, tmp_path / "hps.tar", tmp_path / "hps.jsonl", tmp_path / "hps_scores.jsonl",
+                    device=s.device, progress=False)
     assert [r["prompt_id"] for r in read_jsonl(tmp_path / "hps_scores.jsonl")] == [r["id"] for r in RECORDS]
 
-    features_mjhq_shard(cfg, tmp_path / "hps.tar", tmp_path / "hps.jsonl", tmp_path / "f.npz")
+    features_mjhq_shard(settings(cfg, "eval_score", bench="mjhq").eval.mjhq, tmp_path / "hps.tar",
+                        tmp_path / "hps.jsonl", tmp_path / "f.npz", device=s.device)
     data = load_features(tmp_path / "f.npz")
     assert data["ids"] == [r["id"] for r in RECORDS] and data["features"].shape == (3, 16)
 
@@ -102,16 +112,17 @@ def test_scorers_write_what_the_metrics_read(cfg, tmp_path):
             Image.new("RGB", (48, 48), (40 * i, 90, 200)).save(buffer, format="JPEG")
             archive.writestr(f"{record['group']}/{record['id']}.jpg", buffer.getvalue())
     cfg["eval"]["mjhq"]["images"] = str(tmp_path / "ref.zip")
-    features_mjhq_reference(cfg, tmp_path / "hps.jsonl", tmp_path / "ref.npz")
+    features_mjhq_reference(settings(cfg, "eval_reference_mjhq").eval.mjhq, tmp_path / "hps.jsonl", tmp_path / "ref.npz", device="cpu")
     reference = load_features(tmp_path / "ref.npz")
     assert reference["ids"] == data["ids"] and reference["info"]["features"] == "tiny random conv net (16)"
 
 
 def test_shard_image_missing_from_the_prompt_list_is_named(cfg, tmp_path):
-    from agfsync.io import DataError
+    from agfsync.core.io import DataError
 
     generate_eval_shard(cfg, "sd15", "hpsv2", "base", RECORDS[:1], tmp_path / "s.tar", progress=False)
     write_jsonl(tmp_path / "prompts.jsonl", RECORDS[1:])
     with pytest.raises(DataError, match=r"shard .*s.tar, record photo-000: not in .*prompts.jsonl"):
-        score_hps_shard(cfg, tmp_path / "s.tar", tmp_path / "prompts.jsonl", tmp_path / "out.jsonl", progress=False)
+        score_hps_shard(settings(cfg, "eval_score", bench="hpsv2").eval.hpsv2, tmp_path / "s.tar", tmp_path / "prompts.jsonl",
+                        tmp_path / "out.jsonl", device="cpu", progress=False)
     assert not (tmp_path / "out.jsonl").exists()

@@ -11,11 +11,20 @@ import pytest
 import scipy.linalg
 import torch
 from fake_openai import FakeOpenAI, error, ok
+from helpers import settings
 from PIL import Image
 
-from agfsync import benchmarks, fid, judge, results
-from agfsync.io import DataError
-from agfsync.llm import BadOutput, Reply
+from agfsync.core import benchmarks
+
+from agfsync.models import fid
+
+from agfsync.stages import judge
+
+from agfsync.stages import metrics as results
+from agfsync.core.io import DataError
+from agfsync.core.sections import MJHQSettings
+from agfsync.llm.answers import BadOutput
+from agfsync.llm.base import Reply
 
 # ----------------------------------------------------------------------------- FID
 
@@ -65,7 +74,7 @@ def test_fid_needs_two_images_per_set():
 
 
 def test_feature_extraction_batches_by_size_and_matches_single_calls(tiny_models):
-    net, info = fid.load_extractor({"features": str(tiny_models / "fid")}, "cpu")
+    net, info = fid.load_extractor(MJHQSettings(features=str(tiny_models / "fid")), "cpu")
     rng = np.random.default_rng(2)
     images = [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for shape in
               [(40, 40, 3)] * 3 + [(64, 48, 3)] * 2]
@@ -76,7 +85,7 @@ def test_feature_extraction_batches_by_size_and_matches_single_calls(tiny_models
 
 
 def test_inception_weights_missing_names_the_key(tmp_path):
-    section = {"features": "inception", "inception_weights": str(tmp_path / "nope.pth")}
+    section = MJHQSettings(features="inception", inception_weights=str(tmp_path / "nope.pth"))
     with pytest.raises(FileNotFoundError, match=r"eval.mjhq.inception_weights: .*nope.pth not found"):
         fid.load_extractor(section, "cpu")
 
@@ -89,7 +98,7 @@ def test_inception_weights_with_pickled_code_are_refused(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save({"fc.weight": torch.zeros(2), "evil": Pickled()}, path)
     with pytest.raises(Exception, match="Weights only load failed"):
-        fid.load_extractor({"features": "inception", "inception_weights": str(path)}, "cpu")
+        fid.load_extractor(MJHQSettings(features="inception", inception_weights=str(path)), "cpu")
 
 
 # ----------------------------------------------------------------------------- result files
@@ -98,7 +107,7 @@ def test_inception_weights_with_pickled_code_are_refused(tmp_path):
 def cfg_for_results(demo_config):
     cfg = copy.deepcopy(demo_config)
     cfg["eval"]["tifa"]["enabled"] = cfg["eval"]["hpsv2"]["enabled"] = cfg["eval"]["mjhq"]["enabled"] = True
-    return cfg
+    return settings(cfg)
 
 
 def test_tifa_result_golden(demo_config):
@@ -232,9 +241,9 @@ def test_judge_against_a_local_server(demo_config, tmp_path, api_key):
         cfg = copy.deepcopy(demo_config)
         cfg["llm_cache_dir"] = str(tmp_path / "cache")
         cfg["eval"]["judge"]["llm"] = live_llm(server.base_url, repair_attempts=1)
-        outcomes, skipped, stats = judge.judge_pairs(cfg, "sd15", records, images)
+        outcomes, skipped, stats = judge.judge_pairs(settings(cfg, "eval_judge", model="sd15"), "sd15", records, images)
         sent = len(server.requests)
-        again = judge.judge_pairs(cfg, "sd15", records, images)
+        again = judge.judge_pairs(settings(cfg, "eval_judge", model="sd15"), "sd15", records, images)
         assert len(server.requests) == sent  # the rerun is answered from the cache
     assert outcomes == {f"p{i}": "win" for i in range(8) if i != 3}
     assert list(skipped) == ["p3"] and "'winner' must be" in skipped["p3"][0]

@@ -11,11 +11,12 @@ import tarfile
 
 import pytest
 from conftest import REPO
+from helpers import settings
 
-from agfsync import benchmarks
-from agfsync.ids import ID_PATTERN, ID_RULE, check_id, id_problem
-from agfsync.io import DataError
-from agfsync.shards import MANIFEST, Shard, image_member, latent_member, shard_records, write_shard
+from agfsync.core import benchmarks
+from agfsync.core.ids import ID_PATTERN, ID_RULE, check_id, id_problem
+from agfsync.core.io import DataError
+from agfsync.core.shards import MANIFEST, Shard, image_member, latent_member, shard_records, write_shard
 
 GOOD = {"id": "animals-1a2b3c4d5e", "category": "Animals", "prompt": "a red fox in snow"}
 
@@ -63,56 +64,56 @@ def test_legitimate_ids_pass():
 
 @pytest.mark.parametrize("bad, problem", BAD_IDS, ids=[repr(b[0])[:20] for b in BAD_IDS])
 def test_qa_stage_rejects_unsafe_prompt_ids(demo_config, tmp_path, bad, problem):
-    from agfsync.qa import write_qa
+    from agfsync.stages.qa import write_qa
 
     path = write_lines(tmp_path / "prompts.jsonl", [GOOD, {**GOOD, "id": bad}])
     with pytest.raises(DataError) as err:
-        write_qa(demo_config, path, tmp_path / "qa.jsonl", tmp_path / "qa_summary.json")
+        write_qa(settings(demo_config, "qa_generate"), path, tmp_path / "qa.jsonl", tmp_path / "qa_summary.json")
     assert str(err.value) == f"{path}, line 2: prompt id {shown(bad)} {problem} ({ID_RULE})"
     assert not (tmp_path / "qa.jsonl").exists()
 
 
 def test_qa_stage_message_in_full(demo_config, tmp_path):
-    from agfsync.qa import write_qa
+    from agfsync.stages.qa import write_qa
 
     path = write_lines(tmp_path / "prompts.jsonl", [GOOD, {**GOOD, "id": "../../etc/x"}])
     with pytest.raises(DataError) as err:
-        write_qa(demo_config, path, tmp_path / "qa.jsonl", tmp_path / "s.json")
+        write_qa(settings(demo_config, "qa_generate"), path, tmp_path / "qa.jsonl", tmp_path / "s.json")
     assert str(err.value) == (
         f"{path}, line 2: prompt id '../../etc/x' is not a safe identifier (ids must match "
         "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$, contain a letter and no '..': they name files, tar members and seeds)")
 
 
 def test_qa_stage_rejects_a_duplicate_prompt_id_naming_both_lines(demo_config, tmp_path):
-    from agfsync.qa import write_qa
+    from agfsync.stages.qa import write_qa
 
     other = {**GOOD, "id": "animals-2", "prompt": "a heron"}
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps(GOOD) + "\n\n" + json.dumps(other) + "\n" + json.dumps({**GOOD, "prompt": "x"}) + "\n")
     with pytest.raises(DataError) as err:
-        write_qa(demo_config, path, tmp_path / "qa.jsonl", tmp_path / "s.json")
+        write_qa(settings(demo_config, "qa_generate"), path, tmp_path / "qa.jsonl", tmp_path / "s.json")
     assert str(err.value) == f"{path}, line 4: duplicate prompt id 'animals-1a2b3c4d5e' (first at line 1)"
 
 
 def test_qa_stage_names_file_and_line_of_bytes_that_are_not_utf8(demo_config, tmp_path):
-    from agfsync.qa import write_qa
+    from agfsync.stages.qa import write_qa
 
     path = tmp_path / "prompts.jsonl"
     line = b'{"id": "animals-2", "prompt": "caf\xe9 au lait"}\n'
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + line)
     with pytest.raises(DataError) as err:
-        write_qa(demo_config, path, tmp_path / "qa.jsonl", tmp_path / "s.json")
+        write_qa(settings(demo_config, "qa_generate"), path, tmp_path / "qa.jsonl", tmp_path / "s.json")
     offset = line.index(b"\xe9")
     assert str(err.value) == f"{path}, line 2: not valid UTF-8 (byte {offset} of the line: b'\\xe9 au')"
 
 
 def test_qa_stage_names_file_and_line_of_a_lone_surrogate(demo_config, tmp_path):
-    from agfsync.qa import write_qa
+    from agfsync.stages.qa import write_qa
 
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + '{"id": "animals-2", "prompt": "a \\ud800 fox"}\n')
     with pytest.raises(DataError) as err:
-        write_qa(demo_config, path, tmp_path / "qa.jsonl", tmp_path / "s.json")
+        write_qa(settings(demo_config, "qa_generate"), path, tmp_path / "qa.jsonl", tmp_path / "s.json")
     assert str(err.value) == (f"{path}, line 2: a string holds a lone surrogate escape (\\ud800-\\udfff), "
                               "which is not valid Unicode")
 
@@ -163,11 +164,11 @@ def test_shard_records_and_member_names_check_ids():
 
 
 def test_generate_shard_checks_ids_before_any_work(demo_config, tmp_path):
-    from agfsync.candidates import generate_shard
+    from agfsync.stages.candidates import generate_shard
 
     out = tmp_path / "s.tar"
     with pytest.raises(DataError) as err:
-        generate_shard(demo_config, "sd15", [GOOD, {**GOOD, "id": "x/../../y"}], out)
+        generate_shard(settings(demo_config, "candidates_generate", model="sd15"), "sd15", [GOOD, {**GOOD, "id": "x/../../y"}], out)
     assert str(err.value).startswith(f"shard {out} input, record 2: prompt id 'x/../../y' is not a safe identifier")
     assert not out.exists()
 
@@ -198,11 +199,11 @@ def test_shard_reader_checks_manifest_ids_and_encoding(tmp_path):
 
 def score_row(prompt_id, k, total=50.0):
     return {"prompt_id": prompt_id, "candidate": k, "image": f"images/{prompt_id}.{k}.png", "seed": k,
-            "vqa": total, "clip": total, "aesthetic": total, "total": total + k}
+            "vqa": total + k, "clip": total, "aesthetic": total}
 
 
 def test_pairs_stage_checks_qa_and_score_ids(demo_config, tmp_path):
-    from agfsync.pairs import select_pairs
+    from agfsync.core.pairs import select_pairs
 
     cfg = copy.deepcopy(demo_config)
     cfg["candidates"]["num_per_prompt"] = 2
@@ -238,16 +239,16 @@ def test_pairs_stage_checks_qa_and_score_ids(demo_config, tmp_path):
 
 
 def test_evaluation_prompts_are_checked(demo_config, tmp_path):
-    from agfsync.evaluate import score_hps_shard
+    from agfsync.stages.evaluate import score_hps_shard
 
     prompts = write_lines(tmp_path / "prompts.jsonl", [{"id": "anime-000", "prompt": "x", "group": "anime"},
                                                        {"id": "anime-000", "prompt": "y", "group": "anime"}])
     with pytest.raises(DataError) as err:
-        score_hps_shard(demo_config, tmp_path / "missing.tar", prompts, tmp_path / "out.jsonl")
+        score_hps_shard(settings(demo_config, "eval_score", bench="hpsv2").eval.hpsv2, tmp_path / "missing.tar", prompts, tmp_path / "out.jsonl")
     assert str(err.value) == f"{prompts}, line 2: duplicate prompt id 'anime-000' (first at line 1)"
     (tmp_path / "prompts.jsonl").write_bytes(b'{"id": "anime-000", "prompt": "\xfe", "group": "anime"}\n')
     with pytest.raises(DataError, match=r"prompts.jsonl, line 1: not valid UTF-8"):
-        score_hps_shard(demo_config, tmp_path / "missing.tar", prompts, tmp_path / "out.jsonl")
+        score_hps_shard(settings(demo_config, "eval_score", bench="hpsv2").eval.hpsv2, tmp_path / "missing.tar", prompts, tmp_path / "out.jsonl")
 
 
 def test_benchmark_files_ids_and_bytes(demo_config, tmp_path, monkeypatch):
@@ -285,13 +286,13 @@ def test_check_id_message():
 
 
 def test_scoring_and_the_train_cache_check_ids_before_loading_a_model(demo_config, tmp_path):
-    from agfsync.scoring import score_shard
-    from agfsync.train_data import build_train_cache
+    from agfsync.stages.scoring import score_shard
+    from agfsync.train.data import build_train_cache
 
     qa = write_lines(tmp_path / "qa.jsonl", [{**GOOD, "qa": []}, {**GOOD, "id": "animals-2", "qa": []},
                                              {**GOOD, "id": "animals-2", "qa": []}])
     with pytest.raises(DataError) as err:  # a duplicate would score one prompt's images with another's questions
-        score_shard(demo_config, tmp_path / "missing.tar", qa, tmp_path / "scores.jsonl", progress=False)
+        score_shard(settings(demo_config, "candidates_score").scores, tmp_path / "missing.tar", qa, tmp_path / "scores.jsonl", progress=False)
     assert str(err.value) == f"{qa}, line 3: duplicate prompt id 'animals-2' (first at line 2)"
     pair = {"prompt_id": "a/b", "prompt": "p", "winner": {}, "loser": {}}
     pairs = write_lines(tmp_path / "pairs.jsonl", [pair])

@@ -24,7 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agfsync.kernels import runtime
+from agfsync.train.kernels import runtime
 
 pytestmark = pytest.mark.skipif(runtime.triton_unavailable_reason(torch.device("cpu")) is not None,
                                 reason="needs triton and TRITON_INTERPRET=1 (conftest sets it)")
@@ -68,7 +68,7 @@ def _gn_inputs(shape, x_dtype, w_dtype, channels_last, seed=0):
 
 def _gn_reference(x, w, b, dy, groups, silu, eps=1e-5):
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
-    from agfsync.kernels.group_norm_silu import reference
+    from agfsync.train.kernels.group_norm_silu import reference
 
     y64 = reference(x64, w64, b64, groups, eps, silu)
     y64.backward(dy.double())
@@ -76,7 +76,7 @@ def _gn_reference(x, w, b, dy, groups, silu, eps=1e-5):
 
 
 def _gn_run(x, w, b, dy, groups, silu, tile=None, eps=1e-5):
-    from agfsync.kernels.group_norm_silu import group_norm_silu
+    from agfsync.train.kernels.group_norm_silu import group_norm_silu
 
     x, w, b = (t.detach().clone().requires_grad_() for t in (x, w, b))
     with runtime.poisoned_outputs():
@@ -102,7 +102,7 @@ def test_group_norm_silu_forward_and_gradients_match_float64(shape, groups, x_dt
 def test_group_norm_silu_chunked_tiles_with_ragged_edges(channels_last):
     """Small tiles force several programs per channel, several loop steps per program and masked
     edges in both C and HW (45 = 2 chunks of 24 = 3 blocks of 8, the last ones partial)."""
-    from agfsync.kernels.group_norm_silu import Tiling
+    from agfsync.train.kernels.group_norm_silu import Tiling
 
     x, w, b, dy = _gn_inputs((2, 96, 5, 9), torch.float32, torch.float32, channels_last, seed=1)
     y, dx, dw, db = _gn_run(x, w, b, dy, 32, True, tile=Tiling(block_c=64, block_hw=8, chunk=24, num_chunks=2))
@@ -131,7 +131,7 @@ def test_group_norm_silu_is_bitwise_deterministic():
 
 
 def test_group_norm_silu_rejects_bad_shapes_by_name():
-    from agfsync.kernels.group_norm_silu import group_norm_silu
+    from agfsync.train.kernels.group_norm_silu import group_norm_silu
 
     x = torch.randn(1, 48, 2, 2)
     with pytest.raises(ValueError, match=r"^group_norm_silu: 48 channels are not divisible into 32 groups$"):
@@ -164,7 +164,7 @@ DPO_CASES = [
 @pytest.mark.parametrize("pairs,latent,pred_dtype,ref_dtype,beta,margin,shared_target", DPO_CASES)
 def test_dpo_loss_forward_metrics_and_gradient_match_float64(pairs, latent, pred_dtype, ref_dtype, beta, margin,
                                                              shared_target):
-    from agfsync.kernels.dpo_loss import dpo_loss, reference
+    from agfsync.train.kernels.dpo_loss import dpo_loss, reference
 
     pred, ref, target_w, target_l = _dpo_inputs(pairs, latent, pred_dtype, ref_dtype, margin)
     if shared_target:  # epsilon prediction: winner and loser share one noise draw, so one target tensor
@@ -195,7 +195,7 @@ def test_dpo_loss_forward_metrics_and_gradient_match_float64(pairs, latent, pred
 
 def test_dpo_loss_saturated_pairs_stay_finite():
     """inside = +-5000 (beta 5000 runs meet such pairs early): exp must not overflow."""
-    from agfsync.kernels.dpo_loss import dpo_loss
+    from agfsync.train.kernels.dpo_loss import dpo_loss
 
     target = torch.zeros(2, 4, 2, 2)
     good = torch.cat([torch.zeros(2, 4, 2, 2), torch.ones(2, 4, 2, 2)])  # winners perfect, losers off by 1
@@ -214,7 +214,7 @@ def test_dpo_loss_saturated_pairs_stay_finite():
 
 
 def test_dpo_loss_rejects_mismatched_shapes_by_name():
-    from agfsync.kernels.dpo_loss import dpo_loss
+    from agfsync.train.kernels.dpo_loss import dpo_loss
 
     t = torch.zeros(2, 4, 3, 3)
     with pytest.raises(ValueError, match=r"^dpo_loss: ref must have shape \(4, 4, 3, 3\) \(winners then losers\), "
@@ -226,8 +226,8 @@ def test_dpo_loss_rejects_mismatched_shapes_by_name():
 
 
 def _tiny_unet(family: str):
-    """The demo's tiny UNets (agfsync/tiny_models.py); SDXL's with its added conditioning inputs."""
-    from agfsync.tiny_models import sd1_unet, sdxl_unet
+    """The demo's tiny UNets (agfsync/demo/tiny_models.py); SDXL's with its added conditioning inputs."""
+    from agfsync.demo.tiny_models import sd1_unet, sdxl_unet
 
     torch.manual_seed(0)
     if family == "sd1":
@@ -254,9 +254,9 @@ def test_swapped_unet_matches_stock_forward_and_dpo_step(family):
     close to float64 as stock fp32's are, relative to their global scale (per-element relative
     errors are meaningless for gradients that cancel to ~0, such as biases right before a
     GroupNorm)."""
-    from agfsync.dpo import diffusion_dpo_loss
-    from agfsync.kernels.dpo_loss import dpo_loss
-    from agfsync.kernels.modules import FusedGroupNorm, PassThroughSiLU, swap_group_norm_silu
+    from agfsync.train.loss import diffusion_dpo_loss
+    from agfsync.train.kernels.dpo_loss import dpo_loss
+    from agfsync.train.kernels.modules import FusedGroupNorm, PassThroughSiLU, swap_group_norm_silu
 
     stock, extra = _tiny_unet(family)
     before = {k: v.clone() for k, v in stock.state_dict().items()}
@@ -317,14 +317,14 @@ def test_swapped_unet_matches_stock_forward_and_dpo_step(family):
 
 
 def test_swapped_module_without_triton_runs_the_torch_reference_and_says_so(monkeypatch, caplog):
-    from agfsync.kernels import modules
+    from agfsync.train.kernels import modules
 
     monkeypatch.delenv("TRITON_INTERPRET")
     monkeypatch.setattr(modules, "_RUNNABLE", {})
     norm = torch.nn.GroupNorm(32, 64)
     fused = modules.FusedGroupNorm.replacing(norm, silu=True)
     x = torch.randn(2, 64, 3, 3)
-    with caplog.at_level(logging.WARNING, logger="agfsync.kernels.modules"):
+    with caplog.at_level(logging.WARNING, logger="agfsync.train.kernels.modules"):
         y = fused(x)
     assert torch.equal(y, F.silu(norm(x)))
     assert caplog.messages == ["kernels: fused GroupNorm falls back to the torch reference on cpu: the device is "
@@ -333,7 +333,7 @@ def test_swapped_module_without_triton_runs_the_torch_reference_and_says_so(monk
 
 def test_kernels_setting_resolution_and_log_lines(monkeypatch, caplog):
     cpu = torch.device("cpu")
-    with caplog.at_level(logging.INFO, logger="agfsync.kernels.runtime"):
+    with caplog.at_level(logging.INFO, logger="agfsync.train.kernels.runtime"):
         assert runtime.use_triton("triton", cpu) is True  # the interpreter is on (conftest)
         assert runtime.use_triton("auto", cpu) is False  # never the slow interpreter unless asked
         assert runtime.use_triton("torch", cpu) is False
@@ -356,23 +356,23 @@ def test_kernels_setting_resolution_and_log_lines(monkeypatch, caplog):
 
 def test_trainer_with_triton_kernels_matches_torch_kernels(demo_config_module, tiny_models, tmp_path):
     """train.kernels: triton (interpreter) against torch, two optimizer steps of one pair each in the real trainer
-    (DeepSpeed ZeRO-2, AdamW, 1 process): same losses, same weights up to fp32 rounding."""
+    (DeepSpeed ZeRO-2, AdamW, 1 process, in this one): same losses, same weights up to fp32 rounding."""
     import json
 
-    from train_helpers import metrics, run_trainer, toy_cache, toy_config, unet_weights
+    from train_helpers import metrics, toy_cache, toy_config, train_in_process, unet_weights
 
     cache = toy_cache(tmp_path / "cache", num_pairs=4, chunk_size=4)
     runs = {}
     for kernels in ("torch", "triton"):
         cfg = toy_config(demo_config_module, tiny_models, kernels=kernels, optimizer="adamw", gpus=1)
         cfg["models"]["sd15"]["train"].update({"steps": 2, "global_batch": 1, "micro_batch": 1})
-        result = run_trainer(cfg, cache, tmp_path / kernels / "out", tmp_path / kernels / "ckpt", processes=1)
+        result = train_in_process(cfg, cache, tmp_path / kernels / "out", tmp_path / kernels / "ckpt")
         assert result.returncode == 0, result.stderr[-3000:]
         assert json.loads((tmp_path / kernels / "out" / "summary.json").read_text())["kernels"] == kernels
         runs[kernels] = (metrics(tmp_path / kernels / "out" / "metrics.jsonl"), unet_weights(tmp_path / kernels / "out"),
                          result.stderr)
     (steps_t, weights_t, _), (steps_k, weights_k, _) = runs["torch"], runs["triton"]
-    lines = {k: [line.split(" agfsync.", 1)[-1] for line in log.splitlines() if " agfsync.kernels." in line]
+    lines = {k: [line.split(" agfsync.train.", 1)[-1] for line in log.splitlines() if " agfsync.train.kernels." in line]
              for k, (_, _, log) in runs.items()}
     check = lines["triton"].pop(1)
     assert check.startswith("kernels.self_check: kernels: start-up check on cpu passed (18 checks, worst at "), check
@@ -410,7 +410,7 @@ def _bench_module():
 @pytest.mark.parametrize("arch,silu_calls,plain_calls", [("sd15", 45, 16), ("sdxl", 35, 11)])
 def test_benchmark_shapes_are_the_real_unets_group_norm_calls(arch, silu_calls, plain_calls):
     """Found on the meta device. SD1.5: 22 ResNet blocks x 2 + conv_norm_out, 16 transformers;
-    SDXL: 17 x 2 + 1, 11 transformers (METHOD.md's architectures)."""
+    SDXL: 17 x 2 + 1, 11 transformers (docs/method.md, Architectures)."""
     rows = _bench_module().group_norm_rows(arch)
     assert sum(r["count"] for r in rows if r["silu"]) == silu_calls
     assert sum(r["count"] for r in rows if not r["silu"]) == plain_calls
@@ -448,7 +448,7 @@ def test_every_kernel_compiles_for_hopper_without_spills(tmp_path):
 
     out = tmp_path / "compile.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-m", "agfsync.kernels.compile_check", "--json", str(out)],
+    result = subprocess.run([sys.executable, "-m", "agfsync.train.kernels.compile_check", "--json", str(out)],
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -461,7 +461,7 @@ def test_every_kernel_compiles_for_hopper_without_spills(tmp_path):
 
 
 def test_start_up_check_passes_here_and_stops_a_run_whose_kernels_are_wrong(monkeypatch):
-    from agfsync.kernels import group_norm_silu, self_check
+    from agfsync.train.kernels import group_norm_silu, self_check
 
     results = self_check.check_kernels(torch.device("cpu"))
     assert len(results) == 18 and max(results.values()) <= 1.0

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from fake_slurm_cli import install
 
-from agfsync.launch import LaunchError, launcher_kind, rendezvous_port, srun_plan, torchrun_command
+from agfsync.train.launch import LaunchError, launcher_kind, rendezvous_port, srun_plan, torchrun_command
 
 LAUNCH = {"backend": "auto", "rendezvous_port": None, "join_timeout_s": 600}
 
@@ -20,7 +20,7 @@ LAUNCH = {"backend": "auto", "rendezvous_port": None, "join_timeout_s": 600}
 def test_one_node_is_standalone_torchrun_with_a_process_per_gpu():
     assert launcher_kind({"nodes": 1, "gpus": 8}) == "standalone"
     assert torchrun_command(8, ["--model", "sdxl"])[1:] == [
-        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=8", "-m", "agfsync.train", "--model", "sdxl"]
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=8", "-m", "agfsync.train.trainer", "--model", "sdxl"]
 
 
 def test_several_nodes_run_one_torchrun_per_node_under_srun(tmp_path):
@@ -38,7 +38,7 @@ def test_several_nodes_run_one_torchrun_per_node_under_srun(tmp_path):
                            "--nodelist=gpu07,gpu08", "--cpus-per-task=64"]
     assert command[9:] == ["torch.distributed.run", "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
                            "--rdzv-endpoint=127.0.0.1:32956", "--rdzv-id=agfsync-123456",
-                           "--rdzv-conf=join_timeout=600", "--max-restarts=0", "-m", "agfsync.train",
+                           "--rdzv-conf=join_timeout=600", "--max-restarts=0", "-m", "agfsync.train.trainer",
                            "--model", "sdxl"]
 
 
@@ -61,7 +61,7 @@ def test_multi_node_outside_slurm_or_on_too_few_nodes_is_refused_before_any_proc
 
 HOLDER = textwrap.dedent("""
     import os, sys, time
-    from agfsync.gpu_slots import bind_gpus
+    from agfsync.core.gpu_slots import bind_gpus
     got = bind_gpus(int(sys.argv[1]), timeout_s=float(sys.argv[2]), poll_s=0.05)
     print(",".join(got), os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
     time.sleep(float(sys.argv[3]))
@@ -92,7 +92,7 @@ def test_concurrent_local_jobs_bind_to_different_gpus(tmp_path):
 
 
 def test_no_binding_inside_slurm_or_without_gpus(monkeypatch):
-    from agfsync.gpu_slots import bind_gpus
+    from agfsync.core.gpu_slots import bind_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setenv("SLURM_JOB_ID", "1")

@@ -8,16 +8,15 @@ import pytest
 from conftest import TEST_KEY, live_llm
 from fake_openai import FakeOpenAI, error, html_page, ok
 
-from agfsync.llm import (
-    AuthError, BadOutput, BudgetExceeded, ItemFailure, LLMClient, LLMSettings, Reply, Request, ask_json,
-    extract_json,
-)
+from agfsync.llm.answers import BadOutput, ask_json, extract_json
+from agfsync.llm.base import AuthError, BudgetExceeded, ItemFailure, LLMSettings, Reply, Request
+from agfsync.llm.client import LLMClient
 
 REQ = Request(key="item/1", messages=({"role": "user", "content": "hello"},), seed=7)
 
 
 def client_for(server, tmp_path, **overrides) -> LLMClient:
-    settings = LLMSettings.from_config(live_llm(server.base_url, **overrides))
+    settings = LLMSettings.from_dict(live_llm(server.base_url, **overrides))
     return LLMClient(settings, stage="test", cache_path=tmp_path / "cache.jsonl")
 
 

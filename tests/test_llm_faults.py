@@ -10,19 +10,19 @@ import time
 import pytest
 from conftest import REPO, TEST_KEY, live_llm
 from fake_openai import FakeOpenAI, error, ok, raw
-from helpers import caption_of, category_and_batch, description, descriptions_json, qa_json
+from helpers import caption_of, category_and_batch, description, descriptions_json, qa_json, settings
 
-from agfsync.io import read_jsonl
-from agfsync.llm import (
-    ItemFailure, LLMClient, LLMSettings, Request, ResponseCache, YieldTooLow, ask_json, extract_json, redact,
-    register_secrets,
-)
+from agfsync.core.io import read_jsonl
+from agfsync.core.secrets import redact, register_secrets
+from agfsync.llm.answers import YieldTooLow, ask_json, extract_json
+from agfsync.llm.base import ItemFailure, LLMSettings, Request
+from agfsync.llm.client import LLMClient, ResponseCache
 
 REQ = Request(key="item/1", messages=({"role": "user", "content": "hello"},), seed=7)
 
 
 def client_for(server, tmp_path, sleep=None, **overrides) -> LLMClient:
-    settings = LLMSettings.from_config(live_llm(server.base_url, **overrides))
+    settings = LLMSettings.from_dict(live_llm(server.base_url, **overrides))
     extra = {"sleep": sleep} if sleep else {}
     return LLMClient(settings, stage="test", cache_path=tmp_path / "cache.jsonl", **extra)
 
@@ -66,11 +66,11 @@ def test_key_in_error_bodies_and_answers_is_masked_everywhere(api_key, tmp_path,
 def test_log_records_of_the_llm_modules_are_masked_whatever_the_handler(api_key, caplog):
     register_secrets([TEST_KEY])
     caplog.set_level(logging.INFO)
-    logging.getLogger("agfsync.qa").warning("echo %s", TEST_KEY)
+    logging.getLogger("agfsync.stages.qa").warning("echo %s", TEST_KEY)
     try:
         raise RuntimeError(f"boom {TEST_KEY}")
     except RuntimeError:
-        logging.getLogger("agfsync.llm").exception("failed")
+        logging.getLogger("agfsync.llm.client").exception("failed")
     assert "echo ***" in caplog.text and "boom ***" in caplog.text and TEST_KEY not in caplog.text
 
 
@@ -116,7 +116,7 @@ def test_lone_surrogate_is_sanitised_cached_and_replayed(api_key, tmp_path, esca
 
 
 def test_stage_with_lone_surrogates_and_bad_bytes_runs_and_reruns(demo_config, api_key, tmp_path):
-    from agfsync.prompts import write_prompts
+    from agfsync.stages.prompts import write_prompts
 
     def script(body, seen):
         cat, batch = category_and_batch(body)
@@ -132,9 +132,9 @@ def test_stage_with_lone_surrogates_and_bad_bytes_runs_and_reruns(demo_config, a
         cfg["llm_cache_dir"] = str(tmp_path / "cache")
         cfg["prompts"].update({"categories": ["Animals", "Plants"], "per_category": 4, "descriptions_per_request": 4,
                                "llm": live_llm(server.base_url, max_retries=1)})
-        summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+        summary = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         first = (tmp_path / "p.jsonl").read_bytes()
-        summary2 = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+        summary2 = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
     records = read_jsonl(tmp_path / "p.jsonl")
     animals = [r["prompt"] for r in records if r["category"] == "Animals"]
     assert animals == [description("Animals", 0, i) + " \ufffd" for i in range(4)]
@@ -161,8 +161,8 @@ def test_record_appended_after_a_torn_cache_tail_survives(tmp_path):
 
 
 def test_stage_resumes_over_a_torn_cache(demo_config, api_key, tmp_path):
-    from agfsync.llm import BudgetExceeded
-    from agfsync.prompts import write_prompts
+    from agfsync.llm.base import BudgetExceeded
+    from agfsync.stages.prompts import write_prompts
 
     with FakeOpenAI(lambda body, seen: ok(descriptions_json(*category_and_batch(body), 4))) as server:
         cfg = demo_config
@@ -171,13 +171,13 @@ def test_stage_resumes_over_a_torn_cache(demo_config, api_key, tmp_path):
                                "descriptions_per_request": 4,
                                "llm": live_llm(server.base_url, max_requests=2, concurrency=1)})
         with pytest.raises(BudgetExceeded):
-            write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+            write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         with (tmp_path / "cache" / "prompts.jsonl").open("ab") as handle:
             handle.write(b'{"hash": "0123", "text": "half an ans')  # killed mid-append
         cfg["prompts"]["llm"]["max_requests"] = 100
-        summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+        summary = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         assert summary["llm"]["cache_hits"] == 2 and summary["llm"]["requests_sent"] == 1
-        summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")  # everything cached now
+        summary = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")  # everything cached now
     assert summary["llm"]["cache_hits"] == 3 and summary["llm"]["requests_sent"] == 0
     assert len(server.requests) == 3 and summary["num_prompts"] == 12
 
@@ -216,14 +216,14 @@ def prompts_config(demo_config, tmp_path, base_url, **llm):
 
 
 def test_total_outage_fails_the_prompts_stage_and_a_rerun_asks_again(demo_config, api_key, tmp_path):
-    from agfsync.prompts import write_prompts
+    from agfsync.stages.prompts import write_prompts
 
     up = [False]
     with FakeOpenAI(lambda body, seen: ok(descriptions_json(*category_and_batch(body), 4)) if up[0]
                     else error(503)) as server:
         cfg = prompts_config(demo_config, tmp_path, server.base_url)
         with pytest.raises(YieldTooLow) as info:
-            write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+            write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         assert str(info.value) == (
             "prompts: produced nothing (0 of 16 prompts); 6 of 6 requests failed, every failure was an outage "
             "(HTTP 503 server error x 6); outage failures are not cached: run the stage again when the endpoint "
@@ -231,7 +231,7 @@ def test_total_outage_fails_the_prompts_stage_and_a_rerun_asks_again(demo_config
         assert not (tmp_path / "p.jsonl").exists() and not (tmp_path / "s.json").exists()
         assert len(server.requests) == 12  # 2 categories x 3 batches x 2 attempts
         up[0] = True
-        summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+        summary = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
     assert summary["num_prompts"] == 16 and summary["llm"]["cache_hits"] == 0
     assert summary["failures"] == {"items": 4, "failed": 0, "outage": {}, "other": {}}
 
@@ -252,7 +252,7 @@ def test_total_outage_exits_non_zero_from_the_cli(demo_config, api_key, tmp_path
 
 
 def test_qa_below_min_yield_fails_naming_the_causes(demo_config, api_key, tmp_path):
-    from agfsync.qa import write_qa
+    from agfsync.stages.qa import write_qa
 
     prompts = [{"id": f"animals-{i:010d}", "category": "Animals", "prompt": description("qa", i)} for i in range(8)]
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
@@ -269,32 +269,32 @@ def test_qa_below_min_yield_fails_naming_the_causes(demo_config, api_key, tmp_pa
         cfg = demo_config
         cfg["llm_cache_dir"] = str(tmp_path / "cache")
         cfg["qa"]["llm"] = live_llm(server.base_url, max_retries=0, min_yield=0.5)
-        args = (cfg, tmp_path / "prompts.jsonl", tmp_path / "qa.jsonl", tmp_path / "s.json")
+        args = (tmp_path / "prompts.jsonl", tmp_path / "qa.jsonl", tmp_path / "s.json")
         with pytest.raises(YieldTooLow) as info:
-            write_qa(*args)
+            write_qa(settings(cfg, "qa_generate"), *args)
         assert str(info.value) == (
             "qa: produced 3 of 8 prompts (38%), below qa.llm.min_yield = 0.5; 5 of 8 prompts failed: 2 outage(s) "
             "(HTTP 502 server error x 2), 3 other(s) (HTTP 400 x 3); outage failures are not cached: run the stage "
             "again when the endpoint is back; the other failures are listed in the log (set qa.llm.retry_failed "
             "to ask again)")
         cfg["qa"]["llm"]["min_yield"] = 0.3
-        summary = write_qa(*args)
+        summary = write_qa(settings(cfg, "qa_generate"), *args)
     assert summary["num_prompts_kept"] == 3
     assert summary["failures"] == {"items": 8, "failed": 5, "outage": {"HTTP 502 server error": 2},
                                    "other": {"HTTP 400": 3}}
 
 
 def test_demo_recordings_meet_the_default_min_yield(demo_config, tmp_path, monkeypatch):
-    from agfsync.prompts import write_prompts
-    from agfsync.qa import write_qa
+    from agfsync.stages.prompts import write_prompts
+    from agfsync.stages.qa import write_qa
 
     monkeypatch.chdir(REPO)  # the demo's paths are relative to the repository
 
     assert demo_config["prompts"]["llm"]["min_yield"] == demo_config["qa"]["llm"]["min_yield"] == 0.5
     demo_config["llm_cache_dir"] = str(tmp_path / "cache")
-    summary = write_prompts(demo_config, tmp_path / "p.jsonl", tmp_path / "ps.json")
+    summary = write_prompts(settings(demo_config, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "ps.json")
     assert summary["num_prompts"] == 36
-    summary = write_qa(demo_config, tmp_path / "p.jsonl", tmp_path / "qa.jsonl", tmp_path / "qs.json")
+    summary = write_qa(settings(demo_config, "qa_generate"), tmp_path / "p.jsonl", tmp_path / "qa.jsonl", tmp_path / "qs.json")
     assert (summary["num_prompts_in"], summary["num_prompts_kept"]) == (36, 35)
 
 
@@ -372,7 +372,7 @@ def test_retry_after_beyond_the_cap_fails_the_item_without_waiting(api_key, tmp_
 def test_judge_total_outage_fails_naming_the_config_key(demo_config, api_key, tmp_path):
     from PIL import Image
 
-    from agfsync import judge
+    from agfsync.stages import judge
 
     records = [{"id": f"p{i}", "prompt": f"prompt p{i}"} for i in range(3)]
     images = {r["id"]: (Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8), (255, 255, 255))) for r in records}
@@ -380,7 +380,7 @@ def test_judge_total_outage_fails_naming_the_config_key(demo_config, api_key, tm
         demo_config["llm_cache_dir"] = str(tmp_path / "cache")
         demo_config["eval"]["judge"]["llm"] = live_llm(server.base_url, max_retries=0)
         with pytest.raises(YieldTooLow) as info:
-            judge.judge_pairs(demo_config, "sd15", records, images)
+            judge.judge_pairs(settings(demo_config, "eval_judge", model="sd15"), "sd15", records, images)
     assert str(info.value).startswith(
         "judge: produced nothing (0 of 3 pairs); 3 of 3 pairs failed, every failure was an outage "
         "(HTTP 503 server error x 3); outage failures are not cached")

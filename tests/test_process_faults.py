@@ -1,5 +1,5 @@
 """A training run dies with what started it, and two runs never share a checkpoint
-directory (agfsync.proclife, agfsync.launch.run_training).
+directory (agfsync.core.proclife, agfsync.train.launch.run_training).
 
 The process trees here are what Snakemake builds for a rule's script: `snakemake` (a stand-in
 named so, or the real one) -> `bash -c` -> the launcher -> torchrun agent -> workers in their
@@ -20,18 +20,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agfsync import proclife
-from agfsync.launch import LaunchError, run_training
+from agfsync.core import proclife
+from agfsync.train.launch import LaunchError, run_training
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parents[1]
 
 # torchrun's part: an agent that starts a "worker" in a new session (as torch elastic does),
-# the worker watching its agent as agfsync.train's workers do when started by torchrun.
+# the worker watching its agent as agfsync.train.trainer's workers do when started by torchrun.
 AGENT = textwrap.dedent("""
     import subprocess, sys, time
     worker = ("import os, time; os.environ['TORCHELASTIC_RUN_ID'] = 'x'; "
-              "from agfsync.proclife import exit_with_parent; "
+              "from agfsync.core.proclife import exit_with_parent; "
               "exit_with_parent(poll_s=0.2, parent_is=lambda cmd: 'start_new_session=True' in ' '.join(cmd)); "
               "time.sleep(600)")
     subprocess.Popen([sys.executable, "-c", worker], start_new_session=True)
@@ -41,7 +41,8 @@ AGENT = textwrap.dedent("""
 # the rule's script: the real supervision loop of run_training around the stand-in agent
 LAUNCHER = textwrap.dedent("""
     import logging, sys
-    from agfsync import launch, proclife
+    from agfsync.train import launch
+    from agfsync.core import proclife
     logging.basicConfig(level=logging.INFO)
     lineage = proclife.Lineage()
     lock = proclife.DirLock(sys.argv[1], "stand-in").acquire()
@@ -130,7 +131,7 @@ def test_a_worker_exits_when_its_agent_is_killed(tmp_path):
 def test_the_child_of_a_launcher_killed_with_sigkill_gets_sigterm():
     code = textwrap.dedent("""
         import subprocess, sys, time
-        from agfsync.proclife import die_with_parent
+        from agfsync.core.proclife import die_with_parent
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], preexec_fn=die_with_parent())
         time.sleep(600)
     """)
@@ -198,7 +199,7 @@ def test_the_launcher_lives_for_the_processes_up_to_the_outermost_snakemake_only
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from agfsync.proclife import DirLock
+    from agfsync.core.proclife import DirLock
     DirLock(sys.argv[1], "first run").acquire()
     print("held", flush=True)
     time.sleep(600)
@@ -236,7 +237,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(tmp_path, ca
     ckpt = tmp_path / "ckpt"
     Path(f"{ckpt}.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
                                                 "started": "2026-11-28T23:40:00Z", "command": "old"}))
-    caplog.set_level("WARNING", logger="agfsync.proclife")
+    caplog.set_level("WARNING", logger="agfsync.core.proclife")
     with proclife.DirLock(ckpt, "new"):
         pass
     assert caplog.messages == [f"{ckpt}.lock: taking over the stale lock of pid {dead.pid} on host "
@@ -249,7 +250,7 @@ def test_a_lock_of_another_host_is_stale_without_heartbeat_and_held_with_one(tmp
     record = {"pid": 1, "host": "n1", "started": "2026-11-28T23:40:00Z", "command": "elsewhere"}
     path.write_text(json.dumps(record))
     os.utime(path, (time.time() - 600, time.time() - 600))
-    caplog.set_level("WARNING", logger="agfsync.proclife")
+    caplog.set_level("WARNING", logger="agfsync.core.proclife")
     with proclife.DirLock(ckpt, "new", heartbeat_s=0.2, stale_s=1.0):
         pass
     assert caplog.messages == [f"{path}: taking over the stale lock of pid 1 on host n1 since "
@@ -278,8 +279,8 @@ SNAKEFILE = textwrap.dedent("""
 
 SCRIPT = textwrap.dedent("""
     import json
-    from agfsync.launch import run_training
-    from agfsync.logs import job_logging
+    from agfsync.train.launch import run_training
+    from agfsync.core.logs import job_logging
     cfg = json.load(open("cfg.json"))
     with job_logging(snakemake.log[0]):
         run_training(cfg, "sd15", "{cache}", snakemake.output[0], snakemake.params.checkpoints,
@@ -311,7 +312,7 @@ def test_kill_9_of_a_real_snakemake_stops_a_real_training(demo_config, tiny_mode
             time.sleep(0.5)
         descendants = psutil.Process(snakemake.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in descendants)
-        assert "torch.distributed.run" in names and names.count("agfsync.train") >= 3  # agent + 2 workers
+        assert "torch.distributed.run" in names and names.count("agfsync.train.trainer") >= 3  # agent + 2 workers
         snakemake.kill()
         snakemake.wait()
         assert wait_gone(descendants, 30) == []

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 from conftest import live_llm
 from fake_openai import FakeOpenAI, error, html_page, ok
-from helpers import category_and_batch, description, descriptions_json
+from helpers import category_and_batch, description, descriptions_json, settings
 
-from agfsync.io import read_json, read_jsonl
-from agfsync.llm import BadOutput, LLMClient, LLMSettings, Reply
-from agfsync.prompts import (
+from agfsync.core.io import read_json, read_jsonl
+from agfsync.llm.answers import BadOutput
+from agfsync.llm.base import LLMSettings, Reply
+from agfsync.llm.client import LLMClient
+from agfsync.stages.prompts import (
     CATEGORIES, NearDuplicateFilter, build_request, category, generate_prompts, normalise, parse_descriptions,
     prompt_id, write_prompts,
 )
-from agfsync.text_embed import ngram_embed
+from agfsync.models.text_embed import ngram_embed
 
 
 def test_twelve_categories_of_the_paper():
@@ -115,7 +117,7 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
     with FakeOpenAI(scripted) as server:
         cfg = stage_config(demo_config, server.base_url)
         cfg["llm_cache_dir"] = str(tmp_path / "cache")
-        summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+        summary = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         sent = len(server.requests)
         records = read_jsonl(tmp_path / "p.jsonl")
 
@@ -152,7 +154,7 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
         # A rerun sends only the outage's requests again (answers and the refusal come from the
         # cache) and, the endpoint behaving the same, writes identical outputs.
         first = (tmp_path / "p.jsonl").read_text()
-        summary2 = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+        summary2 = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         assert len(server.requests) == sent + 4
         assert {m["messages"][0]["content"].split("Category: ")[1][:6] for m in server.requests[sent:]} == {"Plants"}
         assert (tmp_path / "p.jsonl").read_text() == first
@@ -164,9 +166,9 @@ def test_output_does_not_depend_on_concurrency(demo_config, api_key, tmp_path):
     for concurrency in (1, 8):
         with FakeOpenAI(scripted) as server:
             cfg = stage_config(demo_config, server.base_url, concurrency=concurrency)
-            client = LLMClient(LLMSettings.from_config(cfg["prompts"]["llm"]), stage="prompts",
+            client = LLMClient(LLMSettings.from_dict(cfg["prompts"]["llm"]), stage="prompts",
                                cache_path=tmp_path / f"c{concurrency}.jsonl")
-            records, _ = generate_prompts(cfg, client, ngram_embed)
+            records, _ = generate_prompts(settings(cfg, "prompts_generate").prompts, client, ngram_embed, seed=cfg["seed"])
             outputs.append(records)
     assert outputs[0] == outputs[1]
 
@@ -175,8 +177,8 @@ def test_category_left_short_is_reported(demo_config, api_key, tmp_path):
     with FakeOpenAI(lambda body, seen: ok("{}") if "Plants" in body["messages"][0]["content"]
                     else ok(descriptions_json(*category_and_batch(body), 4))) as server:
         cfg = stage_config(demo_config, server.base_url, repair_attempts=0)
-        client = LLMClient(LLMSettings.from_config(cfg["prompts"]["llm"]), stage="prompts", cache_path=None)
-        records, summary = generate_prompts(cfg, client, ngram_embed)
+        client = LLMClient(LLMSettings.from_dict(cfg["prompts"]["llm"]), stage="prompts", cache_path=None)
+        records, summary = generate_prompts(settings(cfg, "prompts_generate").prompts, client, ngram_embed, seed=cfg["seed"])
     assert summary["categories_short"] == {"Plants": 0}
     assert summary["per_category"]["Plants"]["requests"] == 4  # max_requests_per_category
     assert len(records) == 18
@@ -185,19 +187,19 @@ def test_category_left_short_is_reported(demo_config, api_key, tmp_path):
 def test_killed_run_resumes_without_losing_answers(demo_config, api_key, tmp_path):
     """A run stopped by its request budget (as a kill would stop it) keeps every answer;
     the rerun asks only for what is missing and ends with the same output as one clean run."""
-    from agfsync.llm import BudgetExceeded
+    from agfsync.llm.base import BudgetExceeded
 
     with FakeOpenAI(lambda body, seen: ok(descriptions_json(*category_and_batch(body), 4))) as server:
         cfg = stage_config(demo_config, server.base_url, max_requests=3, concurrency=1)
         cfg["llm_cache_dir"] = str(tmp_path / "cache")
         with pytest.raises(BudgetExceeded):
-            write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+            write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         assert not (tmp_path / "p.jsonl").exists()
         assert len(server.requests) == 3
         cfg["prompts"]["llm"]["max_requests"] = 1000
-        summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+        summary = write_prompts(settings(cfg, "prompts_generate"), tmp_path / "p.jsonl", tmp_path / "s.json")
         assert summary["llm"]["cache_hits"] == 3 and len(server.requests) == 8  # 4 categories x 2 batches
 
         cfg["llm_cache_dir"] = str(tmp_path / "fresh")
-        write_prompts(cfg, tmp_path / "clean.jsonl", tmp_path / "s2.json")
+        write_prompts(settings(cfg, "prompts_generate"), tmp_path / "clean.jsonl", tmp_path / "s2.json")
     assert (tmp_path / "clean.jsonl").read_text() == (tmp_path / "p.jsonl").read_text()

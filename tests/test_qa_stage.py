@@ -7,11 +7,12 @@ import json
 import pytest
 from conftest import live_llm
 from fake_openai import FakeOpenAI, error, ok
-from helpers import caption_of, description, qa_json
+from helpers import caption_of, description, qa_json, settings
 
-from agfsync.io import read_jsonl
-from agfsync.llm import BadOutput, Reply
-from agfsync.qa import ELEMENT_TYPES, build_request, make_parser, validate_pair, write_qa
+from agfsync.core.io import read_jsonl
+from agfsync.llm.answers import BadOutput
+from agfsync.llm.base import Reply
+from agfsync.stages.qa import ELEMENT_TYPES, build_request, make_parser, validate_pair, write_qa
 
 YN = {"element": "fox", "element_type": "animal", "question": "Is there a fox?", "choices": ["yes", "no"], "answer": "yes"}
 MC = {"element": "red", "element_type": "color", "question": "What color is the fox?",
@@ -106,7 +107,7 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
         cfg = demo_config
         cfg["llm_cache_dir"] = str(tmp_path / "cache")
         cfg["qa"]["llm"] = live_llm(server.base_url, max_retries=2)
-        args = (cfg, tmp_path / "prompts.jsonl", tmp_path / "qa.jsonl", tmp_path / "qa_summary.json")
+        args = (settings(cfg, "qa_generate"), tmp_path / "prompts.jsonl", tmp_path / "qa.jsonl", tmp_path / "qa_summary.json")
         summary = write_qa(*args)
         sent = len(server.requests)
         kept = read_jsonl(tmp_path / "qa.jsonl")
@@ -132,8 +133,8 @@ def test_stage_keeps_good_items_reports_bad_ones_and_reruns_for_free(demo_config
 
 
 def test_bad_prompts_file_names_file_and_line(demo_config, tmp_path):
-    from agfsync.io import DataError
+    from agfsync.core.io import DataError
 
     (tmp_path / "prompts.jsonl").write_text('{"id": "a", "prompt": "x"}\n{"id": "b"}\n')
     with pytest.raises(DataError, match=r"prompts.jsonl, line 2: record lacks key\(s\) 'prompt'"):
-        write_qa(demo_config, tmp_path / "prompts.jsonl", tmp_path / "o.jsonl", tmp_path / "s.json")
+        write_qa(settings(demo_config, "qa_generate"), tmp_path / "prompts.jsonl", tmp_path / "o.jsonl", tmp_path / "s.json")

@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from agfsync import models
-from agfsync.pairs import select_pair, select_pairs, weighted_total
-from agfsync.vqa import VQAScorer, authors_rule_correct
+from agfsync.models import loaders as models
+from agfsync.core.pairs import select_pair, select_pairs, weighted_total, with_total
+from agfsync.models.vqa import VQAScorer, authors_rule_correct
 
 WEIGHTS = {"vqa": 0.35, "clip": 0.55, "aesthetic": 0.10}
+VQA_ONLY = {"vqa": 1.0, "clip": 0.0, "aesthetic": 0.0}  # total == the vqa score, exactly
 
 
 def random_images(n, size=48, seed=0):
@@ -24,8 +25,8 @@ def random_images(n, size=48, seed=0):
 
 @pytest.fixture(scope="module")
 def blip2(tiny_models):
-    """Tiny BLIP-2 whose greedy answers are always "yes" or "no" (agfsync.testing)."""
-    from agfsync.testing import force_yes_no_head
+    """Tiny BLIP-2 whose greedy answers are always "yes" or "no" (agfsync.demo.toy)."""
+    from agfsync.demo.toy import force_yes_no_head
 
     model, processor, device = models.load_blip2(str(tiny_models / "blip2"), device="cpu")
     force_yes_no_head(model, processor, random_images(8), QUESTIONS)
@@ -110,7 +111,7 @@ class TensorFeatures(torch.nn.Module):
 def test_clip_score_equals_torchmetrics_definition(tiny_models):
     from torchmetrics.functional.multimodal import clip_score
 
-    from agfsync.clip_score import CLIPScorer
+    from agfsync.models.clip_score import CLIPScorer
 
     model, processor, device = models.load_clip(str(tiny_models / "clip"), device="cpu")
     scorer = CLIPScorer(model, processor, device, gamma=100)
@@ -128,7 +129,7 @@ def test_clip_score_equals_torchmetrics_definition(tiny_models):
 
 
 def test_clip_truncates_to_77_tokens_keeping_end_of_text(tiny_models):
-    from agfsync.clip_score import CLIPScorer
+    from agfsync.models.clip_score import CLIPScorer
 
     model, processor, device = models.load_clip(str(tiny_models / "clip"), device="cpu")
     scorer = CLIPScorer(model, processor, device)
@@ -142,7 +143,7 @@ def test_clip_truncates_to_77_tokens_keeping_end_of_text(tiny_models):
 
 
 def test_aesthetic_score_is_ten_times_the_head_on_normalised_embeddings(tiny_models):
-    from agfsync.aesthetic import AestheticScorer
+    from agfsync.models.aesthetic import AestheticScorer
 
     model, image_processor, device = models.load_aesthetic(
         str(tiny_models / "aesthetic/backbone"), str(tiny_models / "aesthetic/head.pth"), device="cpu")
@@ -163,10 +164,12 @@ def test_weighted_total_golden():
 
 
 def rows(totals, **extra):
+    """Score rows as candidates_score writes them (sub-scores, no total) whose total under
+    VQA_ONLY is `totals`."""
     out = []
     for k, total in enumerate(totals):
-        out.append({"prompt_id": "p", "candidate": k, "image": f"images/p.{k}.png", "seed": k, "vqa": 50.0,
-                    "clip": 30.0, "aesthetic": 50.0, "total": total, **extra})
+        out.append({"prompt_id": "p", "candidate": k, "image": f"images/p.{k}.png", "seed": k, "vqa": total,
+                    "clip": 30.0, "aesthetic": 50.0, **extra})
     return out
 
 
@@ -183,7 +186,7 @@ def rows(totals, **extra):
     ],
 )
 def test_select_pair(totals, min_margin, expected):
-    pair, reason = select_pair(rows(totals), 4, min_margin)
+    pair, reason = select_pair([with_total(r, VQA_ONLY) for r in rows(totals)], 4, min_margin)
     if isinstance(expected, str):
         assert pair is None and reason == expected
     else:
@@ -194,12 +197,23 @@ def test_select_pair(totals, min_margin, expected):
 def test_select_pair_missing_subscore():
     broken = rows([10, 40, 20, 30])
     del broken[2]["clip"]
-    assert select_pair(broken, 4, 0.0) == (None, "missing_scores")
+    assert "total" not in with_total(broken[2], VQA_ONLY)
+    assert select_pair([with_total(r, VQA_ONLY) for r in broken], 4, 0.0) == (None, "missing_scores")
+    broken[2]["clip"] = None
+    assert select_pair([with_total(r, VQA_ONLY) for r in broken], 4, 0.0) == (None, "missing_scores")
+
+
+def test_with_total_is_computed_from_the_subscores_and_the_weights():
+    row = {"prompt_id": "p", "candidate": 0, "vqa": 80.0, "clip": 30.0, "aesthetic": 55.0, "total": 999.0}
+    out = with_total(row, WEIGHTS)
+    assert out["total"] == weighted_total(row, WEIGHTS) == 0.35 * 80.0 + 0.55 * 30.0 + 0.10 * 55.0  # not the stale 999
+    assert row["total"] == 999.0  # the input row is left as it was
 
 
 def test_select_pairs_gathers_shards(demo_config, tmp_path):
     cfg = demo_config
     cfg["candidates"]["num_per_prompt"] = 4
+    cfg["scores"]["weights"] = VQA_ONLY
     qa = [{"id": p, "prompt": f"prompt {p}", "category": "Animals"} for p in ("a", "b", "c")]
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
     shard0 = [dict(r, prompt_id="a") for r in rows([1, 9, 5, 3])] + [dict(r, prompt_id="b") for r in rows([2, 2, 1, 0])]
@@ -214,6 +228,33 @@ def test_select_pairs_gathers_shards(demo_config, tmp_path):
     assert summary["dropped"] == {"missing_scores": 0, "tie": 1, "small_margin": 0}
     assert summary["num_pairs"] == 2 and summary["margin"]["mean"] == 5.5
     assert summary["scores"]["total"]["count"] == 12 and math.isclose(summary["winner_mean"]["total"], 8.5)
+    assert summary["weights"] == VQA_ONLY  # the weights the totals were computed with
+
+
+def test_pairs_follow_the_weights_not_a_stored_total(demo_config, tmp_path):
+    """The total is pairs_select's: the same score files give other pairs under other
+    weights, and a `total` left in a scores file (written before the move) is ignored."""
+    cfg = demo_config
+    cfg["candidates"]["num_per_prompt"] = 2
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"id": "a", "prompt": "prompt a", "category": "Animals"}) + "\n")
+    scores = [{"prompt_id": "a", "candidate": 0, "image": "images/a.0.png", "seed": 0, "vqa": 90.0, "clip": 10.0,
+               "aesthetic": 50.0, "total": 0.0},
+              {"prompt_id": "a", "candidate": 1, "image": "images/a.1.png", "seed": 1, "vqa": 10.0, "clip": 60.0,
+               "aesthetic": 50.0, "total": 100.0}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))
+
+    def winner(weights):
+        cfg["scores"]["weights"] = weights
+        select_pairs(cfg, [tmp_path / "s.jsonl"], tmp_path / "qa.jsonl", ["shard-00000.tar"], tmp_path / "pairs.jsonl",
+                     tmp_path / "sum.json")
+        (pair,) = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+        assert pair["winner"]["total"] == weighted_total(scores[pair["winner"]["candidate"]], weights)
+        assert pair["margin"] == pair["winner"]["total"] - pair["loser"]["total"]
+        assert json.loads((tmp_path / "sum.json").read_text())["weights"] == weights
+        return pair["winner"]["candidate"]
+
+    assert winner(WEIGHTS) == 0  # 0.35*90 + 0.55*10 + 5 = 42 against 0.35*10 + 0.55*60 + 5 = 41.5
+    assert winner({"vqa": 0.1, "clip": 0.8, "aesthetic": 0.1}) == 1
 
 
 def test_cli_candidates_score_pairs_end_to_end(tiny_models, tmp_path):
@@ -248,5 +289,6 @@ def test_cli_candidates_score_pairs_end_to_end(tiny_models, tmp_path):
     assert summary["num_pairs"] + sum(summary["dropped"].values()) == 3
     scores = [json.loads(line) for line in (tmp_path / "s0.jsonl").read_text().splitlines()]
     assert len(scores) == 6 and all(0 <= r["vqa"] <= 100 and r["clip"] >= 0 for r in scores)
+    assert not [r for r in scores if "total" in r]  # the weighted total is the pairs stage's
     assert main(["candidates", "--config", c, "--model", "sd99", "--qa", q, "--shard", "0",
                  "--out", str(tmp_path / "x.tar")]) == 2

@@ -66,7 +66,7 @@ def test_rejected_key_echoed_by_the_endpoint_is_not_logged(api_key, tmp_path, ca
 def test_log_formatter_masks_secret_values(api_key, tmp_path):
     import logging
 
-    from agfsync.logs import job_logging
+    from agfsync.core.logs import job_logging
 
     with job_logging(tmp_path / "job.log", ["AGFSYNC_TEST_KEY"]):
         logging.getLogger("some.library").warning("request failed with key %s", TEST_KEY)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agfsync.io import DataError, atomic_open, read_json, read_jsonl, write_jsonl
-from agfsync.seeds import derive_seed
+from agfsync.core.io import DataError, atomic_open, read_json, read_jsonl, write_jsonl
+from agfsync.core.seeds import derive_seed
 
 
 def test_seed_golden_values():
@@ -48,7 +48,7 @@ def test_read_errors_name_file_and_line(tmp_path):
 def test_pick_device_resolves_auto():
     import torch
 
-    from agfsync.models import pick_device
+    from agfsync.models.loaders import pick_device
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device(None).type == pick_device("auto").type == expected
@@ -61,7 +61,7 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     import subprocess
     import sys
 
-    code = ("import os; os.umask(0o022); from agfsync.io import write_json; "
+    code = ("import os; os.umask(0o022); from agfsync.core.io import write_json; "
             f"write_json({str(tmp_path / 'r.json')!r}, {{'a': 1}})")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
@@ -72,7 +72,7 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
 
 @pytest.mark.parametrize("tail", [b'{"step": 3, "loss"', b'{"step": 3, "loss": 0.5', b'{"st', b"\xe2\x82", b"}"])
 def test_a_torn_tail_is_cut_before_the_next_append_naming_file_and_offset(tmp_path, caplog, tail):
-    from agfsync.io import append_jsonl
+    from agfsync.core.io import append_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"step": 1}\n{"step": 2}\n' + tail)
@@ -88,7 +88,7 @@ def test_a_torn_tail_is_cut_before_the_next_append_naming_file_and_offset(tmp_pa
 
 
 def test_a_complete_last_record_without_its_newline_is_kept(tmp_path, caplog):
-    from agfsync.io import append_jsonl
+    from agfsync.core.io import append_jsonl
 
     path = tmp_path / "cache.jsonl"
     path.write_bytes(b'{"a": 1}\n{"a": 2}')
@@ -119,7 +119,7 @@ def test_bad_bytes_and_lone_surrogates_name_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 def test_json_writers_refuse_non_finite_numbers_naming_the_key(tmp_path, value):
-    from agfsync.io import append_jsonl, write_json
+    from agfsync.core.io import append_jsonl, write_json
 
     for write in (write_json, write_jsonl, append_jsonl):
         path = tmp_path / f"{write.__name__}.json"
@@ -148,7 +148,7 @@ def test_appends_from_several_processes_never_lose_a_record(tmp_path):
 
     path = tmp_path / "shared.jsonl"
     path.write_bytes(b'{"w": -1}\n{"w": -1, "torn')  # a torn tail the first writer cuts, under the lock
-    code = ("import sys; from agfsync.io import append_jsonl\n"
+    code = ("import sys; from agfsync.core.io import append_jsonl\n"
             "for i in range(200): append_jsonl(sys.argv[1], {'w': int(sys.argv[2]), 'i': i, 'pad': 'x' * 3000}, "
             "fsync=False)")
     writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(w)]) for w in range(4)]

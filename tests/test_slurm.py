@@ -4,7 +4,11 @@ nodes on 127.0.0.1), through `snakemake --profile slurm` as a user types it.
 The test overlay is what differs from a real cluster: the partition comes from
 AGFSYNC_SLURM_PARTITION, job status from squeue (no accounting database, so no sacct), no
 account, and the demo config's device: cpu makes every job a CPU job (no GPU requested).
-Under CI these tests must run; elsewhere they skip when root or the packages are missing."""
+Under CI these tests must run; elsewhere they skip when root or the packages are missing.
+
+Both tests start from the local demo run of the session (conftest.demo_run) and make SLURM
+rebuild part of it, so they compare SLURM's outputs with the local ones without running the
+demo a second time: every rule kind downstream of the candidates runs as a SLURM job."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 from slurm_cluster import SlurmCluster
-from workflow_helpers import DEMO, SNAKEMAKE, job_counts, workdir
+from workflow_helpers import DEMO, SNAKEMAKE, job_counts
 
 pytestmark = pytest.mark.slow
 
@@ -120,24 +124,40 @@ def comparable(path: Path):
     return path.read_bytes()
 
 
-@pytest.mark.timeout(3000)
-def test_demo_through_slurm_survives_cancellations_and_equals_the_local_run(cluster, demo_run, tmp_path):
-    cwd = workdir(tmp_path / "w")
+# What the SLURM run rebuilds: one sdxl candidate shard is removed from a copy of the finished
+# local demo, so every rule downstream of it runs again, each as a SLURM job: its scores, the
+# pairs, the training cache, the training (cancelled after its step-10 checkpoint, resumed), the
+# fine-tuned model's evaluation images and scores, the metrics, the judge and the report.
+REMOVED = "results/sdxl/candidates/shard-00001.tar"
+# ... and what it must leave alone: upstream files and everything of the other model and of the
+# base model's evaluation
+UNTOUCHED = ("results/prompts/", "results/sd15/", "results/sdxl/eval/base/", "results/sdxl/candidates/shard-00000.tar",
+             "results/eval/")
+
+
+@pytest.mark.timeout(2400)
+def test_rerun_through_slurm_survives_cancellations_and_equals_the_local_run(cluster, demo_run, tmp_path):
+    cwd = tmp_path / "w"  # the finished local demo, less one candidate shard
+    subprocess.run(["cp", "-a", str(demo_run), str(cwd)], check=True)
+    before = {name: path.stat().st_mtime_ns for name, path in result_files(cwd).items()}
+    (cwd / REMOVED).unlink()
     saboteur = Saboteur(cluster, cwd)
     saboteur.start()
     start = time.monotonic()
-    # the profile as typed, plus job arrays for three scorer rules (the profile's opt-in)
-    run = profile_run(cluster, cwd, *DEMO, "--slurm-array-jobs", "candidates_score,eval_score_hpsv2,eval_features_mjhq")
-    output, _ = run.communicate(timeout=2700)
+    # the profile as typed, plus job arrays for the scorer rules (the profile's opt-in)
+    run = profile_run(cluster, cwd, *DEMO, "--slurm-array-jobs", "candidates_score,eval_score")
+    output, _ = run.communicate(timeout=2000)
     saboteur.done.set()
     minutes = (time.monotonic() - start) / 60
     (tmp_path / "snakemake.out").write_text(output)
     assert run.returncode == 0, output[-5000:]
     assert not saboteur.errors, saboteur.errors
-    print(f"\nSLURM demo: {minutes:.1f} min, cancelled {saboteur.cancelled}")
+    print(f"\nSLURM rerun: {minutes:.1f} min, cancelled {saboteur.cancelled}")
 
     # Every job but the local `all` went through sbatch, once; the two cancelled ones twice.
     planned = job_counts(output)
+    assert planned["candidates_generate"] == 1 and planned["train_dpo"] == 1 and planned["eval_score"] >= 3, planned
+    assert "prompts_generate" not in planned and "models_tiny" not in planned, planned
     counts = submissions(output)
     assert sum(planned.values()) - planned["all"] == len(counts), (planned, counts)
     assert sorted(Counter(counts.values()).items()) == [(1, len(counts) - 2), (2, 2)], counts
@@ -146,28 +166,28 @@ def test_demo_through_slurm_survives_cancellations_and_equals_the_local_run(clus
     assert [states[job_id] for job_id in saboteur.cancelled.values()] == ["CANCELLED", "CANCELLED"]
     arrays = re.findall(r"Submitted array job with Snakemake IDs [\d,]+ and SLURM job ID (\d+)", output)
     arrayed = {job["comment"].split("_wildcards")[0] for job in cluster.jobs() if job["id"].split("_")[0] in arrays}
-    # which rules' jobs arrive together is the plugin's call; the 6 score jobs always do
-    assert "rule_candidates_score" in arrayed, arrayed
-    assert arrayed <= {"rule_candidates_score", "rule_eval_score_hpsv2", "rule_eval_features_mjhq"}, arrayed
+    assert "rule_eval_score" in arrayed and arrayed <= {"rule_candidates_score", "rule_eval_score"}, arrayed
     assert list((cwd / "logs/slurm/rule_train_dpo").rglob("*.log"))  # SLURM's own log per job, named by job id
 
     # The retried training resumed from its checkpoint instead of starting over.
     log = (cwd / "logs/sdxl/train_dpo.log").read_text()
     assert "resumed from" in log and "at step 10" in log, log[-3000:]
 
-    # The same outputs as the local run: byte for byte (images, scores, pairs, the trained
-    # weights of the resumed training too), up to training timings.
+    # The same outputs as the local run: byte for byte (the rebuilt shard, scores, pairs, the trained
+    # weights of the resumed training too), up to training timings; upstream files not rewritten.
     mine, local = result_files(cwd), result_files(demo_run)
     assert mine.keys() == local.keys()
     different = [name for name in mine if comparable(mine[name]) != comparable(local[name])]
     assert different == [], different
+    rebuilt = sorted(name for name in mine if mine[name].stat().st_mtime_ns != before[name])
+    assert REMOVED in rebuilt and "results/sdxl/agfsync/unet/diffusion_pytorch_model.safetensors" in rebuilt
+    assert [name for name in rebuilt if name.startswith(UNTOUCHED)] == [], rebuilt
     exact = [name for name in mine if mine[name].read_bytes() == local[name].read_bytes()]
-    # only what records training time differs in bytes: the report, per model metrics.jsonl (2), summary.json and
+    # only what records training time differs in bytes: the report, metrics.jsonl, summary.json and
     # the manifests of the 2 kept checkpoints (their `last` metrics and wall time)
     timed = [name for name in mine if name not in exact]
-    assert len(timed) <= 11 and all(name.endswith((".html", "metrics.jsonl", "summary.json", "COMPLETE.json"))
-                                    for name in timed), timed
-    assert "results/sdxl/agfsync/unet/diffusion_pytorch_model.safetensors" in exact
+    assert len(timed) <= 5 and all(name.endswith((".html", "metrics.jsonl", "summary.json", "COMPLETE.json"))
+                                   for name in timed), timed
     assert json.loads((cwd / "results/sdxl/agfsync/summary.json").read_text())["resumed_from_step"] == 10
 
     again = profile_run(cluster, cwd, *DEMO, "-n")
@@ -183,8 +203,8 @@ def test_training_on_two_nodes_through_srun_matches_two_local_processes(cluster,
     import torch
     from safetensors.torch import load_file
 
-    from agfsync.config import load_config
-    from agfsync.launch import run_training
+    from agfsync.core.config import load_config
+    from agfsync.train.launch import run_training
 
     cwd = tmp_path / "w"  # the finished local demo, less sd15's training
     subprocess.run(["cp", "-a", str(demo_run), str(cwd)], check=True)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from agfsync import models
-from agfsync.tiny_models import build_all, build_clip_tokenizer
+from agfsync.models import loaders as models
+from agfsync.demo.tiny_models import build_all, build_clip_tokenizer
 
 from conftest import REPO
 
@@ -121,7 +121,7 @@ def test_hps_model_loads_through_open_clip(tiny_models):
 
 
 def test_clip_text_embedder_for_dedup(tiny_models):
-    from agfsync.text_embed import clip_text_embedder
+    from agfsync.models.text_embed import clip_text_embedder
 
     embed = clip_text_embedder(str(tiny_models / "clip"), device="cpu")
     vectors = embed(["a red fox", "a red fox", "three ducklings on a pond"])
@@ -132,15 +132,16 @@ def test_clip_text_embedder_for_dedup(tiny_models):
 
 def test_prompt_stage_dedups_with_the_clip_text_tower(tiny_models, demo_config, tmp_path):
     """The default embedder path of write_prompts: scores.clip.model's text tower."""
-    from agfsync.io import read_jsonl
-    from agfsync.prompts import write_prompts
+    from agfsync.core.io import read_jsonl
+    from agfsync.core.sections import Settings
+    from agfsync.stages.prompts import write_prompts
 
     cfg = demo_config
     cfg["prompts"]["dedup"]["embedder"] = "clip"
     cfg["prompts"]["dedup"]["threshold"] = 0.999999  # a random tower: only identical texts are this close
     cfg["scores"]["clip"]["model"] = str(tiny_models / "clip")
     cfg["prompts"]["llm"]["responses"] = str(REPO_DEMO_RESPONSES)
-    summary = write_prompts(cfg, tmp_path / "p.jsonl", tmp_path / "s.json")
+    summary = write_prompts(Settings.from_dict(cfg), tmp_path / "p.jsonl", tmp_path / "s.json")
     assert summary["dedup"]["embedder"] == "clip"
     assert len(read_jsonl(tmp_path / "p.jsonl")) == 36
     # The exact duplicate is caught by its normalised text before any embedding is compared.

@@ -1,15 +1,19 @@
-"""Distributed Diffusion-DPO training on tiny models, on the CPU (gloo, 2 processes)."""
+"""Diffusion-DPO training on tiny models, on the CPU. Most runs are one trainer process in
+this pytest process (train_helpers.train_in_process, world size 1); one run has 2 processes
+through torchrun (zero2_run, gloo), and the 2-node c10d launch is compared with it bit for bit.
+The golden loss curve of the tiny trainer is checked here too (tests/golden/README.md)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from train_helpers import metrics, run_trainer, toy_cache, toy_config, unet_weights
+from train_helpers import metrics, run_trainer, toy_cache, toy_config, train_in_process, unet_weights
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +25,33 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def zero2_run(demo_config_module, tiny_models, cache, tmp_path_factory):
-    """30 steps, 2 processes, ZeRO-2, bitsandbytes AdamW8bit."""
+    """30 steps, 2 processes through torchrun, ZeRO-2, bitsandbytes AdamW8bit: the one
+    multi-process run here, and the reference of the 2-node run (same world size)."""
     root = tmp_path_factory.mktemp("zero2")
     cfg = toy_config(demo_config_module, tiny_models)
     result = run_trainer(cfg, cache, root / "out", root / "ckpt")
     assert result.returncode == 0, result.stderr[-4000:]
     return cfg, root, result
+
+
+@pytest.fixture(scope="module")
+def solo_run(demo_config_module, tiny_models, cache, tmp_path_factory):
+    """10 steps, one process (in this one), ZeRO-2, bitsandbytes AdamW8bit: the reference of the
+    in-process runs below (a run's world size is part of its result)."""
+    root = tmp_path_factory.mktemp("solo")
+    cfg = toy_config(demo_config_module, tiny_models)
+    cfg["models"]["sd15"]["train"]["steps"] = 10
+    result = train_in_process(cfg, cache, root / "out", root / "ckpt")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "rank 0 of 1" in result.stderr
+    return cfg, root, result
+
+
+def with_steps(cfg: dict, steps: int, **train) -> dict:
+    out = copy.deepcopy(cfg)
+    out["models"]["sd15"]["train"]["steps"] = steps
+    out["train"].update(train)
+    return out
 
 
 def test_zero2_adamw8bit_lowers_the_loss_and_raises_accuracy(zero2_run):
@@ -48,7 +73,7 @@ def test_zero2_adamw8bit_lowers_the_loss_and_raises_accuracy(zero2_run):
 def test_saved_unet_loads_into_the_pipeline_and_generates(zero2_run, tiny_models):
     from diffusers import UNet2DConditionModel
 
-    from agfsync.models import load_sd_pipeline
+    from agfsync.models.loaders import load_sd_pipeline
 
     _, root, _ = zero2_run
     pipe = load_sd_pipeline(str(tiny_models / "sd1"), "sd1", device="cpu")
@@ -61,15 +86,14 @@ def test_saved_unet_loads_into_the_pipeline_and_generates(zero2_run, tiny_models
     assert image.size == (64, 64)
 
 
-def test_stopped_and_resumed_run_matches_an_uninterrupted_one_bitwise(zero2_run, demo_config_module, tiny_models,
-                                                                       cache, tmp_path):
-    cfg, root, _ = zero2_run
-    first = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=10)
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one_bitwise(solo_run, cache, tmp_path):
+    cfg, root, _ = solo_run
+    first = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=5)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert not (tmp_path / "out").exists() and (tmp_path / "ckpt" / "latest").read_text().strip() == "step000010"
-    resumed = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    assert not (tmp_path / "out").exists() and (tmp_path / "ckpt" / "latest").read_text().strip() == "step000005"
+    resumed = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr and "at step 10" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "at step 5" in resumed.stderr
     a, b = unet_weights(root / "out"), unet_weights(tmp_path / "out")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert metrics(tmp_path / "out" / "metrics.jsonl") == [
@@ -77,17 +101,16 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one_bitwise(zero2_run,
 
 
 @pytest.mark.parametrize("stage", [0, 3])
-def test_zero_stages_give_the_same_loss_curve(stage, zero2_run, cache, tmp_path):
-    cfg, root, _ = zero2_run
-    cfg = {**cfg, "train": {**cfg["train"], "zero_stage": stage},
-           "models": {**cfg["models"], "sd15": {**cfg["models"]["sd15"],
-                                                 "train": {**cfg["models"]["sd15"]["train"], "steps": 10}}}}
-    result = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+def test_zero_stages_give_the_same_loss_curve(stage, solo_run, cache, tmp_path):
+    cfg, root, _ = solo_run
+    result = train_in_process(with_steps(cfg, 10, zero_stage=stage), cache, tmp_path / "out", tmp_path / "ckpt")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["zero_stage"] == stage
     ours = [m["loss"] for m in metrics(tmp_path / "out" / "metrics.jsonl")]
-    zero2 = [m["loss"] for m in metrics(root / "out" / "metrics.jsonl")][:10]
-    # Same seed, data, noise and constant lr: only the sharding differs (and, for 8-bit Adam,
-    # which elements share a quantisation block), so the curves agree closely, not bitwise.
+    zero2 = [m["loss"] for m in metrics(root / "out" / "metrics.jsonl")]
+    # Same seed, data, noise and constant lr: only ZeRO's handling of the parameters differs
+    # (flattened partitions; for 8-bit Adam, which elements share a quantisation block), so
+    # the curves agree closely, not bitwise.
     assert ours[0] == pytest.approx(zero2[0], abs=1e-6)
     assert np.allclose(ours, zero2, rtol=0.05, atol=0.02), list(zip(ours, zero2))
 
@@ -95,7 +118,7 @@ def test_zero_stages_give_the_same_loss_curve(stage, zero2_run, cache, tmp_path)
 def test_lora_trains_adapters_and_saves_a_merged_unet(demo_config_module, tiny_models, cache, tmp_path):
     cfg = toy_config(demo_config_module, tiny_models, lora_rank=4, optimizer="adamw", zero_stage=2)
     cfg["models"]["sd15"]["train"].update({"steps": 12, "lr": 1e-2})
-    result = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt", processes=1)
+    result = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert result.returncode == 0, result.stderr[-3000:]
     steps = metrics(tmp_path / "out" / "metrics.jsonl")
     assert steps[0]["loss"] == pytest.approx(np.log(2), abs=1e-3)  # adapters start as a small perturbation
@@ -118,7 +141,7 @@ def test_lora_adapters_start_from_the_config_seed_so_a_rerun_is_identical(demo_c
     cfg["models"]["sd15"]["train"].update({"steps": 2, "global_batch": 1, "micro_batch": 1})
     losses = []
     for run in ("a", "b"):
-        result = run_trainer(cfg, cache, tmp_path / run / "out", tmp_path / run / "ckpt", processes=1)
+        result = train_in_process(cfg, cache, tmp_path / run / "out", tmp_path / run / "ckpt")
         assert result.returncode == 0, result.stderr[-3000:]
         losses.append([m["loss"] for m in metrics(tmp_path / run / "out" / "metrics.jsonl")])
     assert losses[0] == losses[1]
@@ -126,17 +149,16 @@ def test_lora_adapters_start_from_the_config_seed_so_a_rerun_is_identical(demo_c
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_checkpoints_of_another_config_are_not_resumed(zero2_run, cache, tmp_path):
+def test_checkpoints_of_another_config_are_not_resumed(solo_run, cache, tmp_path):
     """A stopped run, then a new learning rate: the rerun must start again, not continue
     the old run's weights and optimizer under the new name."""
-    cfg, _, _ = zero2_run
-    short = {**cfg, "models": {**cfg["models"], "sd15": {**cfg["models"]["sd15"],
-                                                         "train": {**cfg["models"]["sd15"]["train"], "steps": 6}}}}
-    first = run_trainer(short, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=5)
+    cfg, _, _ = solo_run
+    short = with_steps(cfg, 6)
+    first = train_in_process(short, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=5)
     assert first.returncode == 0, first.stderr[-3000:]
-    changed = {**short, "models": {**short["models"], "sd15": {**short["models"]["sd15"], "train": {
-        **short["models"]["sd15"]["train"], "lr": short["models"]["sd15"]["train"]["lr"] * 2}}}}
-    second = run_trainer(changed, cache, tmp_path / "out", tmp_path / "ckpt")
+    changed = copy.deepcopy(short)
+    changed["models"]["sd15"]["train"]["lr"] *= 2
+    second = train_in_process(changed, cache, tmp_path / "out", tmp_path / "ckpt")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "starting from step 0" in second.stderr and "resumed from" not in second.stderr
     steps = metrics(tmp_path / "out" / "metrics.jsonl")
@@ -156,14 +178,14 @@ def test_two_nodes_with_a_c10d_rendezvous_match_two_processes_on_one_node(zero2_
     """train.nodes 2 x train.gpus 1 through the launcher's `srun torchrun` path (srun and
     scontrol stand-ins here; tests/test_slurm.py runs it on a real cluster): the same world
     size as the 2-process single-node run, so the same weights, bit for bit."""
-    from agfsync.launch import run_training
+    from agfsync.train.launch import run_training
 
     cfg, root, _ = zero2_run
     two_nodes = copy.deepcopy(cfg)
     two_nodes["train"].update({"gpus": 1, "nodes": 2, "launch": {"backend": "auto", "rendezvous_port": None,
                                                                    "join_timeout_s": 120}})
     log = tmp_path / "train.log"
-    caplog.set_level("INFO", logger="agfsync.launch")
+    caplog.set_level("INFO", logger="agfsync.train.launch")
     run_training(two_nodes, "sd15", cache, tmp_path / "out", tmp_path / "ckpt", log_path=log,
                  env=multi_node_env(tmp_path))
     assert "2 node(s) (node1, node2) x 1 process(es), rendezvous at 127.0.0.1:33742" in caplog.text  # 29500 + 4242
@@ -177,7 +199,7 @@ def test_two_nodes_with_a_c10d_rendezvous_match_two_processes_on_one_node(zero2_
 
 
 def test_a_node_that_never_joins_fails_the_job_with_a_clear_error(zero2_run, cache, tmp_path):
-    from agfsync.launch import run_training
+    from agfsync.train.launch import run_training
 
     cfg, _, _ = zero2_run
     two_nodes = copy.deepcopy(cfg)
@@ -192,3 +214,44 @@ def test_a_node_that_never_joins_fails_the_job_with_a_clear_error(zero2_run, cac
         "(train.launch.join_timeout_s); a node that cannot reach that address or failed to start stops the job "
         f"(see {log}); checkpoints in {tmp_path / 'ckpt'} are kept")
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------- golden loss curve
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_dpo_losses.json"
+REGENERATE = "AGFSYNC_REGENERATE_GOLDEN"
+
+
+def golden_losses(spec: dict, tiny_models: Path, root: Path) -> list[float]:
+    """The per-step losses of the run `spec` describes: its config (with the tiny sd15 model's
+    path), its toy cache, one process in this one."""
+    cfg = copy.deepcopy(spec["config"])
+    cfg["models"]["sd15"]["pretrained"] = str(tiny_models / "sd1")
+    cache = toy_cache(root / "cache", **spec["toy_cache"])
+    result = train_in_process(cfg, cache, root / "out", root / "ckpt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [m["loss"] for m in metrics(root / "out" / "metrics.jsonl")]
+
+
+def test_the_tiny_trainer_reproduces_its_golden_loss_curve(tiny_models, tmp_path):
+    """Every step's loss of a short deterministic run stays within the golden file's relative
+    tolerance of tests/golden/tiny_dpo_losses.json. A change that moves the numbers (the loss,
+    the noise or timestep draws, the pair order, the optimizer, the build order) fails here even
+    where the curve still goes down. After an intended change, regenerate the losses from the
+    file's config with AGFSYNC_REGENERATE_GOLDEN=1 (tests/golden/README.md) and commit them."""
+    spec = json.loads(GOLDEN.read_text())
+    losses = golden_losses(spec, tiny_models, tmp_path)
+    if os.environ.get(REGENERATE):
+        import deepspeed
+
+        spec["losses"] = losses
+        spec["produced_with"] = {"torch": torch.__version__, "deepspeed": deepspeed.__version__,
+                                 "bitsandbytes": __import__("bitsandbytes").__version__}
+        GOLDEN.write_text(json.dumps(spec, indent=1) + "\n")
+        pytest.skip(f"{REGENERATE} set: wrote {len(losses)} losses to {GOLDEN}")
+    golden, rtol = spec["losses"], spec["rtol"]
+    assert len(losses) == len(golden) == spec["config"]["models"]["sd15"]["train"]["steps"]
+    moved = [(step, ours, theirs) for step, (ours, theirs) in enumerate(zip(losses, golden), 1)
+             if not abs(ours - theirs) <= rtol * abs(theirs)]
+    assert not moved, (f"loss moved beyond rtol {rtol} from {GOLDEN.name} at (step, now, golden): {moved}; "
+                       f"if intended, regenerate with {REGENERATE}=1")

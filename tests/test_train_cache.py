@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from agfsync.candidates import generate_shard
-from agfsync.shards import Shard
-from agfsync.train_data import PairCache, build_train_cache
+from agfsync.core.sections import Settings
+from agfsync.stages.candidates import generate_shard
+from agfsync.core.shards import Shard
+from agfsync.train.data import PairCache, build_train_cache
 
 RECORDS = [{"id": f"animals-{i:010d}", "category": "Animals", "prompt": p}
            for i, p in enumerate(["a red fox in snow", "three ducklings on a pond"])]
@@ -23,7 +24,7 @@ def shard_and_pairs(demo_config, tiny_models, tmp_path):
     cfg["models"]["sd15"]["pretrained"] = str(tiny_models / "sd1")
     cfg["candidates"].update({"num_per_prompt": 2, "attention": "sdpa"})
     shard = tmp_path / "shard-00000.tar"
-    generate_shard(cfg, "sd15", RECORDS, shard, progress=False)
+    generate_shard(Settings.from_dict(cfg), "sd15", RECORDS, shard, progress=False)
     with Shard(shard) as s:
         rows = s.by_prompt()
     pairs = [{"prompt_id": r["id"], "prompt": r["prompt"],
@@ -46,7 +47,7 @@ def test_generation_latents_are_reused(shard_and_pairs, tmp_path):
 
 
 def test_vae_latents_are_the_posterior_mean_of_the_images(shard_and_pairs, tiny_models, tmp_path):
-    from agfsync.models import load_sd_pipeline
+    from agfsync.models.loaders import load_sd_pipeline
 
     cfg, shard, rows, pairs = shard_and_pairs
     cfg["train"]["latents"] = "vae"

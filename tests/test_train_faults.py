@@ -1,5 +1,6 @@
 """The trainer under faults: malicious or truncated checkpoints, torn metrics, a crash after
-the final checkpoint, non-finite losses (distributed, on the CPU: gloo, torchrun)."""
+the final checkpoint, non-finite losses. The runs are one trainer process in this pytest
+process (train_helpers.train_in_process: the trainer's main, gloo world of one, on the CPU)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pickle
 
 import pytest
 import torch
-from train_helpers import metrics, run_trainer, toy_cache, toy_config, unet_weights
+from train_helpers import metrics, toy_cache, toy_config, train_in_process, unet_weights
 
-slow = pytest.mark.slow  # torchrun + DeepSpeed on the CPU: about a minute per run
+slow = pytest.mark.slow  # DeepSpeed on the CPU: seconds to tens of seconds per test
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +39,24 @@ class _Payload:
 @slow
 def test_a_malicious_checkpoint_file_is_refused_and_runs_nothing(demo_config_module, tiny_models, cache, tmp_path):
     cfg = short(demo_config_module, tiny_models, 6)
-    first = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=5)
+    first = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=5)
     assert first.returncode == 0, first.stderr[-3000:]
     # a crafted file with a valid manifest: the digest only proves the file is the one saved,
     # not that it is harmless, so the loader itself must refuse it
     tag = tmp_path / "ckpt" / "step000005"
     marker = tmp_path / "pwned"
     bad = tag / "mp_rank_00_model_states.pt"
-    from agfsync.checkpoints import safe_load
+    from agfsync.train.checkpoints import safe_load
 
     state = safe_load(bad, map_location="cpu")  # a real save loads safely (allow-listed types only)
     torch.save({**state, "evil": _Payload(marker)}, bad)
     manifest = json.loads((tag / "COMPLETE.json").read_text())
-    from agfsync.io import sha256_file
+    from agfsync.core.io import sha256_file
 
     manifest["files"]["mp_rank_00_model_states.pt"] = {"bytes": bad.stat().st_size, "sha256": sha256_file(bad)}
     (tag / "COMPLETE.json").write_text(json.dumps(manifest))
-    resumed = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
-    assert resumed.returncode != 0
+    resumed = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    assert resumed.returncode == 2  # main reports the error and exits with 2
     assert not marker.exists()
     assert f"{bad}: refusing to load a checkpoint file that holds objects other than tensors" in resumed.stderr
     assert not (tmp_path / "out").exists()
@@ -65,9 +66,9 @@ def test_a_malicious_checkpoint_file_is_refused_and_runs_nothing(demo_config_mod
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(demo_config_module, tiny_models, cache,
                                                                        tmp_path):
     cfg = short(demo_config_module, tiny_models, 4, checkpoint_every=1, keep_checkpoints=3)
-    reference = run_trainer(cfg, cache, tmp_path / "ref", tmp_path / "ref_ckpt")
+    reference = train_in_process(cfg, cache, tmp_path / "ref", tmp_path / "ref_ckpt")
     assert reference.returncode == 0, reference.stderr[-3000:]
-    first = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=3)
+    first = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=3)
     assert first.returncode == 0, first.stderr[-3000:]
     bad = tmp_path / "ckpt" / "step000003" / "mp_rank_00_model_states.pt"
     size = bad.stat().st_size
@@ -76,7 +77,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(demo_confi
     # an interrupted save of a later step: files but no manifest
     (tmp_path / "ckpt" / "step000004").mkdir()
     (tmp_path / "ckpt" / "step000004" / "mp_rank_00_model_states.pt").write_bytes(b"partial")
-    resumed = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    resumed = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (f"not resuming from checkpoint {tmp_path / 'ckpt' / 'step000004'}: "
             f"{tmp_path / 'ckpt' / 'step000004' / 'COMPLETE.json'} is missing (an interrupted save)") in resumed.stderr
@@ -97,12 +98,12 @@ def test_a_torn_metrics_line_and_a_crash_after_the_final_checkpoint(demo_config_
     """Item 6 and 13: a torn tail in metrics.jsonl, then a resume; then the outputs lost after
     the final checkpoint: the rerun writes the same final metrics and the summed time."""
     cfg = short(demo_config_module, tiny_models, 4, checkpoint_every=2)
-    first = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=3)
+    first = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=3)
     assert first.returncode == 0, first.stderr[-3000:]
     path = tmp_path / "ckpt" / "metrics.jsonl"
     with open(path, "ab") as handle:
         handle.write(b'{"step": 4, "loss": 0.6')  # a crash in the middle of an append
-    second = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    second = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "skipping a torn last line" in second.stderr
     assert [m["step"] for m in metrics(path)] == [1, 2, 3, 4]
@@ -112,7 +113,7 @@ def test_a_torn_metrics_line_and_a_crash_after_the_final_checkpoint(demo_config_
     import shutil
 
     shutil.rmtree(tmp_path / "out")
-    third = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    third = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert third.returncode == 0, third.stderr[-3000:]
     assert "at step 4" in third.stderr
     again = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -129,8 +130,8 @@ def test_a_nan_loss_stops_the_run_and_saves_no_model(demo_config_module, tiny_mo
     cfg = short(demo_config_module, tiny_models, 6, checkpoint_every=1)
     # the config validation rejects NaN; the stage config could still carry one (or an overflow make one)
     cfg["models"]["sd15"]["train"]["beta_dpo"] = float("nan")
-    result = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
-    assert result.returncode != 0
+    result = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    assert result.returncode == 2  # main reports the error and exits with 2
     assert ("step 1: loss is nan (micro-batch 0; models.sd15.train.beta_dpo is nan, lr 0.001); 0 non-finite step(s) "
             "skipped before, train.max_nonfinite_steps is 0: stopping; no model saved; no checkpoint kept"
             ) in result.stderr
@@ -143,7 +144,7 @@ def test_weights_an_update_made_non_finite_are_never_saved(tmp_path):
     is caught by the weights check that runs before every checkpoint and the final model."""
     from types import SimpleNamespace
 
-    from agfsync.train import DPOTrainer, NonFiniteError
+    from agfsync.train.trainer import DPOTrainer, NonFiniteError
 
     trainer = DPOTrainer.__new__(DPOTrainer)  # the check alone, on a stand-in engine
     module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
@@ -166,8 +167,8 @@ def test_nan_steps_are_skipped_up_to_the_limit_without_moving_the_weights(demo_c
                                                                            tmp_path):
     cfg = short(demo_config_module, tiny_models, 6, checkpoint_every=1, keep_checkpoints=5, max_nonfinite_steps=2)
     cfg["models"]["sd15"]["train"]["beta_dpo"] = float("nan")
-    result = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
-    assert result.returncode != 0
+    result = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    assert result.returncode == 2  # main reports the error and exits with 2
     assert "step 2/6 skipped: non-finite loss (2 of at most 2, train.max_nonfinite_steps)" in result.stderr
     assert ("step 3: loss is nan (micro-batch 0; models.sd15.train.beta_dpo is nan, lr 0.001); 2 non-finite step(s) "
             f"skipped before, train.max_nonfinite_steps is 2: stopping; no model saved; checkpoints up to step 2 "
@@ -180,7 +181,7 @@ def test_nan_steps_are_skipped_up_to_the_limit_without_moving_the_weights(demo_c
     from safetensors.torch import load_file
 
     base = load_file(str(tiny_models / "sd1" / "unet" / "diffusion_pytorch_model.safetensors"))
-    from agfsync.checkpoints import safe_load
+    from agfsync.train.checkpoints import safe_load
 
     saved = safe_load(tmp_path / "ckpt" / "step000002" / "mp_rank_00_model_states.pt", map_location="cpu")["module"]
     assert base.keys() == saved.keys() and all(torch.equal(base[k], saved[k]) for k in base)
@@ -199,18 +200,18 @@ def test_resume_loads_every_zero_stage_through_the_safe_loader(stage, demo_confi
                                                                tmp_path):
     """The allow-listed types cover what ZeRO 0 and 3 write too (ZeRO 2 is resumed above)."""
     cfg = short(demo_config_module, tiny_models, 3, checkpoint_every=2, zero_stage=stage, optimizer="adamw")
-    first = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=2)
+    first = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=2)
     assert first.returncode == 0, first.stderr[-3000:]
-    resumed = run_trainer(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
+    resumed = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 2" in resumed.stderr
     assert [m["step"] for m in metrics(tmp_path / "out" / "metrics.jsonl")] == [1, 2, 3]
 
 
-# ---------------------------------------------------------------------------------- fast: agfsync.checkpoints alone
+# ---------------------------------------------------------------------------------- fast: agfsync.train.checkpoints alone
 
 def _fake_checkpoint(root, step: int, payload: bytes = b"weights") -> None:
-    from agfsync import checkpoints as ckpt
+    from agfsync.train import checkpoints as ckpt
 
     tag = root / ckpt.tag_name(step)
     (tag / "zero").mkdir(parents=True)
@@ -220,7 +221,7 @@ def _fake_checkpoint(root, step: int, payload: bytes = b"weights") -> None:
 
 
 def test_safe_load_refuses_a_pickled_callable_naming_the_file(tmp_path):
-    from agfsync.checkpoints import CheckpointError, safe_load
+    from agfsync.train.checkpoints import CheckpointError, safe_load
 
     marker, path = tmp_path / "ran", tmp_path / "mp_rank_00_model_states.pt"
     torch.save({"module": {"w": torch.ones(2)}, "evil": _Payload(marker)}, path)
@@ -234,7 +235,7 @@ def test_safe_load_refuses_a_pickled_callable_naming_the_file(tmp_path):
 
 
 def test_choose_skips_truncated_unfinished_and_changed_checkpoints(tmp_path, caplog):
-    from agfsync import checkpoints as ckpt
+    from agfsync.train import checkpoints as ckpt
 
     for step in (2, 4, 6, 8):
         _fake_checkpoint(tmp_path, step)
@@ -243,7 +244,7 @@ def test_choose_skips_truncated_unfinished_and_changed_checkpoints(tmp_path, cap
     with open(tmp_path / "step000006" / "zero" / "optim.pt", "r+b") as handle:
         handle.truncate(3)
     (tmp_path / "step000004" / "mp_rank_00_model_states.pt").write_bytes(b"WEIGHTS")  # same size, other bytes
-    caplog.set_level("WARNING", logger="agfsync.checkpoints")
+    caplog.set_level("WARNING", logger="agfsync.train.checkpoints")
     tag, manifest = ckpt.choose(tmp_path)
     assert (tag, manifest["step"], manifest["last"], manifest["wall_seconds"]) == (
         "step000002", 2, {"step": 2, "loss": 0.5}, 1.5)
@@ -260,7 +261,7 @@ def test_choose_skips_truncated_unfinished_and_changed_checkpoints(tmp_path, cap
 
 
 def test_prune_keeps_the_newest_and_never_the_verified_one(tmp_path):
-    from agfsync import checkpoints as ckpt
+    from agfsync.train import checkpoints as ckpt
 
     for step in (5, 10, 15, 100):
         _fake_checkpoint(tmp_path, step)
@@ -273,7 +274,7 @@ def test_prune_keeps_the_newest_and_never_the_verified_one(tmp_path):
 def test_checkpoints_of_an_earlier_version_are_adopted_not_deleted(tmp_path, caplog):
     """Written before manifests existed: the tag `latest` names is checked file by file
     (weights only) and adopted; one holding a pickled payload is set aside and runs nothing."""
-    from agfsync import checkpoints as ckpt
+    from agfsync.train import checkpoints as ckpt
 
     for step in (2, 4):
         tag = tmp_path / ckpt.tag_name(step)

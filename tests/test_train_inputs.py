@@ -8,8 +8,8 @@ import pytest
 import torch
 from train_helpers import toy_cache
 
-from agfsync.io import DataError
-from agfsync.train_data import PairCache, build_train_cache, save_chunk
+from agfsync.core.io import DataError
+from agfsync.train.data import PairCache, build_train_cache, save_chunk
 
 
 def test_empty_pairs_file(demo_config, tmp_path):
@@ -53,7 +53,7 @@ def test_missing_chunk(tmp_path):
 
 
 def test_more_gpus_than_present_fails_before_launch(demo_config, tmp_path, monkeypatch):
-    from agfsync import launch
+    from agfsync.train import launch
 
     launched = []
     monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: launched.append(a))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import DEMO, SNAKEMAKE, job_counts, snakemake, workdir
+from workflow_helpers import (DEMO, SMALL_PAPER, SMALL_PAPER_SHARDS, SNAKEMAKE, job_counts, small_paper, snakemake,
+                              workdir)
 
 
 @pytest.fixture
@@ -53,36 +54,39 @@ def test_bad_config_fails_before_any_job(tmp_path):
 
 
 def test_one_target_pulls_only_its_jobs(tmp_path, no_torch):
-    result = snakemake(workdir(tmp_path / "w"), "-n", "results/sdxl/pairs.jsonl", env=no_torch)
+    result = snakemake(small_paper(workdir(tmp_path / "w")), "-n", "results/sdxl/pairs.jsonl", *SMALL_PAPER,
+                       env=no_torch)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "download_file": 1, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1, "candidates_generate": 717,
-        "candidates_score": 717, "pairs_select": 1}  # downloads: the aesthetic head; SDXL, BLIP-2 and two CLIPs
+        "download_file": 1, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1,
+        "candidates_generate": SMALL_PAPER_SHARDS, "candidates_score": SMALL_PAPER_SHARDS,
+        "pairs_select": 1}  # downloads: the aesthetic head; SDXL, BLIP-2 and two CLIPs
     assert "results/sd15/" not in result.stdout and "results/sd14/" not in result.stdout
 
 
 def test_lint_is_clean(tmp_path):
-    result = snakemake(workdir(tmp_path / "w"), "--lint")
+    result = snakemake(small_paper(workdir(tmp_path / "w")), "--lint", *SMALL_PAPER)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
 # Jobs behind one model's AGFSync variant in the demo: images (TIFA 1 shard, HPS v2 2,
-# MJHQ 2), their scores, the 5 metric files and the judge.
-AGFSYNC_EVAL = {"eval_generate": 5, "eval_score_tifa": 1, "eval_score_hpsv2": 2, "eval_features_mjhq": 2,
-                "eval_metric": 5, "eval_judge": 1}
+# MJHQ 2), their scores or features (one rule over the benchmarks), the 5 metric files and the judge.
+AGFSYNC_EVAL = {"eval_generate": 5, "eval_score": 5, "eval_metric": 5, "eval_judge": 1}
 METRICS = ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")
 
 
 def test_one_metric_target_pulls_only_its_path(tmp_path, no_torch):
     """`snakemake -n results/sdxl/hpsv2.json`: the sdxl chain, HPS v2 images of both variants
     and their scores; no other benchmark, model or the report. Downloads included."""
-    result = snakemake(workdir(tmp_path / "w"), "-n", "results/sdxl/hpsv2.json", env=no_torch)
+    result = snakemake(small_paper(workdir(tmp_path / "w")), "-n", "results/sdxl/hpsv2.json", *SMALL_PAPER,
+                       env=no_torch)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "download_file": 6, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1, "candidates_generate": 717,
-        "candidates_score": 717, "pairs_select": 1, "train_cache": 1, "train_dpo": 1, "eval_prompts": 1,
-        "eval_generate": 26, "eval_score_hpsv2": 26, "eval_metric": 1}
+        "download_file": 6, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1,
+        "candidates_generate": SMALL_PAPER_SHARDS, "candidates_score": SMALL_PAPER_SHARDS, "pairs_select": 1,
+        "train_cache": 1, "train_dpo": 1, "eval_prompts": 1,
+        "eval_generate": 26, "eval_score": 26, "eval_metric": 1}
     assert "results/sd15/" not in result.stdout and "tifa" not in result.stdout and "mjhq" not in result.stdout
     for download in ("resources/weights/HPS_v2_compressed.pt", "resources/benchmarks/hpsv2/photo.json",
                      "resources/hub/stabilityai--stable-diffusion-xl-base-1.0.json",
@@ -92,7 +96,7 @@ def test_one_metric_target_pulls_only_its_path(tmp_path, no_torch):
 
 def check_evaluation(cwd: Path) -> None:
     """Result files of a finished demo: all metrics, valid, consistent counts; the report."""
-    from agfsync.results import validate
+    from agfsync.stages.metrics import validate
 
     for model in ("sd15", "sdxl"):
         for metric in METRICS:
@@ -148,7 +152,7 @@ def check_renders(html: Path) -> None:
 
 
 def check_same_seeds(base: Path, tuned: Path) -> None:
-    from agfsync.shards import Shard
+    from agfsync.core.shards import Shard
 
     with Shard(base) as a, Shard(tuned) as b:
         assert [(r["prompt_id"], r["seed"], r["sampler_seed"]) for r in a.rows] == [
@@ -237,7 +241,7 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(demo_run):
 
     # A shard does not depend on how Snakemake was started: regenerated with --cores 1 (the
     # session's run had 2) and a different OMP_NUM_THREADS, it is byte-identical, because model
-    # jobs take their thread count from the config key cpu_threads (agfsync.models.start_model_job).
+    # jobs take their thread count from the config key cpu_threads (agfsync.models.loaders.start_model_job).
     shard = cwd / "results/sd15/candidates/shard-00000.tar"
     kept = cwd / "aside/shard-00000.tar"
     shard.rename(kept)
@@ -267,12 +271,12 @@ def test_slurm_profile_dry_run_shows_each_jobs_slurm_resources(tmp_path, no_torc
     resources, CPU jobs for none, and training for train.gpus GPUs on one node."""
     env = {**no_torch, "AGFSYNC_SLURM_ACCOUNT": "proj42", "AGFSYNC_SLURM_PARTITION": "cpu",
            "AGFSYNC_SLURM_GPU_PARTITION": "gpu-a100"}
-    cwd = workdir(tmp_path / "w")
-    result = subprocess.run([SNAKEMAKE, "-n", "--profile", "slurm", "results/sdxl/hpsv2.json"], cwd=cwd,
+    cwd = small_paper(workdir(tmp_path / "w"))
+    result = subprocess.run([SNAKEMAKE, "-n", "--profile", "slurm", "results/sdxl/hpsv2.json", *SMALL_PAPER], cwd=cwd,
                             capture_output=True, text=True, timeout=600, env={**os.environ, **env})
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert job_counts(out)["candidates_generate"] == 717 and job_counts(out)["train_dpo"] == 1
+    assert job_counts(out)["candidates_generate"] == SMALL_PAPER_SHARDS and job_counts(out)["train_dpo"] == 1
     generate = resources_of(out, "candidates_generate")
     assert {k: generate[k] for k in ("gpu", "cpus_per_gpu", "mem_mb", "runtime", "slurm_partition", "slurm_account")} == {
         "gpu": "1", "cpus_per_gpu": "8", "mem_mb": "64000", "runtime": "240", "slurm_partition": "gpu-a100",
@@ -286,7 +290,7 @@ def test_slurm_profile_dry_run_shows_each_jobs_slurm_resources(tmp_path, no_torc
 
     # several nodes: one task per node, GPUs per node as gres, and the launcher's own srun
     overlay = cwd / "config" / "nodes.yaml"
-    overlay.write_text("train:\n  nodes: 4\n")
+    overlay.write_text("extends: config/small_paper.yaml\ntrain:\n  nodes: 4\n")
     result = subprocess.run([SNAKEMAKE, "-n", "--profile", "slurm", "results/sdxl/agfsync", "--configfile", str(overlay)],
                             cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
     assert result.returncode == 0, result.stderr[-3000:]

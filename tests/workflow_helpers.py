@@ -24,6 +24,20 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# The paper's config at a size whose DAG parses in a few seconds: the same rules, models,
+# benchmarks and downloads, 12 candidate shards per model instead of 717. Only
+# test_workflow.py::test_dry_run_of_the_paper_config_needs_no_torch dry-runs the full size.
+SMALL_PAPER = ["--configfile", "config/small_paper.yaml"]
+SMALL_PAPER_SHARDS = 12
+
+
+def small_paper(cwd: Path) -> Path:
+    """Writes config/small_paper.yaml (the paper's config, 12 x 64 prompts) into a workdir."""
+    (cwd / "config" / "small_paper.yaml").write_text(
+        "extends: config/config.yaml\nprompts:\n  per_category: 64  # 768 prompts: 12 shards of 64\n")
+    return cwd
+
+
 def snakemake(cwd: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [SNAKEMAKE, "--cores", "2", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,

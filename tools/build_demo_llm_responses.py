@@ -13,7 +13,7 @@ gets 5 valid pairs (dropped).
 import json
 from pathlib import Path
 
-from agfsync.prompts import category, prompt_id
+from agfsync.stages.prompts import category, prompt_id
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "demo" / "llm_responses.jsonl"
 

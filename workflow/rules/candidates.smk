@@ -1,9 +1,6 @@
 # Stages 2-4: candidates per prompt (scattered over shards), AI-feedback scores per shard,
 # then best-vs-worst preference pairs per model (gathered).
 
-# The scorers' weights (config scores.<section>.<key>), for their downloads.
-SCORER_KEYS = [("vqa", "model"), ("clip", "model"), ("aesthetic", "backbone"), ("aesthetic", "head")]
-
 
 rule candidates_generate:
     input:
@@ -11,41 +8,40 @@ rule candidates_generate:
         models=tiny_models_input(),
         downloads=model_needs("pretrained"),
     output:
-        "results/{model}/candidates/shard-{shard}.tar",
+        layout.CANDIDATE_SHARD,
     log:
-        "logs/{model}/candidates_generate/shard-{shard}.log",
+        layout.LOGS["candidates_generate"],
     benchmark:
-        "benchmarks/{model}/candidates_generate/shard-{shard}.tsv"
+        layout.JOB_BENCHMARKS["candidates_generate"]
     params:
-        cfg=lambda w: stage_config("cpu_threads",
-            *model_keys(w.model, "pretrained", "revision", "family", "resolution", "generation"), "candidates"
-        ),
+        cfg=lambda w: stage_params("candidates_generate", w),
     threads: config["cpu_threads"]
     resources:
-        gpu=model_gpus,
+        gpu=MODEL_GPUS,
     conda:
         "../../envs/agfsync.yaml"
     script:
         "../scripts/candidates_generate.py"
 
 
+# The sub-scores only: their weighted total is pairs_select's (new weights rerun no scoring).
 rule candidates_score:
     input:
         shard=rules.candidates_generate.output[0],
         qa=rules.qa_generate.output.qa,
         models=tiny_models_input(),
-        downloads=needs(*(config["scores"][k][f] for k, f in SCORER_KEYS)),
+        downloads=needs(*dag.scorer_values(config)),
     output:
-        "results/{model}/scores/shard-{shard}.jsonl",
+        layout.SCORES_SHARD,
     log:
-        "logs/{model}/candidates_score/shard-{shard}.log",
+        layout.LOGS["candidates_score"],
     benchmark:
-        "benchmarks/{model}/candidates_score/shard-{shard}.tsv"
+        layout.JOB_BENCHMARKS["candidates_score"]
     params:
-        cfg=stage_config("cpu_threads", "scores"),
+        cfg=stage_params("candidates_score"),
     threads: config["cpu_threads"]
     resources:
-        gpu=model_gpus,
+        gpu=MODEL_GPUS,
     conda:
         "../../envs/agfsync.yaml"
     script:
@@ -54,22 +50,19 @@ rule candidates_score:
 
 rule pairs_select:
     input:
-        scores=expand("results/{{model}}/scores/shard-{shard}.jsonl", shard=SHARDS),
-        shards=expand("results/{{model}}/candidates/shard-{shard}.tar", shard=SHARDS),
+        scores=expand(layout.SCORES_SHARD, shard=SHARDS, allow_missing=True),
+        shards=expand(rules.candidates_generate.output[0], shard=SHARDS, allow_missing=True),
         qa=rules.qa_generate.output.qa,
     output:
-        pairs="results/{model}/pairs.jsonl",
-        summary="results/{model}/pairs_summary.json",
+        pairs=layout.PAIRS,
+        summary=layout.PAIRS_SUMMARY,
     log:
-        "logs/{model}/pairs_select.log",
+        layout.LOGS["pairs_select"],
     benchmark:
-        "benchmarks/{model}/pairs_select.tsv"
+        layout.JOB_BENCHMARKS["pairs_select"]
     params:
-        cfg=stage_config("candidates.num_per_prompt", "pairs", "scores.weights"),
+        cfg=stage_params("pairs_select"),
     conda:
         "../../envs/agfsync.yaml"
     script:
         "../scripts/pairs_select.py"
-
-
-MODEL_TARGETS.extend(["results/{model}/pairs.jsonl", "results/{model}/pairs_summary.json"])

@@ -5,7 +5,7 @@
 
 import re
 
-from agfsync.downloads import marker_name, repo_of
+from agfsync.core.downloads import hub_marker, marker_name, repo_of
 
 localrules:
     downloads,
@@ -22,7 +22,7 @@ if DOWNLOAD_FILES:
         wildcard_constraints:
             download="|".join(re.escape(path) for path in sorted(DOWNLOAD_FILES)),
         log:
-            "logs/downloads/{download}.log",
+            layout.LOGS["download_file"],
         params:
             url=lambda w: DOWNLOAD_FILES[w.download]["url"],
             sha256=lambda w: DOWNLOAD_FILES[w.download]["sha256"],
@@ -44,7 +44,7 @@ if HUB_REPOS:
         wildcard_constraints:
             repo="|".join(re.escape(marker_name(repo)) for repo in HUB_REPOS),
         log:
-            "logs/downloads/hub/{repo}.log",
+            layout.LOGS["download_hub"],
         params:
             repo_id=lambda w: repo_of(w.repo),
             revision=lambda w: HUB_REPOS[repo_of(w.repo)],

@@ -1,23 +1,24 @@
 # Stage 6: evaluation. Per benchmark, one prompt list; per model, variant (base |
 # agfsync) and benchmark, image shards generated with the same seeds; per shard, the
-# per-image scores; per model and metric, results/{model}/{metric}.json. Each metric file
-# is its own target: `snakemake results/sdxl/hpsv2.json` runs only the jobs behind it.
+# per-image scores or features (one rule over {bench}); per model and metric,
+# results/{model}/{metric}.json. Each metric file is its own target:
+# `snakemake results/sdxl/hpsv2.json` runs only the jobs behind it.
 
 if EVAL_BENCHES:
 
     wildcard_constraints:
         bench="|".join(EVAL_BENCHES),
-        variant="base|agfsync",
+        variant="|".join(VARIANTS),
 
     rule eval_prompts:
         input:
             benchmark_files,
         output:
-            "results/eval/{bench}/prompts.jsonl",
+            layout.EVAL_PROMPTS,
         log:
-            "logs/eval/eval_prompts/{bench}.log",
+            layout.LOGS["eval_prompts"],
         params:
-            cfg=lambda w: stage_config(f"eval.{w.bench}"),
+            cfg=lambda w: stage_params("eval_prompts", w),
         conda:
             "../../envs/agfsync.yaml"
         script:
@@ -30,69 +31,44 @@ if EVAL_BENCHES:
             models=tiny_models_input(),
             downloads=model_needs("pretrained"),
         output:
-            "results/{model}/eval/{variant}/{bench}/shard-{shard}.tar",
+            layout.EVAL_SHARD,
         log:
-            "logs/{model}/eval_generate/{variant}/{bench}/shard-{shard}.log",
+            layout.LOGS["eval_generate"],
         benchmark:
-            "benchmarks/{model}/eval_generate/{variant}/{bench}/shard-{shard}.tsv"
+            layout.JOB_BENCHMARKS["eval_generate"]
         params:
-            cfg=lambda w: stage_config("cpu_threads",
-                *model_keys(w.model, "pretrained", "revision", "family", "resolution", "generation"),
-                "candidates.attention", "eval.shard_size", "eval.prompts_per_batch",
-            ),
+            cfg=lambda w: stage_params("eval_generate", w),
         threads: config["cpu_threads"]
         resources:
-            gpu=model_gpus,
+            gpu=MODEL_GPUS,
         conda:
             "../../envs/agfsync.yaml"
         script:
             "../scripts/eval_generate.py"
 
-
-if "tifa" in EVAL_BENCHES:
-
-    rule eval_score_tifa:
+    # Per-image scores (tifa, hpsv2: scores-{shard}.jsonl) or FID features (mjhq:
+    # features-{shard}.npz) of one image shard: {kind} and {ext} follow {bench}
+    # (layout.PER_IMAGE; eval_score_downloads refuses any other pairing).
+    rule eval_score:
         input:
-            shard="results/{model}/eval/{variant}/tifa/shard-{shard}.tar",
-            prompts="results/eval/tifa/prompts.jsonl",
+            shard=rules.eval_generate.output[0],
+            prompts=rules.eval_prompts.output[0],
             models=tiny_models_input(),
-            downloads=needs(*(config["scores"][k][f] for k, f in SCORER_KEYS)),
+            downloads=eval_score_downloads,
         output:
-            "results/{model}/eval/{variant}/tifa/scores-{shard}.jsonl",
+            layout.EVAL_PER_IMAGE,
+        wildcard_constraints:
+            kind="|".join(sorted({layout.PER_IMAGE[b][0] for b in EVAL_BENCHES})),
+            ext="|".join(sorted({layout.PER_IMAGE[b][1] for b in EVAL_BENCHES})),
         log:
-            "logs/{model}/eval_score_tifa/{variant}/shard-{shard}.log",
+            layout.LOGS["eval_score"],
         benchmark:
-            "benchmarks/{model}/eval_score_tifa/{variant}/shard-{shard}.tsv"
+            layout.JOB_BENCHMARKS["eval_score"]
         params:
-            cfg=stage_config("cpu_threads", "scores.vqa", "scores.clip", "scores.aesthetic"),
+            cfg=eval_score_cfg,
         threads: config["cpu_threads"]
         resources:
-            gpu=model_gpus,
-        conda:
-            "../../envs/agfsync.yaml"
-        script:
-            "../scripts/eval_score.py"
-
-
-if "hpsv2" in EVAL_BENCHES:
-
-    rule eval_score_hpsv2:
-        input:
-            shard="results/{model}/eval/{variant}/hpsv2/shard-{shard}.tar",
-            prompts="results/eval/hpsv2/prompts.jsonl",
-            models=tiny_models_input(),
-            downloads=needs(config["eval"]["hpsv2"]["checkpoint"]),
-        output:
-            "results/{model}/eval/{variant}/hpsv2/scores-{shard}.jsonl",
-        log:
-            "logs/{model}/eval_score_hpsv2/{variant}/shard-{shard}.log",
-        benchmark:
-            "benchmarks/{model}/eval_score_hpsv2/{variant}/shard-{shard}.tsv"
-        params:
-            cfg=stage_config("cpu_threads", "eval.hpsv2"),
-        threads: config["cpu_threads"]
-        resources:
-            gpu=model_gpus,
+            gpu=MODEL_GPUS,
         conda:
             "../../envs/agfsync.yaml"
         script:
@@ -100,45 +76,24 @@ if "hpsv2" in EVAL_BENCHES:
 
 
 if "mjhq" in EVAL_BENCHES:
-    MJHQ_FEATURE_WEIGHTS = [config["eval"]["mjhq"][k] for k in ("features", "inception_weights")]
-
-    rule eval_features_mjhq:
-        input:
-            shard="results/{model}/eval/{variant}/mjhq/shard-{shard}.tar",
-            prompts="results/eval/mjhq/prompts.jsonl",
-            models=tiny_models_input(),
-            downloads=needs(*MJHQ_FEATURE_WEIGHTS),
-        output:
-            "results/{model}/eval/{variant}/mjhq/features-{shard}.npz",
-        log:
-            "logs/{model}/eval_features_mjhq/{variant}/shard-{shard}.log",
-        params:
-            cfg=stage_config("cpu_threads", "eval.mjhq"),
-        threads: config["cpu_threads"]
-        resources:
-            gpu=model_gpus,
-        conda:
-            "../../envs/agfsync.yaml"
-        script:
-            "../scripts/eval_score.py"
 
     rule eval_reference_mjhq:
         input:
-            prompts="results/eval/mjhq/prompts.jsonl",
+            prompts=layout.EVAL_PROMPTS.format(bench="mjhq"),
             images=config["eval"]["mjhq"]["images"],
             models=tiny_models_input(),
-            downloads=needs(*MJHQ_FEATURE_WEIGHTS),
+            downloads=needs(*dag.mjhq_feature_values(config)),
         output:
-            "results/eval/mjhq/reference_features.npz",
+            layout.MJHQ_REFERENCE,
         log:
-            "logs/eval/eval_reference_mjhq.log",
+            layout.LOGS["eval_reference_mjhq"],
         benchmark:
-            "benchmarks/eval/eval_reference_mjhq.tsv"
+            layout.JOB_BENCHMARKS["eval_reference_mjhq"]
         params:
-            cfg=stage_config("cpu_threads", "eval.mjhq"),
+            cfg=stage_params("eval_reference_mjhq"),
         threads: config["cpu_threads"]
         resources:
-            gpu=model_gpus,
+            gpu=MODEL_GPUS,
         conda:
             "../../envs/agfsync.yaml"
         script:
@@ -151,14 +106,13 @@ if [m for m in EVAL_METRICS if m != "judge"]:
         input:
             unpack(metric_inputs),
         output:
-            report("results/{model}/{metric}.json", category="Metrics", subcategory="{model}"),
+            report(layout.METRIC, category="Metrics", subcategory="{model}"),
         wildcard_constraints:
             metric="|".join(m for m in EVAL_METRICS if m != "judge"),
         log:
-            "logs/{model}/eval_metric/{metric}.log",
+            layout.LOGS["eval_metric"],
         params:
-            cfg=lambda w: stage_config(f"models.{w.model}.pretrained", f"models.{w.model}.resolution", "eval",
-                                       "scores.vqa.model", "scores.clip.model", "scores.aesthetic"),
+            cfg=lambda w: stage_params("eval_metric", w),
             config_hash=lambda w: config_digest(config, w.model),
         conda:
             "../../envs/agfsync.yaml"
@@ -173,19 +127,16 @@ if "judge" in EVAL_METRICS:
         input:
             base=lambda w: eval_outputs(w.model, "base", JUDGE_BENCH, "shard"),
             agfsync=lambda w: eval_outputs(w.model, "agfsync", JUDGE_BENCH, "shard"),
-            prompts=f"results/eval/{JUDGE_BENCH}/prompts.jsonl",
-            responses=[config["eval"]["judge"]["llm"]["responses"]] if config["eval"]["judge"]["llm"]["provider"] == "file" else [],
+            prompts=layout.EVAL_PROMPTS.format(bench=JUDGE_BENCH),
+            responses=llm_inputs("eval.judge"),
         output:
-            report("results/{model}/judge.json", category="Metrics", subcategory="{model}"),
+            report(layout.fill(layout.METRIC, metric="judge"), category="Metrics", subcategory="{model}"),
         log:
-            "logs/{model}/eval_judge.log",
+            layout.LOGS["eval_judge"],
         params:
-            cfg=lambda w: stage_config(f"models.{w.model}.pretrained", "eval.judge", f"eval.{JUDGE_BENCH}.version"),
+            cfg=lambda w: stage_params("eval_judge", w),
             config_hash=lambda w: config_digest(config, w.model),
         conda:
             "../../envs/agfsync.yaml"
         script:
             "../scripts/eval_judge.py"
-
-
-MODEL_TARGETS.extend(f"results/{{model}}/{metric}.json" for metric in EVAL_METRICS)

@@ -1,20 +1,22 @@
 # Stage 1: an LLM writes the prompts, then TIFA-style question/answer pairs for each.
 
+CLIP_DEDUP = config["prompts"]["dedup"]["embedder"] == "clip"  # the CLIP scorer's model dedups the prompts
+
 
 rule prompts_generate:
     input:
         responses=llm_inputs("prompts"),
-        models=tiny_models_input() if config["prompts"]["dedup"]["embedder"] == "clip" else [],
-        downloads=needs(config["scores"]["clip"]["model"]) if config["prompts"]["dedup"]["embedder"] == "clip" else [],
+        models=tiny_models_input() if CLIP_DEDUP else [],
+        downloads=needs(config["scores"]["clip"]["model"]) if CLIP_DEDUP else [],
     output:
-        prompts="results/prompts/prompts.jsonl",
-        summary="results/prompts/prompts_summary.json",
+        prompts=layout.PROMPTS,
+        summary=layout.PROMPTS_SUMMARY,
     log:
-        "logs/prompts/prompts_generate.log",
+        layout.LOGS["prompts_generate"],
     benchmark:
-        "benchmarks/prompts/prompts_generate.tsv"
+        layout.JOB_BENCHMARKS["prompts_generate"]
     params:
-        cfg=stage_config("prompts", "scores.clip"),
+        cfg=stage_params("prompts_generate"),
     conda:
         "../../envs/agfsync.yaml"
     script:
@@ -26,14 +28,14 @@ rule qa_generate:
         prompts=rules.prompts_generate.output.prompts,
         responses=llm_inputs("qa"),
     output:
-        qa="results/prompts/qa.jsonl",
-        summary="results/prompts/qa_summary.json",
+        qa=layout.QA,
+        summary=layout.QA_SUMMARY,
     log:
-        "logs/prompts/qa_generate.log",
+        layout.LOGS["qa_generate"],
     benchmark:
-        "benchmarks/prompts/qa_generate.tsv"
+        layout.JOB_BENCHMARKS["qa_generate"]
     params:
-        cfg=stage_config("qa"),
+        cfg=stage_params("qa_generate"),
     conda:
         "../../envs/agfsync.yaml"
     script:

@@ -1,15 +1,15 @@
 # Tiny random-initialised models for offline runs (config tiny_models.enabled).
 
-from agfsync.tiny_models import FAMILIES as TINY_FAMILIES
+from agfsync.core.dag import TINY_FAMILIES
 
 
 rule models_tiny:
     output:
         directory(TINY_MODELS),
     log:
-        "logs/models/models_tiny.log",
+        layout.LOGS["models_tiny"],
     benchmark:
-        "benchmarks/models/models_tiny.tsv"
+        layout.JOB_BENCHMARKS["models_tiny"]
     params:
         families=list(TINY_FAMILIES),  # a new family rebuilds the directory
     conda:

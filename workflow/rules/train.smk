@@ -6,22 +6,20 @@
 rule train_cache:
     input:
         pairs=rules.pairs_select.output.pairs,
-        shards=expand("results/{{model}}/candidates/shard-{shard}.tar", shard=SHARDS),
+        shards=rules.pairs_select.input.shards,
         models=tiny_models_input(),
         downloads=model_needs("pretrained"),
     output:
-        directory("results/{model}/train_cache"),
+        directory(layout.TRAIN_CACHE),
     log:
-        "logs/{model}/train_cache.log",
+        layout.LOGS["train_cache"],
     benchmark:
-        "benchmarks/{model}/train_cache.tsv"
+        layout.JOB_BENCHMARKS["train_cache"]
     params:
-        cfg=lambda w: stage_config("cpu_threads",
-            *model_keys(w.model, "pretrained", "revision", "family", "resolution"), "train.latents", "train.cache_chunk"
-        ),
+        cfg=lambda w: stage_params("train_cache", w),
     threads: config["cpu_threads"]
     resources:
-        gpu=model_gpus,
+        gpu=MODEL_GPUS,
     conda:
         "../../envs/agfsync.yaml"
     script:
@@ -34,14 +32,14 @@ rule train_dpo:
         models=tiny_models_input(),
         downloads=model_needs("pretrained"),
     output:
-        directory("results/{model}/agfsync"),
+        directory(layout.TRAINED),
     log:
-        "logs/{model}/train_dpo.log",
+        layout.LOGS["train_dpo"],
     benchmark:
-        "benchmarks/{model}/train_dpo.tsv"
+        layout.JOB_BENCHMARKS["train_dpo"]
     params:
-        cfg=lambda w: stage_config("cpu_threads", f"models.{w.model}", "train"),
-        checkpoints="results/{model}/train_checkpoints",
+        cfg=lambda w: stage_params("train_dpo", w),
+        checkpoints=layout.TRAIN_CHECKPOINTS,
     threads: config["cpu_threads"]
     resources:
         **train_resources(),
@@ -49,6 +47,3 @@ rule train_dpo:
         "../../envs/agfsync.yaml"
     script:
         "../scripts/train_dpo.py"
-
-
-MODEL_TARGETS.append("results/{model}/agfsync")

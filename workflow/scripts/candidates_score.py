@@ -1,9 +1,7 @@
-"""Rule candidates_score: VQA, CLIP and aesthetic scores of one shard (agfsync.scoring.score_shard)."""
+"""Rule candidates_score: VQA, CLIP and aesthetic scores of one shard (agfsync.stages.scoring)."""
 
-from agfsync.models import start_model_job
-from agfsync.logs import job_logging
-from agfsync.scoring import score_shard
+from agfsync.core.jobs import job
+from agfsync.stages import scoring
 
-with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
-    start_model_job(snakemake.params.cfg, getattr(snakemake.resources, "gpu", 0))  # noqa: F821 (GPUs, cpu_threads)
-    score_shard(snakemake.params.cfg, snakemake.input.shard, snakemake.input.qa, snakemake.output[0])  # noqa: F821
+with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
+    scoring.run(j.settings, j.inputs, j.outputs, **j.wildcards)

@@ -1,7 +1,7 @@
-"""Rule download_file: one benchmark or weight file, resumable and verified (agfsync.downloads)."""
+"""Rule download_file: one benchmark or weight file, resumable and verified (agfsync.core.downloads)."""
 
-from agfsync.downloads import download_file
-from agfsync.logs import job_logging
+from agfsync.core.downloads import download_file
+from agfsync.core.jobs import job
 
-with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
-    download_file(snakemake.params.url, snakemake.output[0], sha256=snakemake.params.sha256)  # noqa: F821
+with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
+    download_file(j.params["url"], j.outputs["file"], sha256=j.params["sha256"])

@@ -1,8 +1,7 @@
-"""Rule download_hub: one Hugging Face repository into the HF cache (agfsync.downloads)."""
+"""Rule download_hub: one Hugging Face repository into the HF cache (agfsync.core.downloads)."""
 
-from agfsync.downloads import download_hub
-from agfsync.logs import job_logging
+from agfsync.core.downloads import download_hub
+from agfsync.core.jobs import job
 
-with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
-    download_hub(snakemake.params.repo_id, snakemake.params.revision, snakemake.output[0],  # noqa: F821
-                 ignore_patterns=snakemake.params.ignore)  # noqa: F821
+with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
+    download_hub(j.params["repo_id"], j.params["revision"], j.outputs["marker"], ignore_patterns=j.params["ignore"])

@@ -1,10 +1,7 @@
-"""Rule eval_judge: VLM judge of base vs AGFSync images (agfsync.judge) -> results/{model}/judge.json."""
+"""Rule eval_judge: VLM judge of base vs AGFSync images -> results/{model}/judge.json (agfsync.stages.judge.run)."""
 
-from agfsync.config import with_operational
-from agfsync.logs import job_logging, secret_env_names
-from agfsync.results import write_judge
+from agfsync.core.jobs import job
+from agfsync.stages import judge
 
-cfg = with_operational(snakemake.params.cfg, snakemake.config)  # noqa: F821 (snakemake is injected)
-with job_logging(snakemake.log[0], secret_env_names(snakemake.config)):  # noqa: F821 (every key the config names)
-    write_judge(cfg, snakemake.wildcards.model, list(snakemake.input.base), list(snakemake.input.agfsync),  # noqa: F821
-                snakemake.input.prompts, snakemake.output[0], snakemake.params.config_hash)  # noqa: F821
+with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
+    judge.run(j.settings, j.inputs, j.outputs, config_hash=j.params["config_hash"], **j.wildcards)

@@ -1,8 +1,7 @@
-"""Rule eval_metric: results/{model}/{metric}.json from the per-image files (agfsync.results)."""
+"""Rule eval_metric: results/{model}/{metric}.json from the per-image files (agfsync.stages.metrics.run)."""
 
-from agfsync.logs import job_logging
-from agfsync.results import write_metric
+from agfsync.core.jobs import job
+from agfsync.stages import metrics
 
-with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
-    write_metric(snakemake.params.cfg, snakemake.wildcards.model, snakemake.wildcards.metric,  # noqa: F821
-                 dict(snakemake.input.items()), snakemake.output[0], snakemake.params.config_hash)  # noqa: F821
+with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
+    metrics.run(j.settings, j.inputs, j.outputs, config_hash=j.params["config_hash"], **j.wildcards)

@@ -1,9 +1,7 @@
-"""Rule eval_prompts: a benchmark's prompt list in its fixed order (agfsync.benchmarks)."""
+"""Rule eval_prompts: a benchmark's prompt list in its fixed order (agfsync.stages.evaluate.run_prompts)."""
 
-from agfsync.benchmarks import load_benchmark
-from agfsync.io import write_jsonl
-from agfsync.logs import job_logging
+from agfsync.core.jobs import job
+from agfsync.stages import evaluate
 
-with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
-    records = load_benchmark(snakemake.params.cfg, snakemake.wildcards.bench)  # noqa: F821
-    write_jsonl(snakemake.output[0], records)  # noqa: F821
+with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
+    evaluate.run_prompts(j.settings, j.inputs, j.outputs, **j.wildcards)

@@ -1,7 +1,7 @@
-"""Rule pairs_select: best vs worst candidate per prompt (agfsync.pairs.select_pairs)."""
+"""Rule pairs_select: best vs worst candidate per prompt (agfsync.core.pairs.select_pairs)."""
 
-from agfsync.logs import job_logging
-from agfsync.pairs import select_pairs
+from agfsync.core.logs import job_logging
+from agfsync.core.pairs import select_pairs
 
 with job_logging(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
     select_pairs(

@@ -1,11 +1,7 @@
-"""Rule qa_generate: TIFA-style QA pairs per prompt (agfsync.qa.write_qa)."""
+"""Rule qa_generate: TIFA-style QA pairs per prompt (agfsync.stages.qa.run)."""
 
-from agfsync.config import with_operational
-from agfsync.logs import job_logging, secret_env_names
-from agfsync.qa import write_qa
+from agfsync.core.jobs import job
+from agfsync.stages import qa
 
-# params hold what determines the output; fetch settings (concurrency, retries, budget) come
-# from the full config, so tuning them reruns nothing.
-cfg = with_operational(snakemake.params.cfg, snakemake.config)  # noqa: F821 (snakemake is injected)
-with job_logging(snakemake.log[0], secret_env_names(snakemake.config)):  # noqa: F821 (every key the config names)
-    write_qa(cfg, snakemake.input.prompts, snakemake.output.qa, snakemake.output.summary)  # noqa: F821
+with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
+    qa.run(j.settings, j.inputs, j.outputs, **j.wildcards)

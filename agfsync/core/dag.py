@@ -1,0 +1,289 @@
+"""The workflow's DAG logic, out of the .smk files so that it is unit-tested (tests/test_dag.py).
+
+Every function takes the resolved config explicitly (workflow/rules/common.smk binds them
+to Snakemake's `config`); paths come from agfsync.core.layout. Pure: no torch, no Snakemake.
+
+  stage_config      the params of a job: the config sections that determine its output
+  canonical         dicts with sorted keys (params compare in key order)
+  train_resources   train_dpo's resources, in the SLURM plugin's terms
+  *_shards          shard lists, fixed at parse time (the whole DAG is known to a dry run)
+  *_inputs          input functions of the rules, as plain functions of (config, wildcard values)
+  final_targets     everything `rule all` asks for
+"""
+
+from __future__ import annotations
+
+from agfsync.core import layout
+from agfsync.core.benchmarks import SOURCE, STYLES, VARIANTS, enabled, metrics_for, num_eval_shards
+from agfsync.core.config import without_operational
+from agfsync.core.shards import num_shards, shard_name
+
+# The scorers of stage 3 (candidates_score) and of the TIFA images (eval_score, bench tifa):
+# their config sections (a job's params), and the config values behind their weights (downloads).
+SCORER_SECTIONS = ("scores.vqa", "scores.clip", "scores.aesthetic")
+SCORER_KEYS = (("vqa", "model"), ("clip", "model"), ("aesthetic", "backbone"), ("aesthetic", "head"))
+# pairs_select: it computes the weighted total, so the weights are its params (not the scorers').
+PAIRS_SECTIONS = ("candidates.num_per_prompt", "pairs", "scores.weights")
+# The model settings an image-generating job depends on.
+GENERATION_KEYS = ("pretrained", "revision", "family", "resolution", "generation")
+
+
+# ----------------------------------------------------------------------------- declarations
+# What each rule's job reads of the config, as dotted keys ({model}, {bench} and {judge_bench}
+# filled per job). The one declaration serves twice: it is the job's params (Snakemake reruns
+# exactly the jobs whose declared keys changed) and the only settings its stage can read (the
+# rest is agfsync.core.settings.Undeclared, which raises on first read). The stage tests build
+# their settings from it too (stage_settings), so a stage that starts reading an undeclared key
+# fails in its unit test, not in a workflow job. seed, device and llm_cache_dir are always given.
+
+_GEN = tuple(f"models.{{model}}.{key}" for key in GENERATION_KEYS)
+DECLARED: dict[str, tuple[str, ...]] = {
+    "prompts_generate": ("prompts", "scores.clip"),
+    "qa_generate": ("qa",),
+    "candidates_generate": ("cpu_threads", *_GEN, "candidates"),
+    "candidates_score": ("cpu_threads", *SCORER_SECTIONS),
+    "pairs_select": PAIRS_SECTIONS,
+    "train_cache": ("cpu_threads", "models.{model}.pretrained", "models.{model}.revision", "models.{model}.family",
+                    "models.{model}.resolution", "train.latents", "train.cache_chunk"),
+    "train_dpo": ("cpu_threads", "models.{model}", "train"),
+    "eval_prompts": ("eval.{bench}",),
+    "eval_generate": ("cpu_threads", *_GEN, "candidates.attention", "eval.shard_size", "eval.prompts_per_batch"),
+    "eval_score:tifa": ("cpu_threads", *SCORER_SECTIONS),  # TIFA images get the stage-3 scorers
+    "eval_score": ("cpu_threads", "eval.{bench}"),  # HPS v2 model, MJHQ feature extractor
+    "eval_reference_mjhq": ("cpu_threads", "eval.mjhq"),
+    "eval_metric": ("models.{model}.pretrained", "models.{model}.resolution", "eval", "scores.vqa.model",
+                    "scores.clip.model", "scores.aesthetic"),
+    "eval_judge": ("models.{model}.pretrained", "eval.judge", "eval.{judge_bench}.version"),
+    "report": ("run_models", "models", "tiny_models", "eval"),
+}
+
+
+def declared(config: dict, rule: str, **wildcards) -> tuple[str, ...]:
+    """The dotted config keys a job of `rule` reads (DECLARED, with its wildcards filled)."""
+    bench = wildcards.get("bench")
+    entry = DECLARED.get(f"{rule}:{bench}") or DECLARED[rule]
+    judge_bench = config.get("eval", {}).get("judge", {}).get("benchmark")
+    return tuple(key.format(judge_bench=judge_bench, **wildcards) for key in entry)
+
+
+def stage_params(config: dict, rule: str, **wildcards) -> dict:
+    """A job's params: stage_config of what its rule declares."""
+    return stage_config(config, *declared(config, rule, **wildcards))
+
+
+def stage_settings(config: dict, rule: str, **wildcards):
+    """The typed settings a job of `rule` sees: its params, with the LLM keys that only
+    change how answers are fetched put back from the full config (as agfsync.core.jobs does)."""
+    from agfsync.core.config import with_operational
+    from agfsync.core.sections import Settings
+
+    return Settings.from_dict(with_operational(stage_params(config, rule, **wildcards), config), partial=True)
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def stage_config(config: dict, *sections: str) -> dict:
+    """The config a stage's job sees: the global keys plus the named (dotted) sections.
+    Passed as params, and Snakemake reruns a job when its params change: so a rule names
+    only what determines its output, and LLM settings that cannot change an answer
+    (agfsync.core.config.LLM_OPERATIONAL_KEYS) are left out."""
+    out = {"seed": config["seed"], "device": config["device"], "llm_cache_dir": config["llm_cache_dir"]}
+    for section in sections:
+        node, target = config, out
+        keys = section.split(".")
+        for key in keys[:-1]:
+            node = node[key]
+            target = target.setdefault(key, {})
+        target[keys[-1]] = node[keys[-1]]
+    return canonical(without_operational(out))
+
+
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake's params comparison depends on key
+    order, and reordering keys in a config file must not rerun anything."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- resources
+
+
+def launcher_kind(tcfg: dict) -> str:
+    """'standalone' (one node) or 'srun' (several) for a train config section."""
+    return "srun" if tcfg.get("nodes", 1) > 1 else "standalone"
+
+
+def model_gpus(config: dict) -> int:
+    """GPUs a model job asks for: none when the config runs models on the CPU."""
+    return 0 if config["device"] == "cpu" else 1
+
+
+def train_resources(config: dict) -> dict:
+    """Resources of train_dpo, in the SLURM plugin's own terms (never slurm_extra).
+    One node: `gpu` = train.gpus (sbatch --gpus with --nodes=1; a workstation's
+    `--resources gpu=N` counts them) and tasks_per_gpu=0, so that one task runs torchrun
+    with a process per GPU. Several nodes: one task per node, `gres=gpu:G` (per node,
+    unlike --gpus) and `mpi`, so that the job step runs the launcher itself, not under
+    `srun -n1`, and the launcher's own `srun torchrun` spans the nodes."""
+    train = config["train"]
+    gpus = 0 if config["device"] == "cpu" else train["gpus"]
+    if launcher_kind(train) == "standalone":
+        return {"gpu": gpus, "nodes": 1, "tasks_per_gpu": 0}
+    out = {"nodes": train["nodes"], "tasks": train["nodes"], "mpi": "srun", "tasks_per_gpu": 0}
+    if gpus:
+        out["gres"] = f"gpu:{gpus}"
+    return out
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def candidate_shards(config: dict) -> list[str]:
+    """Candidate shards: their number is fixed by the config (an upper bound on prompts /
+    shard_size), so the whole DAG is known at parse time and dry runs list every job."""
+    return [shard_name(i) for i in range(num_shards(config))]
+
+
+def eval_shards(config: dict) -> dict[str, list[str]]:
+    """Evaluation shards of each enabled benchmark (fixed at parse time, like the candidates')."""
+    return {bench: [shard_name(i) for i in range(num_eval_shards(config, bench))] for bench in enabled(config)}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+# The model families agfsync.demo.tiny_models builds (rule models_tiny's params: a new family
+# rebuilds the directory). Here, not in the demo wing, because the workflow reads it at parse time.
+TINY_FAMILIES = ("sd1", "sdxl", "clip", "blip2", "aesthetic", "hps", "fid")
+
+
+def tiny_models_input(config: dict) -> list[str]:
+    """The tiny-model directory, as an input of every rule that loads a model in the demo."""
+    return [config["tiny_models"]["dir"]] if config["tiny_models"]["enabled"] else []
+
+
+def llm_inputs(config: dict, stage: str) -> list[str]:
+    """Recorded responses are an input when the stage replays them (provider: file).
+    `stage` is the dotted section that holds the `llm:` settings: prompts, qa, eval.judge."""
+    node = config
+    for key in stage.split("."):
+        node = node[key]
+    llm = node["llm"]
+    return [llm["responses"]] if llm["provider"] == "file" else []
+
+
+def scorer_values(config: dict) -> list:
+    """Config values behind the stage-3 scorers' weights (for their downloads)."""
+    return [config["scores"][section][key] for section, key in SCORER_KEYS]
+
+
+def eval_score_values(config: dict, bench: str) -> list:
+    """Config values behind the weights an eval_score job of this benchmark loads."""
+    if bench == "tifa":
+        return scorer_values(config)
+    if bench == "hpsv2":
+        return [config["eval"]["hpsv2"]["checkpoint"]]
+    return mjhq_feature_values(config)
+
+
+def mjhq_feature_values(config: dict) -> list:
+    """Config values behind the MJHQ FID feature extractor (eval_score on mjhq, eval_reference_mjhq)."""
+    return [config["eval"]["mjhq"][key] for key in ("features", "inception_weights")]
+
+
+def benchmark_files(config: dict, bench: str) -> list[str]:
+    """The downloaded files a benchmark's prompt list is read from (eval_prompts)."""
+    section = config["eval"][bench]
+    if bench == "tifa":
+        return [section["text_inputs"], section["questions"]]
+    if bench == "hpsv2":
+        return [f"{section['prompts_dir']}/{style}.json" for style in STYLES]
+    return [section["meta"]]
+
+
+def eval_unet(model: str, variant: str) -> list[str]:
+    """The fine-tuned UNet is an input of the agfsync variant only: base images never wait for training."""
+    return [layout.TRAINED.format(model=model)] if variant == "agfsync" else []
+
+
+def check_per_image(bench: str, kind: str, ext: str) -> None:
+    """eval_score's output pattern leaves {kind} and {ext} free: only the benchmark's own
+    file name (layout.PER_IMAGE) is a valid output."""
+    if (kind, ext) != layout.PER_IMAGE[bench]:
+        want_kind, want_ext = layout.PER_IMAGE[bench]
+        raise ValueError(f"eval_score writes {want_kind}-<shard>.{want_ext} for benchmark {bench}, "
+                         f"not {kind}-<shard>.{ext}")
+
+
+def eval_outputs(config: dict, model: str, variant: str, bench: str, kind: str) -> list[str]:
+    """Per-shard files of one model, variant and benchmark: "shard" (the images) or
+    "per_image" (their scores or features)."""
+    shards = eval_shards(config)[bench]
+    if kind == "shard":
+        return [layout.EVAL_SHARD.format(model=model, variant=variant, bench=bench, shard=s) for s in shards]
+    if kind == "per_image":
+        return [layout.per_image(model, variant, bench, s) for s in shards]
+    raise ValueError(f"unknown kind {kind!r} (shard, per_image)")
+
+
+def metric_inputs(config: dict, model: str, metric: str) -> dict:
+    """Inputs of eval_metric: the per-image files of both variants, and for FID the reference."""
+    bench = SOURCE[metric]
+    inputs = {v: eval_outputs(config, model, v, bench, "per_image") for v in VARIANTS}
+    if bench == "mjhq":
+        inputs["reference"] = layout.MJHQ_REFERENCE
+    return inputs
+
+
+def report_paths(config: dict) -> dict:
+    """What the report page reads, per run model (agfsync.report.page.build_report): the
+    metric files, the training metrics and summary, the pairs and their summary, and the
+    first evaluation shard of each benchmark and variant (its image grid)."""
+    first = shard_name(0)
+    out = {}
+    for model in config["run_models"]:
+        out[model] = {
+            "metrics": {metric: layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)},
+            "train_metrics": layout.TRAIN_METRICS.format(model=model),
+            "train_summary": layout.TRAIN_SUMMARY.format(model=model),
+            "pairs": layout.PAIRS.format(model=model),
+            "pairs_summary": layout.PAIRS_SUMMARY.format(model=model),
+            "eval_shards": {bench: {v: layout.EVAL_SHARD.format(model=model, variant=v, bench=bench, shard=first)
+                                    for v in VARIANTS} for bench in enabled(config)},
+        }
+    return out
+
+
+def report_inputs(config: dict) -> list[str]:
+    """Everything the report shows: metric files, training metrics, pairs and the shards
+    its image grids come from (all candidate shards: pairs point into any of them)."""
+    shards = candidate_shards(config)
+    benches = enabled(config)
+    inputs = []
+    for model in config["run_models"]:
+        inputs += [layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)]
+        inputs += [layout.TRAINED.format(model=model), layout.PAIRS.format(model=model),
+                   layout.PAIRS_SUMMARY.format(model=model)]
+        inputs += [layout.CANDIDATE_SHARD.format(model=model, shard=shard) for shard in shards]
+        inputs += [layout.EVAL_SHARD.format(model=model, variant=v, bench=b, shard=shard_name(0))
+                   for v in VARIANTS for b in benches]
+    return inputs
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def final_targets(config: dict) -> list[str]:
+    """Every target of `rule all`: the prompts, the tiny models (demo), per run model its
+    pairs, fine-tuned UNet and metric files, then the report."""
+    targets = [layout.PROMPTS, layout.PROMPTS_SUMMARY, layout.QA, layout.QA_SUMMARY]
+    targets += tiny_models_input(config)
+    for model in config["run_models"]:
+        targets += [layout.PAIRS.format(model=model), layout.PAIRS_SUMMARY.format(model=model),
+                    layout.TRAINED.format(model=model)]
+        targets += [layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)]
+    return targets + [layout.REPORT]

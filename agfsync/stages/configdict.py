@@ -1,0 +1,25 @@
+"""Typed settings back as the config dict, for the functions that still read one.
+
+agfsync.core.pairs.select_pairs, agfsync.core.benchmarks.load_benchmark (the workflow calls
+it at parse time with Snakemake's config), agfsync.train.data.build_train_cache and
+agfsync.train.launch.run_training take the config as a dict. The stages hand them
+`config_dict(settings)`: `settings.to_dict()` with its keys sorted at every level, as the
+workflow's params are (common.smk `canonical`), so that what those functions copy into
+their outputs (e.g. the score weights in pairs_summary.json) reads the same whether the
+workflow or `agfsync` ran the stage.
+"""
+
+from __future__ import annotations
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def config_dict(settings) -> dict:
+    """The declared sections of `settings` (and defaults) as a plain dict, keys sorted."""
+    return _sorted(settings.to_dict())
