@@ -133,7 +133,8 @@ _train_cache = _stage_command("train", "run_cache", lambda a, c: (
     {"pairs": a.pairs}, {"cache": a.out}, {"model": a.model}), model_job=True)
 # no model_job: each training process sets its own threads (agfsync.train.launch)
 _train = _stage_command("train", "run", lambda a, c: (
-    {"cache": a.cache}, {"model": a.out}, {"model": a.model, "checkpoints": a.checkpoints, "log": a.log}))
+    {"cache": a.cache}, {"model": a.out}, {"model": a.model, "checkpoints": a.checkpoints, "log": a.log,
+                                           "config_digest": _digest(a, c)}))
 _eval_prompts = _stage_command("evaluate", "run_prompts", lambda a, c: ({}, {"prompts": a.out}, {"bench": a.bench}))
 _eval_generate = _stage_command("evaluate", "run_generate", lambda a, c: (
     {"prompts": a.prompts, "unet": [a.unet] if a.unet else []}, {"shard": a.out},
@@ -163,12 +164,15 @@ def _cmd_download(args) -> int:
 
 def _cmd_report(args) -> int:
     from agfsync.core.config import config_digest, load_config
+    from agfsync.core.dag import report_paths
     from agfsync.core.logs import job_logging
-    from agfsync.report.page import build_report
+    from agfsync.core.sections import Settings
+    from agfsync.report.page import build_report, rebased
 
     cfg = load_config(args.config)
     with job_logging(args.log):
-        build_report(cfg, args.out, root=args.results, config_hash=config_digest(cfg))
+        paths = {model: rebased(files, args.results) for model, files in report_paths(cfg).items()}
+        build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg))
     return 0
 
 

@@ -65,10 +65,10 @@ def real_sized_pretrained(arch: str, out: Path) -> Path:
     return out
 
 
-def run_ours(cfg, cache, steps) -> float:
+def run_ours(settings, cache, steps) -> float:
     from agfsync.train.trainer import DPOTrainer
 
-    trainer = DPOTrainer(cfg, "sd15", cache, tempfile.mkdtemp(), tempfile.mkdtemp())
+    trainer = DPOTrainer(settings, "sd15", cache, tempfile.mkdtemp(), tempfile.mkdtemp())
     for micro in range(trainer.grad_accum):  # warm-up step
         trainer.micro_step(0, micro)
     start = time.perf_counter()
@@ -78,7 +78,7 @@ def run_ours(cfg, cache, steps) -> float:
     return time.perf_counter() - start
 
 
-def run_plain(cfg, cache_dir, steps) -> float:
+def run_plain(settings, cache_dir, steps) -> float:
     import bitsandbytes as bnb
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -87,25 +87,25 @@ def run_plain(cfg, cache_dir, steps) -> float:
     from agfsync.core.seeds import derive_seed
     from agfsync.train.data import PairCache, batch_indices
 
-    hp, pretrained = cfg["models"]["sd15"]["train"], cfg["models"]["sd15"]["pretrained"]
+    hp, pretrained, train = settings.models["sd15"].train, settings.models["sd15"].pretrained, settings.train
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = device.type == "cuda"
     unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet").to(device).train()
     reference = copy.deepcopy(unet).to(torch.bfloat16 if autocast else torch.float32).requires_grad_(False).eval()
-    if cfg["train"]["gradient_checkpointing"]:
+    if train.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    configure_attention(unet, cfg["train"]["attention"], device)
-    configure_attention(reference, cfg["train"]["attention"], device)
+    configure_attention(unet, train.attention, device)
+    configure_attention(reference, train.attention, device)
     scheduler = DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler")
-    optimizer = bnb.optim.AdamW8bit(unet.parameters(), lr=hp["lr"], weight_decay=0.01)
+    optimizer = bnb.optim.AdamW8bit(unet.parameters(), lr=hp.lr, weight_decay=0.01)
     cache = PairCache(cache_dir)
-    accum = hp["global_batch"] // hp["micro_batch"]
+    accum = hp.global_batch // hp.micro_batch
 
     def step_fn(step):
         for micro in range(accum):
-            batch = cache.get(batch_indices(cfg["seed"], len(cache), hp["global_batch"], step, micro, 0, 1,
-                                            hp["micro_batch"]))
-            g = torch.Generator().manual_seed(derive_seed(cfg["seed"], "dpo", step, micro, 0))
+            batch = cache.get(batch_indices(settings.seed, len(cache), hp.global_batch, step, micro, 0, 1,
+                                            hp.micro_batch))
+            g = torch.Generator().manual_seed(derive_seed(settings.seed, "dpo", step, micro, 0))
             batch = {k: v.to(device) for k, v in batch.items()}
             x_w, x_l = batch["latents_w"], batch["latents_l"]
             noise = torch.randn(x_w.shape, generator=g).to(device)
@@ -121,7 +121,7 @@ def run_plain(cfg, cache_dir, steps) -> float:
                     ref = reference(noisy, torch.cat([t, t]), **kwargs).sample
             b = x_w.shape[0]
             loss, _ = diffusion_dpo_loss(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), noise, noise,
-                                         hp["beta_dpo"])
+                                         hp.beta_dpo)
             (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -135,8 +135,10 @@ def run_plain(cfg, cache_dir, steps) -> float:
 
 
 def child(args) -> None:
-    cfg = json.loads(Path(args.child_config).read_text())
-    seconds = (run_ours if args.variant == "ours" else run_plain)(cfg, args.cache, args.steps)
+    from agfsync.core.sections import Settings
+
+    settings = Settings.from_json(Path(args.child_config).read_text())  # as the trainer reads its stage config
+    seconds = (run_ours if args.variant == "ours" else run_plain)(settings, args.cache, args.steps)
     print(json.dumps({"seconds": seconds, "peak_memory_bytes": peak_memory()}))
 
 
@@ -179,8 +181,10 @@ def main() -> None:
         cache = toy_cache(work / "cache", num_pairs=max(8, args.global_batch * 2), family="sdxl" if sdxl else "sd1",
                           latent_size=resolution // 8, embed_dim=2048 if sdxl else 768, pooled_dim=1280,
                           resolution=resolution)
+    from agfsync.core.sections import Settings
+
     cfg = make_config(pretrained, args)
-    (work / "cfg.json").write_text(json.dumps(cfg))
+    (work / "cfg.json").write_text(Settings.from_dict(cfg).to_json())  # as the launcher writes the stage config
     samples = {"plain": [], "ours": []}
     for _ in range(args.repeats):
         for variant in ("plain", "ours"):

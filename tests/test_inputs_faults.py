@@ -214,25 +214,25 @@ def test_pairs_stage_checks_qa_and_score_ids(demo_config, tmp_path):
     # the same prompt scored again in a second shard: two pairs of one prompt otherwise
     second = write_lines(tmp_path / "scores-1.jsonl", [score_row("animals-2", 0), score_row("animals-1a2b3c4d5e", 1)])
     with pytest.raises(DataError) as err:
-        select_pairs(cfg, [first, second], qa, ["s0.tar", "s1.tar"], out, summary)
+        select_pairs(settings(cfg, "pairs_select"), [first, second], qa, ["s0.tar", "s1.tar"], out, summary)
     assert str(err.value) == (f"{second}, line 2: duplicate score of prompt id 'animals-1a2b3c4d5e' candidate 1 "
                               f"(first at {first}, line 2)")
     second = write_lines(tmp_path / "scores-1.jsonl", [score_row("animals-2", 0), score_row("../2", 1)])
     with pytest.raises(DataError, match=r"scores-1.jsonl, line 2: prompt id '\.\./2' is not a safe identifier"):
-        select_pairs(cfg, [first, second], qa, ["s0.tar", "s1.tar"], out, summary)
+        select_pairs(settings(cfg, "pairs_select"), [first, second], qa, ["s0.tar", "s1.tar"], out, summary)
     qa = write_lines(tmp_path / "qa.jsonl", [GOOD, {**GOOD, "id": "animals-2"}, {**GOOD, "id": "animals-2"}])
     with pytest.raises(DataError) as err:
-        select_pairs(cfg, [first], qa, ["s0.tar"], out, summary)
+        select_pairs(settings(cfg, "pairs_select"), [first], qa, ["s0.tar"], out, summary)
     assert str(err.value) == f"{qa}, line 3: duplicate prompt id 'animals-2' (first at line 2)"
     line = b'{"prompt_id": "animals-2", "candidate": 0, "x": "\x80"}\n'
     (tmp_path / "scores-1.jsonl").write_bytes(line)
     qa = write_lines(tmp_path / "qa.jsonl", [GOOD, {**GOOD, "id": "animals-2"}])
     with pytest.raises(DataError) as err:
-        select_pairs(cfg, [first, second], qa, ["s0.tar", "s1.tar"], out, summary)
+        select_pairs(settings(cfg, "pairs_select"), [first, second], qa, ["s0.tar", "s1.tar"], out, summary)
     assert str(err.value) == f"{second}, line 1: not valid UTF-8 (byte {line.index(0x80)} of the line: b'\\x80\"}}\\n')"
     assert not out.exists()
     second = write_lines(tmp_path / "scores-1.jsonl", [score_row("animals-2", 0), score_row("animals-2", 1)])
-    assert select_pairs(cfg, [first, second], qa, ["s0.tar", "s1.tar"], out, summary)["num_pairs"] == 2
+    assert select_pairs(settings(cfg, "pairs_select"), [first, second], qa, ["s0.tar", "s1.tar"], out, summary)["num_pairs"] == 2
 
 
 # ----------------------------------------------------------------------------- evaluation and benchmarks
@@ -297,4 +297,4 @@ def test_scoring_and_the_train_cache_check_ids_before_loading_a_model(demo_confi
     pair = {"prompt_id": "a/b", "prompt": "p", "winner": {}, "loser": {}}
     pairs = write_lines(tmp_path / "pairs.jsonl", [pair])
     with pytest.raises(DataError, match=r"pairs.jsonl, line 1: prompt id 'a/b' is not a safe identifier"):
-        build_train_cache(demo_config, "sd15", pairs, tmp_path / "cache")
+        build_train_cache(settings(demo_config, "train_cache", model="sd15"), "sd15", pairs, tmp_path / "cache")

@@ -12,13 +12,20 @@ import textwrap
 import pytest
 from fake_slurm_cli import install
 
+from agfsync.core.sections import TrainSettings
 from agfsync.train.launch import LaunchError, launcher_kind, rendezvous_port, srun_plan, torchrun_command
 
 LAUNCH = {"backend": "auto", "rendezvous_port": None, "join_timeout_s": 600}
 
 
+def train(**values) -> TrainSettings:
+    """The train section's typed settings (defaults for what is not given)."""
+    return TrainSettings.from_dict(values, "train")
+
+
 def test_one_node_is_standalone_torchrun_with_a_process_per_gpu():
-    assert launcher_kind({"nodes": 1, "gpus": 8}) == "standalone"
+    assert launcher_kind({"nodes": 1, "gpus": 8}) == "standalone"  # the workflow's dict, at parse time
+    assert launcher_kind(train(nodes=1, gpus=8)) == "standalone"  # the launcher's settings
     assert torchrun_command(8, ["--model", "sdxl"])[1:] == [
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=8", "-m", "agfsync.train.trainer", "--model", "sdxl"]
 
@@ -28,9 +35,9 @@ def test_several_nodes_run_one_torchrun_per_node_under_srun(tmp_path):
     # and CPUs per task come from `scontrol show job`
     env = {**os.environ, **install(tmp_path), "SLURM_JOB_ID": "123456", "FAKE_SLURM_NODELIST": "gpu[07-09]",
            "FAKE_SLURM_NODES": "gpu07,gpu08,gpu09", "FAKE_SLURM_CPUS_PER_TASK": "64"}
-    tcfg = {"nodes": 2, "gpus": 8, "launch": LAUNCH}
-    assert launcher_kind(tcfg) == "srun"
-    plan = srun_plan(tcfg, env)
+    section = train(nodes=2, gpus=8, launch=LAUNCH)
+    assert launcher_kind(section) == "srun" and launcher_kind(section.to_dict()) == "srun"
+    plan = srun_plan(section, env)
     assert plan == {"nodes": 2, "hosts": ["gpu07", "gpu08"], "host": "127.0.0.1", "port": 29500 + 3456,
                     "job_id": "123456", "cpus_per_task": 64}
     command = torchrun_command(8, ["--model", "sdxl"], plan, 600)
@@ -43,19 +50,19 @@ def test_several_nodes_run_one_torchrun_per_node_under_srun(tmp_path):
 
 
 def test_rendezvous_port_config_then_master_port_then_job_id():
-    assert rendezvous_port({"launch": {**LAUNCH, "rendezvous_port": 29999}}, {"MASTER_PORT": "1", "SLURM_JOB_ID": "7"}) == 29999
-    assert rendezvous_port({"launch": LAUNCH}, {"MASTER_PORT": "31000", "SLURM_JOB_ID": "7"}) == 31000
-    assert rendezvous_port({"launch": LAUNCH}, {"SLURM_JOB_ID": "10007"}) == 29507
+    assert rendezvous_port(train(launch={**LAUNCH, "rendezvous_port": 29999}), {"MASTER_PORT": "1", "SLURM_JOB_ID": "7"}) == 29999
+    assert rendezvous_port(train(launch=LAUNCH), {"MASTER_PORT": "31000", "SLURM_JOB_ID": "7"}) == 31000
+    assert rendezvous_port(train(launch=LAUNCH), {"SLURM_JOB_ID": "10007"}) == 29507
 
 
 def test_multi_node_outside_slurm_or_on_too_few_nodes_is_refused_before_any_process(tmp_path):
     with pytest.raises(LaunchError) as err:
-        srun_plan({"nodes": 2, "launch": LAUNCH}, {})
+        srun_plan(train(nodes=2, launch=LAUNCH), {})
     assert str(err.value) == ("train.nodes is 2: multi-node training runs inside a SLURM job (snakemake --profile "
                               "slurm), but SLURM_JOB_ID is not set")
     env = {**os.environ, **install(tmp_path), "SLURM_JOB_ID": "9", "FAKE_SLURM_NODELIST": "a1", "FAKE_SLURM_NODES": "a1"}
     with pytest.raises(LaunchError) as err:
-        srun_plan({"nodes": 4, "launch": LAUNCH}, env)
+        srun_plan(train(nodes=4, launch=LAUNCH), env)
     assert str(err.value) == "train.nodes is 4 but SLURM job 9 holds 1 node(s) (a1)"
 
 

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from agfsync.core import proclife
+from agfsync.core.sections import Settings
 from agfsync.train.launch import LaunchError, run_training
 
 PYTHON = sys.executable
@@ -205,7 +206,9 @@ HOLD = textwrap.dedent("""
     time.sleep(600)
 """)
 
-CPU_CFG = {"device": "cpu", "train": {"gpus": 1, "nodes": 1}}
+# what the launcher reads before it takes the lock (the rest of a stage's settings is never reached)
+CPU_SETTINGS = Settings.from_dict(
+    {"device": "cpu", "train": {"gpus": 1, "nodes": 1, "launch": {"join_timeout_s": 600}}}, partial=True)
 
 
 def test_a_second_run_on_a_held_checkpoint_directory_is_refused_naming_the_holder(tmp_path):
@@ -217,7 +220,7 @@ def test_a_second_run_on_a_held_checkpoint_directory_is_refused_naming_the_holde
         holder = json.loads(Path(f"{ckpt}.lock").read_text())
         assert holder["pid"] == first.pid and holder["command"] == "first run"
         with pytest.raises(LaunchError) as err:
-            run_training(CPU_CFG, "sd15", tmp_path / "cache", tmp_path / "out", ckpt)
+            run_training(CPU_SETTINGS, "sd15", tmp_path / "cache", tmp_path / "out", ckpt)
         assert str(err.value) == (
             f"{ckpt} is in use by pid {first.pid} on host {socket.gethostname()} since {holder['started']} "
             f"(another train_dpo run?); stop it first, or delete {ckpt}.lock if that process is gone")
@@ -278,26 +281,26 @@ SNAKEFILE = textwrap.dedent("""
 """)
 
 SCRIPT = textwrap.dedent("""
-    import json
-    from agfsync.train.launch import run_training
     from agfsync.core.logs import job_logging
-    cfg = json.load(open("cfg.json"))
+    from agfsync.core.sections import Settings
+    from agfsync.train.launch import run_training
+    settings = Settings.from_json(open("settings.json").read())
     with job_logging(snakemake.log[0]):
-        run_training(cfg, "sd15", "{cache}", snakemake.output[0], snakemake.params.checkpoints,
+        run_training(settings, "sd15", "{cache}", snakemake.output[0], snakemake.params.checkpoints,
                      log_path=snakemake.log[0])
 """)
 
 
 @pytest.mark.slow
 def test_kill_9_of_a_real_snakemake_stops_a_real_training(demo_config, tiny_models, tmp_path):
-    from train_helpers import toy_cache, toy_config
+    from train_helpers import toy_cache, toy_config, train_settings
 
     cache = toy_cache(tmp_path / "cache")
     work = tmp_path / "work"
     work.mkdir()
     cfg = toy_config(demo_config, tiny_models, checkpoint_every=2)
     cfg["models"]["sd15"]["train"]["steps"] = 10000  # still training when Snakemake is killed
-    (work / "cfg.json").write_text(json.dumps(cfg))
+    (work / "settings.json").write_text(train_settings(cfg).to_json())  # rule train_dpo's settings
     (work / "Snakefile").write_text(SNAKEFILE)
     (work / "train.py").write_text(SCRIPT.replace("{cache}", str(cache)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from agfsync.models import loaders as models
+from helpers import settings
+
 from agfsync.core.pairs import select_pair, select_pairs, weighted_total, with_total
 from agfsync.models.vqa import VQAScorer, authors_rule_correct
 
@@ -220,7 +222,7 @@ def test_select_pairs_gathers_shards(demo_config, tmp_path):
     shard1 = [dict(r, prompt_id="c") for r in rows([7, 6, 8, 5])]
     for i, shard in enumerate((shard0, shard1)):
         (tmp_path / f"s{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shard))
-    summary = select_pairs(cfg, [tmp_path / "s0.jsonl", tmp_path / "s1.jsonl"], tmp_path / "qa.jsonl",
+    summary = select_pairs(settings(cfg, "pairs_select"), [tmp_path / "s0.jsonl", tmp_path / "s1.jsonl"], tmp_path / "qa.jsonl",
                            ["shard-00000.tar", "shard-00001.tar"], tmp_path / "pairs.jsonl", tmp_path / "sum.json")
     pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert [(p["prompt_id"], p["winner"]["candidate"], p["loser"]["candidate"], p["margin"], p["winner"]["shard"])
@@ -245,7 +247,7 @@ def test_pairs_follow_the_weights_not_a_stored_total(demo_config, tmp_path):
 
     def winner(weights):
         cfg["scores"]["weights"] = weights
-        select_pairs(cfg, [tmp_path / "s.jsonl"], tmp_path / "qa.jsonl", ["shard-00000.tar"], tmp_path / "pairs.jsonl",
+        select_pairs(settings(cfg, "pairs_select"), [tmp_path / "s.jsonl"], tmp_path / "qa.jsonl", ["shard-00000.tar"], tmp_path / "pairs.jsonl",
                      tmp_path / "sum.json")
         (pair,) = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
         assert pair["winner"]["total"] == weighted_total(scores[pair["winner"]["candidate"]], weights)

@@ -204,6 +204,7 @@ def test_training_on_two_nodes_through_srun_matches_two_local_processes(cluster,
     from safetensors.torch import load_file
 
     from agfsync.core.config import load_config
+    from agfsync.core.sections import Settings
     from agfsync.train.launch import run_training
 
     cwd = tmp_path / "w"  # the finished local demo, less sd15's training
@@ -236,7 +237,7 @@ def test_training_on_two_nodes_through_srun_matches_two_local_processes(cluster,
     local.mkdir()
     # every process runs cpu_threads threads whatever OMP_NUM_THREADS says: one node x 2 processes equals 2 x 1
     assert re.search(r"OMP_NUM_THREADS=2 per process \(config cpu_threads\)", log)
-    run_training(cfg, "sd15", cache, local / "out", local / "ckpt", log_path=local / "train.log",
+    run_training(Settings.from_dict(cfg), "sd15", cache, local / "out", local / "ckpt", log_path=local / "train.log",
                  env={**os.environ, "OMP_NUM_THREADS": "1"})
     a = load_file(str(cwd / "results/sd15/agfsync/unet/diffusion_pytorch_model.safetensors"))
     b = load_file(str(local / "out/unet/diffusion_pytorch_model.safetensors"))

@@ -164,6 +164,38 @@ def test_candidates_from_a_job_and_from_the_command_are_the_same_bytes(cfg, tmp_
         assert [(r["prompt_id"], r["candidate"]) for r in shard.rows] == [(RECORDS[2]["id"], 0), (RECORDS[2]["id"], 1)]
 
 
+def test_a_train_dpo_job_hands_the_launcher_its_settings_and_the_full_configs_digest(cfg, tmp_path, monkeypatch):
+    """workflow/scripts/train_dpo.py: the launcher gets the job's typed settings (what train_dpo declares, with
+    train.launch back from the full config) and the digest of the FULL config for the model (j.config_digest),
+    which the trainer records as config_hash; the settings alone could not give it."""
+    import runpy
+
+    import torch
+
+    from agfsync.core import gpu_slots
+    from agfsync.core.config import config_digest
+    from agfsync.core.sections import Settings
+    from agfsync.train import launch
+
+    calls = []
+    monkeypatch.setattr(launch, "run_training", lambda *a, **k: calls.append((a, k)) or 0)
+    monkeypatch.setattr(gpu_slots, "bind_gpus", lambda gpus: None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    cfg["train"]["launch"]["join_timeout_s"] = 77  # operational: not in the params, back from the full config
+    snakemake = fake_snakemake(cfg, dag.stage_params(cfg, "train_dpo", model="sd15"), tmp_path,
+                               inputs={"cache": "results/sd15/train_cache"}, outputs=["results/sd15/agfsync"],
+                               wildcards={"model": "sd15"}, checkpoints="results/sd15/train_checkpoints")
+    runpy.run_path(str(REPO / "workflow" / "scripts" / "train_dpo.py"), init_globals={"snakemake": snakemake})
+    [((settings, model, cache, out, checkpoints), kwargs)] = calls
+    assert (model, cache, out, checkpoints) == ("sd15", "results/sd15/train_cache", "results/sd15/agfsync",
+                                                "results/sd15/train_checkpoints")
+    assert kwargs["config_digest"] == config_digest(cfg, "sd15") and kwargs["log_path"].endswith("job.log")
+    assert settings.train.launch.join_timeout_s == 77 and settings.models["sd15"].to_dict() == cfg["models"]["sd15"]
+    with pytest.raises(SettingsError, match="'candidates' was read"):
+        settings.candidates.num_per_prompt
+    assert Settings.from_json(settings.to_json()).to_dict() == settings.to_dict()  # what the trainer reads back
+
+
 def test_train_cache_from_a_job_and_from_the_command(cfg, tmp_path):
     from agfsync.stages import candidates, train
 
@@ -253,8 +285,13 @@ def test_train_through_the_command(cfg, tmp_path):
     cfg["models"]["sd15"]["train"].update({"steps": 2, "global_batch": 2, "micro_batch": 1})
     cfg["train"].update({"gpus": 1, "optimizer": "adamw", "checkpoint_every": 1, "gradient_checkpointing": False})
     cache = toy_cache(tmp_path / "cache", num_pairs=4, chunk_size=4)
-    assert main(["train", "--config", config_file(cfg, tmp_path / "c.yaml"), "--model", "sd15", "--cache", str(cache),
+    from agfsync.core.config import config_digest, load_config
+
+    c = config_file(cfg, tmp_path / "c.yaml")
+    assert main(["train", "--config", c, "--model", "sd15", "--cache", str(cache),
                  "--out", str(tmp_path / "out"), "--checkpoints", str(tmp_path / "ckpt"),
                  "--log", str(tmp_path / "train.log")]) == 0
     steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2] and (tmp_path / "out" / "unet").is_dir()
+    # the package's one config digest (of the full config, for this model), as the metric files record it
+    assert read_json(tmp_path / "out" / "summary.json")["config_hash"] == config_digest(load_config(c), "sd15")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import metrics, run_trainer, toy_cache, toy_config, train_in_process, unet_weights
+from train_helpers import metrics, run_trainer, toy_cache, toy_config, train_in_process, train_settings, unet_weights
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +186,7 @@ def test_two_nodes_with_a_c10d_rendezvous_match_two_processes_on_one_node(zero2_
                                                                    "join_timeout_s": 120}})
     log = tmp_path / "train.log"
     caplog.set_level("INFO", logger="agfsync.train.launch")
-    run_training(two_nodes, "sd15", cache, tmp_path / "out", tmp_path / "ckpt", log_path=log,
+    run_training(train_settings(two_nodes), "sd15", cache, tmp_path / "out", tmp_path / "ckpt", log_path=log,
                  env=multi_node_env(tmp_path))
     assert "2 node(s) (node1, node2) x 1 process(es), rendezvous at 127.0.0.1:33742" in caplog.text  # 29500 + 4242
     assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --kill-on-bad-exit=1 --nodelist=node1,node2" in caplog.text
@@ -207,7 +207,7 @@ def test_a_node_that_never_joins_fails_the_job_with_a_clear_error(zero2_run, cac
                                                                    "join_timeout_s": 5}})
     log = tmp_path / "train.log"
     with pytest.raises(RuntimeError) as err:
-        run_training(two_nodes, "sd15", cache, tmp_path / "out", tmp_path / "ckpt", log_path=log,
+        run_training(train_settings(two_nodes), "sd15", cache, tmp_path / "out", tmp_path / "ckpt", log_path=log,
                      env=multi_node_env(tmp_path, FAKE_SRUN_TASKS="1"))
     assert str(err.value) == (
         "training of sd15: not all 2 node(s) (node1, node2) joined the rendezvous at 127.0.0.1:29611 within 5 s "
@@ -223,12 +223,15 @@ REGENERATE = "AGFSYNC_REGENERATE_GOLDEN"
 
 
 def golden_losses(spec: dict, tiny_models: Path, root: Path) -> list[float]:
-    """The per-step losses of the run `spec` describes: its config (with the tiny sd15 model's
-    path), its toy cache, one process in this one."""
+    """The per-step losses of the run `spec` describes: its stage config (with the tiny sd15
+    model's path) as the trainer's settings, its toy cache, one process in this one."""
+    from agfsync.core.sections import Settings
+
     cfg = copy.deepcopy(spec["config"])
     cfg["models"]["sd15"]["pretrained"] = str(tiny_models / "sd1")
     cache = toy_cache(root / "cache", **spec["toy_cache"])
-    result = train_in_process(cfg, cache, root / "out", root / "ckpt")
+    settings = Settings.from_dict(cfg, partial=True)  # a stage config already: exactly the sections it holds
+    result = train_in_process(settings, cache, root / "out", root / "ckpt")
     assert result.returncode == 0, result.stderr[-3000:]
     return [m["loss"] for m in metrics(root / "out" / "metrics.jsonl")]
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import settings
 
 from agfsync.core.sections import Settings
 from agfsync.stages.candidates import generate_shard
@@ -37,7 +38,7 @@ def shard_and_pairs(demo_config, tiny_models, tmp_path):
 def test_generation_latents_are_reused(shard_and_pairs, tmp_path):
     cfg, shard, rows, pairs = shard_and_pairs
     cfg["train"]["latents"] = "generation"
-    index = build_train_cache(cfg, "sd15", pairs, tmp_path / "cache")
+    index = build_train_cache(settings(cfg, "train_cache", model="sd15"), "sd15", pairs, tmp_path / "cache")
     assert (index["num_pairs"], index["latents"]) == (2, "generation")
     batch = PairCache(tmp_path / "cache").get([0, 1])
     with Shard(shard) as s:
@@ -51,7 +52,7 @@ def test_vae_latents_are_the_posterior_mean_of_the_images(shard_and_pairs, tiny_
 
     cfg, shard, rows, pairs = shard_and_pairs
     cfg["train"]["latents"] = "vae"
-    build_train_cache(cfg, "sd15", pairs, tmp_path / "cache")
+    build_train_cache(settings(cfg, "train_cache", model="sd15"), "sd15", pairs, tmp_path / "cache")
     batch = PairCache(tmp_path / "cache").get([0])
     pipe = load_sd_pipeline(str(tiny_models / "sd1"), "sd1", device="cpu")
     with Shard(shard) as s:

@@ -20,6 +20,10 @@ def cache(tmp_path_factory):
     return toy_cache(tmp_path_factory.mktemp("toy") / "cache")
 
 
+# a valid beta_dpo whose 0.5 * beta overflows fp32 in the loss: a NaN loss while policy == reference
+OVERFLOW = 1e308
+
+
 def short(demo_config, tiny_models, steps: int, **train) -> dict:
     cfg = toy_config(demo_config, tiny_models, **train)
     cfg["models"]["sd15"]["train"]["steps"] = steps
@@ -128,12 +132,13 @@ def test_a_torn_metrics_line_and_a_crash_after_the_final_checkpoint(demo_config_
 @slow
 def test_a_nan_loss_stops_the_run_and_saves_no_model(demo_config_module, tiny_models, cache, tmp_path):
     cfg = short(demo_config_module, tiny_models, 6, checkpoint_every=1)
-    # the config validation rejects NaN; the stage config could still carry one (or an overflow make one)
-    cfg["models"]["sd15"]["train"]["beta_dpo"] = float("nan")
+    # neither the config nor the typed settings take a NaN; an overflow makes one: 0.5 * beta is inf in fp32, and
+    # at step 1 the policy equals the reference, so inf * 0 (the reward difference) is NaN
+    cfg["models"]["sd15"]["train"]["beta_dpo"] = OVERFLOW
     result = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert result.returncode == 2  # main reports the error and exits with 2
-    assert ("step 1: loss is nan (micro-batch 0; models.sd15.train.beta_dpo is nan, lr 0.001); 0 non-finite step(s) "
-            "skipped before, train.max_nonfinite_steps is 0: stopping; no model saved; no checkpoint kept"
+    assert ("step 1: loss is nan (micro-batch 0; models.sd15.train.beta_dpo is 1e+308, lr 0.001); 0 non-finite "
+            "step(s) skipped before, train.max_nonfinite_steps is 0: stopping; no model saved; no checkpoint kept"
             ) in result.stderr
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "ckpt" / "metrics.jsonl").exists() and not list((tmp_path / "ckpt").glob("step*"))
@@ -149,7 +154,7 @@ def test_weights_an_update_made_non_finite_are_never_saved(tmp_path):
     trainer = DPOTrainer.__new__(DPOTrainer)  # the check alone, on a stand-in engine
     module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     trainer.engine, trainer.world, trainer.model_name = SimpleNamespace(module=module), 1, "sd15"
-    trainer.hp, trainer.tcfg = {"lr": 1e-6}, {"max_nonfinite_steps": 0}
+    trainer.hp, trainer.train = SimpleNamespace(lr=1e-6), SimpleNamespace(max_nonfinite_steps=0)
     trainer.nonfinite_steps, trainer.last_checkpoint, trainer.checkpoints = 0, 4, tmp_path
     trainer._check_weights(5)  # finite: nothing happens
     with torch.no_grad():
@@ -166,13 +171,13 @@ def test_weights_an_update_made_non_finite_are_never_saved(tmp_path):
 def test_nan_steps_are_skipped_up_to_the_limit_without_moving_the_weights(demo_config_module, tiny_models, cache,
                                                                            tmp_path):
     cfg = short(demo_config_module, tiny_models, 6, checkpoint_every=1, keep_checkpoints=5, max_nonfinite_steps=2)
-    cfg["models"]["sd15"]["train"]["beta_dpo"] = float("nan")
+    cfg["models"]["sd15"]["train"]["beta_dpo"] = OVERFLOW  # NaN while the weights do not move (see above)
     result = train_in_process(cfg, cache, tmp_path / "out", tmp_path / "ckpt")
     assert result.returncode == 2  # main reports the error and exits with 2
     assert "step 2/6 skipped: non-finite loss (2 of at most 2, train.max_nonfinite_steps)" in result.stderr
-    assert ("step 3: loss is nan (micro-batch 0; models.sd15.train.beta_dpo is nan, lr 0.001); 2 non-finite step(s) "
-            f"skipped before, train.max_nonfinite_steps is 2: stopping; no model saved; checkpoints up to step 2 "
-            f"kept in {tmp_path / 'ckpt'}") in result.stderr
+    assert ("step 3: loss is nan (micro-batch 0; models.sd15.train.beta_dpo is 1e+308, lr 0.001); 2 non-finite "
+            "step(s) skipped before, train.max_nonfinite_steps is 2: stopping; no model saved; checkpoints up to "
+            f"step 2 kept in {tmp_path / 'ckpt'}") in result.stderr
     assert not (tmp_path / "out").exists()
     steps = metrics(tmp_path / "ckpt" / "metrics.jsonl")
     assert [(m["step"], m["loss"], m["skipped"]) for m in steps] == [(1, None, "non-finite loss"),

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import settings
 from train_helpers import toy_cache
 
 from agfsync.core.io import DataError
@@ -15,7 +16,8 @@ from agfsync.train.data import PairCache, build_train_cache, save_chunk
 def test_empty_pairs_file(demo_config, tmp_path):
     (tmp_path / "pairs.jsonl").write_text("")
     with pytest.raises(DataError, match=r"pairs.jsonl: no preference pairs \(the file is empty\); there is nothing"):
-        build_train_cache(demo_config, "sd15", tmp_path / "pairs.jsonl", tmp_path / "cache")
+        build_train_cache(settings(demo_config, "train_cache", model="sd15"), "sd15", tmp_path / "pairs.jsonl",
+                          tmp_path / "cache")
 
 
 def test_corrupt_chunk_fails_with_its_name(tmp_path):
@@ -61,7 +63,8 @@ def test_more_gpus_than_present_fails_before_launch(demo_config, tmp_path, monke
     cfg = {**demo_config, "device": "auto", "train": {**demo_config["train"], "gpus": 4}}
     with pytest.raises(RuntimeError, match=r"train.gpus asks for 4 GPU\(s\) per node but this node has 2 CUDA "
                                            r"device\(s\); lower train.gpus, or set device: cpu"):
-        launch.run_training(cfg, "sd15", tmp_path / "c", tmp_path / "o", tmp_path / "k")
+        launch.run_training(settings(cfg, "train_dpo", model="sd15"), "sd15", tmp_path / "c", tmp_path / "o",
+                            tmp_path / "k")
     assert launched == []
 
 

@@ -1,6 +1,7 @@
 """A toy preference set and two ways to run the trainer on it: in this pytest process
 (`train_in_process`, one process, world size 1) and through torchrun (`run_trainer`, for the
-runs with more than one process)."""
+runs with more than one process). Both take a config dict (`toy_config`), turned into the
+typed settings rule train_dpo's job sees (`train_settings`), or typed settings as they are."""
 
 from __future__ import annotations
 
@@ -31,17 +32,28 @@ def toy_config(demo_config: dict, tiny_models: Path, **train) -> dict:
     return cfg
 
 
-def _stage_args(cfg: dict, cache: Path, out: Path, checkpoints: Path, stop_after: int | None) -> list[str]:
-    """The trainer's command line arguments; the stage config is written into `checkpoints`."""
+def train_settings(cfg, model: str = "sd15"):
+    """The typed settings of rule train_dpo's job for `model` (tests/helpers.settings: the dict
+    validated, defaults filled, cut to what the rule declares); Settings are returned as they are."""
+    from helpers import settings
+
+    from agfsync.core.sections import Settings
+
+    return cfg if isinstance(cfg, Settings) else settings(cfg, "train_dpo", model=model)
+
+
+def _stage_args(cfg, cache: Path, out: Path, checkpoints: Path, stop_after: int | None) -> list[str]:
+    """The trainer's command line arguments; the stage config is written into `checkpoints`
+    as the launcher writes it (`settings.to_json()`)."""
     checkpoints.mkdir(parents=True, exist_ok=True)
     stage = checkpoints / "stage_config.json"
-    stage.write_text(json.dumps(cfg))
+    stage.write_text(train_settings(cfg).to_json())
     args = ["--stage-config", str(stage), "--model", "sd15", "--cache", str(cache), "--out", str(out),
             "--checkpoints", str(checkpoints)]
     return args + (["--stop-after", str(stop_after)] if stop_after else [])
 
 
-def run_trainer(cfg: dict, cache: Path, out: Path, checkpoints: Path, processes: int = 2,
+def run_trainer(cfg, cache: Path, out: Path, checkpoints: Path, processes: int = 2,
                 stop_after: int | None = None) -> subprocess.CompletedProcess:
     """`processes` trainer processes through torchrun --standalone (gloo on the CPU)."""
     from agfsync.train.launch import torchrun_command
@@ -116,7 +128,7 @@ def single_process_world():
         os.environ.update(env)
 
 
-def train_in_process(cfg: dict, cache: Path, out: Path, checkpoints: Path,
+def train_in_process(cfg, cache: Path, out: Path, checkpoints: Path,
                      stop_after: int | None = None) -> InProcessRun:
     """One trainer process in this pytest process: agfsync.train.trainer.main with the
     arguments torchrun would pass, in a single_process_world. Exceptions other than the

@@ -112,9 +112,13 @@ def canonical(value):
 # ----------------------------------------------------------------------------- resources
 
 
-def launcher_kind(tcfg: dict) -> str:
-    """'standalone' (one node) or 'srun' (several) for a train config section."""
-    return "srun" if tcfg.get("nodes", 1) > 1 else "standalone"
+def launcher_kind(train) -> str:
+    """'standalone' (one node) or 'srun' (several) for a train section: the config's dict (the
+    workflow at parse time) or agfsync.core.sections.TrainSettings (the launcher)."""
+    from collections.abc import Mapping
+
+    nodes = train.get("nodes", 1) if isinstance(train, Mapping) else train.nodes
+    return "srun" if nodes > 1 else "standalone"
 
 
 def model_gpus(config: dict) -> int:

@@ -13,7 +13,10 @@ j.outputs, **j.wildcards)`. `job` does what every job needs before its stage run
   (agfsync.core.config.with_operational);
 - in a model job (a rule that declares `cpu_threads`: its outputs depend on the thread
   count), binds the job's GPUs (agfsync.core.gpu_slots) and sets torch's intra-op threads
-  from `cpu_threads` (`start_model_job`; torch is imported only then).
+  from `cpu_threads` (`start_model_job`; torch is imported only then);
+- gives the digest of the FULL config for the job's model (`j.config_digest`,
+  agfsync.core.config.config_digest), which the stage cannot compute from its declared
+  sections and records as `config_hash` (train_dpo's summary.json).
 
 The `agfsync` command builds the same settings from a config file and calls the same
 `run()` functions (agfsync.cli), so the workflow and the command cannot drift apart.
@@ -101,6 +104,9 @@ class Job:
     wildcards: Mapping[str, str]  # e.g. {"model": "sd15", "shard": "00002"}
     params: Mapping[str, Any]  # the rule's params other than cfg (config_hash, checkpoints, url, ...)
     log: str | None  # the rule's log file
+    # agfsync.core.config.config_digest of the job's FULL config (restricted to its model wildcard, if any):
+    # what a result file records as config_hash; None when the job has no config
+    config_digest: str | None = None
 
 
 def set_cpu_threads(cpu_threads: int) -> int:
@@ -156,10 +162,16 @@ def job(snakemake) -> Iterator[Job]:
     params = {name: value for name, value in snakemake.params.items()}
     stage_cfg = params.pop("cfg", None)
     log_path = str(snakemake.log[0]) if len(snakemake.log) else None
+    wildcards = {k: str(v) for k, v in snakemake.wildcards.items()}
     with job_logging(log_path, secret_env_names(full)):
         settings = stage_settings(stage_cfg, full or None)
         if stage_cfg is not None and "cpu_threads" in stage_cfg:
             start_model_job(settings.cpu_threads, getattr(snakemake.resources, "gpu", 0))
+        digest = None
+        if full:
+            from agfsync.core.config import config_digest
+
+            digest = config_digest(full, wildcards.get("model"))
         yield Job(settings=settings, inputs=files_of(snakemake.input), outputs=files_of(snakemake.output),
-                  wildcards=types.MappingProxyType({k: str(v) for k, v in snakemake.wildcards.items()}),
-                  params=types.MappingProxyType(params), log=log_path)
+                  wildcards=types.MappingProxyType(wildcards), params=types.MappingProxyType(params), log=log_path,
+                  config_digest=digest)

@@ -78,13 +78,15 @@ def _side(row: dict, shard: str) -> dict:
     return {**{k: row[k] for k in keys}, "shard": shard}
 
 
-def select_pairs(cfg: dict, score_paths: list, qa_path, shard_paths: list, out_path, summary_path) -> dict:
-    """Gather every shard's scores, pick one pair per prompt, write pairs JSONL + summary JSON."""
+def select_pairs(settings, score_paths: list, qa_path, shard_paths: list, out_path, summary_path) -> dict:
+    """Gather every shard's scores, pick one pair per prompt, write pairs JSONL + summary JSON.
+    settings: agfsync.core.sections.Settings with candidates.num_per_prompt, pairs and
+    scores.weights (what rule pairs_select declares)."""
     if len(score_paths) != len(shard_paths):
         raise ValueError("select_pairs needs one scores file per shard")
     prompts = {r["id"]: r for r in read_records(qa_path, required=("id", "prompt"))}
-    n, min_margin = cfg["candidates"]["num_per_prompt"], cfg["pairs"]["min_margin"]
-    weights = cfg["scores"]["weights"]
+    n, min_margin = settings.candidates.num_per_prompt, settings.pairs.min_margin
+    weights = {k: getattr(settings.scores.weights, k) for k in sorted(SUBSCORES)}  # the summary's order, as always
     pairs, dropped, all_rows = [], Counter(), []
     dropped_items = []
     seen: dict[tuple, str] = {}  # (prompt id, candidate) -> "scores file, line N" of its first row

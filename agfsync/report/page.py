@@ -17,14 +17,18 @@ import base64
 import io
 import json
 from html import escape
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agfsync.core import layout
-from agfsync.core.dag import report_paths
 from agfsync.core.benchmarks import METRICS, NAMES
 from agfsync.core.io import read_json, read_jsonl, write_text
 from agfsync.core.shards import Shard
 from agfsync.report import svg
+
+if TYPE_CHECKING:
+    from agfsync.core.sections import Settings
 
 TITLES = {"tifa": "TIFA", "clipscore": "CLIP score", "aesthetic": "Aesthetic", "hpsv2": "HPS v2",
           "mjhq_fid": "MJHQ-30K FID", "judge": "VLM judge win rate"}
@@ -192,14 +196,16 @@ def pairs_grid(model: str, path: Path, count: int) -> str:
     return f"<div class=\"grid\" id=\"pairs-images-{model}\">{''.join(figures)}</div>"
 
 
-def build_report(cfg: dict, out_path, paths: dict | None = None, *, root: str | Path | None = None,
-                 config_hash: str = "", grid: int = 4) -> str:
-    """The page over cfg's run models. paths: per model, the files it reads, as
-    agfsync.core.dag.report_paths gives them (rule report passes them). Without paths, those
-    of cfg under `root` (default results/), as the layout places them."""
-    if paths is None:
-        paths = {model: _rebased(files, root) for model, files in report_paths(cfg).items()}
-    models = list(cfg["run_models"])
+def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, paths: dict, config_hash: str) -> str:
+    """Rule report: the page into outputs["report"] from the files `paths` names per model
+    (agfsync.core.dag.report_paths; the rule's inputs are the same files)."""
+    return build_report(settings, outputs["report"], paths, config_hash=config_hash)
+
+
+def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str = "", grid: int = 4) -> str:
+    """The page over the run models of `settings`. paths: per model, the files it reads, as
+    agfsync.core.dag.report_paths gives them (rebased(...) moves them under another root)."""
+    models = list(settings.run_models)
     sections, summary_rows = [], []
     for model in models:
         files = paths[model]
@@ -212,7 +218,7 @@ def build_report(cfg: dict, out_path, paths: dict | None = None, *, root: str | 
             summary_rows.append((model, m, r))
         sections.append(
             f"<section id=\"model-{model}\"><h2>{escape(model)} <small class=\"note\">"
-            f"{escape(cfg['models'][model]['pretrained'])}</small></h2>"
+            f"{escape(settings.models[model].pretrained)}</small></h2>"
             f"<h3>Results</h3>{results_table(model, results)}<div class=\"charts\" id=\"charts-{model}\">{''.join(bars)}</div>"
             f"{detail_tables(results)}"
             f"<h3>Training curves</h3>{training_section(model, Path(files['train_metrics']), Path(files['train_summary']))}"
@@ -221,7 +227,7 @@ def build_report(cfg: dict, out_path, paths: dict | None = None, *, root: str | 
             f"<h3>Training pairs: winner vs loser</h3>{pairs_grid(model, Path(files['pairs']), grid)}</section>")
     improved = sum(1 for _, _, r in summary_rows
                    if (r["difference"]["value"] > 0) == r["higher_is_better"] and r["difference"]["value"] != 0)
-    tiny = " Tiny random models (demo): the numbers exercise the pipeline and mean nothing." if cfg["tiny_models"]["enabled"] else ""
+    tiny = " Tiny random models (demo): the numbers exercise the pipeline and mean nothing." if settings.tiny_models.enabled else ""
     html = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>AGFSync report</title>"
         f"<style>{CSS}</style></head><body><h1>AGFSync: base vs fine-tuned</h1>"
@@ -235,10 +241,10 @@ def build_report(cfg: dict, out_path, paths: dict | None = None, *, root: str | 
     return html
 
 
-def _rebased(value, root):
+def rebased(value, root):
     """report_paths' files, moved under another results directory (None: as they are)."""
     if root is None:
         return value
     if isinstance(value, dict):
-        return {key: _rebased(item, root) for key, item in value.items()}
+        return {key: rebased(item, root) for key, item in value.items()}
     return layout.under(root, value)

@@ -25,9 +25,7 @@ def run(settings: Settings, inputs: Mapping, outputs: Mapping, **wildcards) -> d
     (inputs["shards"], same order), the prompts (inputs["qa"]): one pair per prompt into
     outputs["pairs"], the summary into outputs["summary"]. Reads candidates.num_per_prompt,
     pairs.min_margin and scores.weights. The wildcard (model) only names the job."""
-    from agfsync.stages.configdict import config_dict
-
     scores, shards = _listed(inputs["scores"]), _listed(inputs["shards"])
     if len(scores) != len(shards):
         raise ValueError(f"pairs: {len(scores)} scores file(s) but {len(shards)} shard(s); they must match, in order")
-    return select_pairs(config_dict(settings), scores, inputs["qa"], shards, outputs["pairs"], outputs["summary"])
+    return select_pairs(settings, scores, inputs["qa"], shards, outputs["pairs"], outputs["summary"])

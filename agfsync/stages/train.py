@@ -5,18 +5,16 @@
   run        rule train_dpo    torchrun (or srun torchrun) trains the UNet
                                (agfsync.train.launch.run_training)      `agfsync train`
 
-Both are called by the rule's script and by the `agfsync` command. The training code still
-takes the config as a dict: it gets `config_dict(settings)` (the declared sections, keys
-sorted), which holds what the rule declared (models.<model> and train, with train.launch
-back from the full config).
+Both are called by the rule's script and by the `agfsync` command, and hand the training
+code the stage's typed settings as they are: what the rule declared (models.<model> and
+train, with train.launch back from the full config), and the training process gets the
+same object (agfsync.train.launch writes `settings.to_json()`, the trainer reads it back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-
-from agfsync.stages.configdict import config_dict
 
 if TYPE_CHECKING:
     from agfsync.core.sections import Settings
@@ -29,13 +27,17 @@ def run_cache(settings: Settings, inputs: Mapping, outputs: Mapping, *, model: s
     train.latents and train.cache_chunk."""
     from agfsync.train.data import build_train_cache
 
-    return build_train_cache(config_dict(settings), model, inputs["pairs"], outputs["cache"])
+    return build_train_cache(settings, model, inputs["pairs"], outputs["cache"])
 
 
-def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, model: str, checkpoints, log=None) -> int:
+def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, model: str, checkpoints, log=None,
+        config_digest: str | None = None) -> int:
     """Rule train_dpo (`agfsync train`): train models.<model>'s UNet on the cache inputs["cache"]
     into the directory outputs["model"]; checkpoints (kept outside the outputs, so that a
-    rerun resumes) in `checkpoints`; torchrun's output is appended to `log`."""
+    rerun resumes) in `checkpoints`; torchrun's output is appended to `log`. `config_digest`:
+    agfsync.core.config.config_digest of the FULL config for this model (the job's settings
+    hold only the declared sections), recorded in summary.json as config_hash."""
     from agfsync.train.launch import run_training
 
-    return run_training(config_dict(settings), model, inputs["cache"], outputs["model"], checkpoints, log_path=log)
+    return run_training(settings, model, inputs["cache"], outputs["model"], checkpoints, log_path=log,
+                        config_digest=config_digest)

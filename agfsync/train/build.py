@@ -1,4 +1,4 @@
-"""The DPO trainer's build steps: each turns part of the config into one piece of a
+"""The DPO trainer's build steps: each turns part of the typed settings into one piece of a
 agfsync.train.trainer.DPOTrainer, which runs them in this file's order:
 
     build_backend -> build_distributed -> build_grad_accum -> (PairCache) -> build_unet,
@@ -26,6 +26,8 @@ from agfsync.core.seeds import derive_seed
 if TYPE_CHECKING:
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
+    from agfsync.core.sections import ModelSettings, ModelTrainSettings, Settings, TrainSettings
+
 log = logging.getLogger(__name__)
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -35,16 +37,16 @@ class TrainConfigError(ValueError):
     """A training setting that cannot work (batch arithmetic, GPU count, unsupported combination)."""
 
 
-def build_backend(cfg: dict) -> tuple[bool, str]:
+def build_backend(settings: Settings) -> tuple[bool, str]:
     """(whether this run uses CUDA, the process group's backend), checked against the visible GPUs."""
-    cuda = cfg.get("device") != "cpu" and torch.cuda.is_available()
-    if cfg.get("device") == "cuda" and not torch.cuda.is_available():
+    cuda = settings.device != "cpu" and torch.cuda.is_available()
+    if settings.device == "cuda" and not torch.cuda.is_available():
         raise TrainConfigError("device is 'cuda' but no CUDA device is visible")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if cuda and torch.cuda.device_count() < local_world:
         raise TrainConfigError(f"train.gpus asks for {local_world} GPUs per node but this node has "
                                f"{torch.cuda.device_count()} CUDA device(s)")
-    backend = cfg["train"].get("launch", {}).get("backend", "auto")
+    backend = settings.train.launch.backend
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
     elif backend == "nccl" and not cuda:
@@ -71,33 +73,33 @@ def use_autocast(precision: str, cuda: bool) -> bool:
     return precision == "bf16" or (precision == "auto" and cuda)
 
 
-def build_grad_accum(hp: dict, model_name: str, world: int) -> int:
+def build_grad_accum(hp: ModelTrainSettings, model_name: str, world: int) -> int:
     """Micro-batches per optimizer step: micro_batch x accumulation x world size = global_batch."""
-    micro, global_batch = hp["micro_batch"], hp["global_batch"]
+    micro, global_batch = hp.micro_batch, hp.global_batch
     if global_batch % (micro * world):
         raise TrainConfigError(f"models.{model_name}.train.global_batch ({global_batch}) must be a multiple of "
                                f"micro_batch ({micro}) x processes ({world})")
     return global_batch // (micro * world)
 
 
-def build_unet(mcfg: dict) -> UNet2DConditionModel:
+def build_unet(model: ModelSettings) -> UNet2DConditionModel:
     """The pretrained UNet in fp32 (the master weights), on the CPU."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel.from_pretrained(mcfg["pretrained"], subfolder="unet", revision=mcfg.get("revision"),
+    return UNet2DConditionModel.from_pretrained(model.pretrained, subfolder="unet", revision=model.revision,
                                                 dtype=torch.float32)
 
 
-def build_noise_scheduler(mcfg: dict) -> DDPMScheduler:
+def build_noise_scheduler(model: ModelSettings) -> DDPMScheduler:
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler.from_pretrained(mcfg["pretrained"], subfolder="scheduler")
+    return DDPMScheduler.from_pretrained(model.pretrained, subfolder="scheduler")
 
 
-def build_lora(unet: UNet2DConditionModel, rank: int, tcfg: dict, seed: int, model_name: str) -> None:
+def build_lora(unet: UNet2DConditionModel, rank: int, train: TrainSettings, seed: int, model_name: str) -> None:
     """Freeze the UNet and add LoRA adapters of `rank` (train.lora_rank), in place. The
     reference is then the same UNet with its adapters disabled."""
-    if tcfg["zero_stage"] == 3:
+    if train.zero_stage == 3:
         raise TrainConfigError("train.lora_rank with train.zero_stage 3 is not supported; use stage 0-2")
     from peft import LoraConfig
 
@@ -117,21 +119,21 @@ def build_reference(unet: UNet2DConditionModel, device: torch.device, autocast: 
     return copy.deepcopy(unet).to(device, ref_dtype).requires_grad_(False).eval()
 
 
-def place_models(unet: UNet2DConditionModel, reference: UNet2DConditionModel | None, tcfg: dict,
+def place_models(unet: UNet2DConditionModel, reference: UNet2DConditionModel | None, train: TrainSettings,
                  device: torch.device) -> None:
     """The policy on the device in train mode with train.gradient_checkpointing; both UNets
     with the train.attention backend."""
     from agfsync.models.attention import configure_attention
 
     unet.to(device).train()
-    if tcfg["gradient_checkpointing"]:
+    if train.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     for model in (unet, reference):
         if model is not None:
-            configure_attention(model, tcfg["attention"], device)
+            configure_attention(model, train.attention, device)
 
 
-def build_kernels(unet: UNet2DConditionModel, reference: UNet2DConditionModel | None, tcfg: dict,
+def build_kernels(unet: UNet2DConditionModel, reference: UNet2DConditionModel | None, train: TrainSettings,
                   device: torch.device) -> tuple[bool, Callable | None]:
     """(whether the Triton kernels run, the fused loss or None) for train.kernels. With
     kernels: the start-up check on this device, then fused GroupNorm+SiLU swapped into both
@@ -139,7 +141,7 @@ def build_kernels(unet: UNet2DConditionModel, reference: UNet2DConditionModel | 
     metrics) when train.loss is 'dpo'."""
     from agfsync.train.kernels.runtime import use_triton
 
-    if not use_triton(tcfg.get("kernels", "auto"), device):
+    if not use_triton(train.kernels, device):
         return False, None
     from agfsync.train.kernels.modules import swap_group_norm_silu
     from agfsync.train.kernels.self_check import check_kernels
@@ -148,17 +150,17 @@ def build_kernels(unet: UNet2DConditionModel, reference: UNet2DConditionModel | 
     for model in (unet, reference):
         if model is not None:
             swap_group_norm_silu(model)
-    if tcfg["loss"] != "dpo":
-        log.info("kernels: the fused loss implements train.loss 'dpo'; %r runs in torch", tcfg["loss"])
+    if train.loss != "dpo":
+        log.info("kernels: the fused loss implements train.loss 'dpo'; %r runs in torch", train.loss)
         return True, None
     from agfsync.train.kernels.dpo_loss import dpo_loss
 
     return True, dpo_loss
 
 
-def build_deepspeed(unet: UNet2DConditionModel, tcfg: dict, hp: dict, grad_accum: int):
+def build_deepspeed(unet: UNet2DConditionModel, train: TrainSettings, hp: ModelTrainSettings, grad_accum: int):
     """The DeepSpeed engine around the policy (agfsync.train.engine: optimizer, lr schedule, ZeRO)."""
     from agfsync.train.engine import build_engine
 
-    return build_engine(unet, tcfg, hp["lr"], micro_batch=hp["micro_batch"], grad_accum=grad_accum,
-                        warmup_steps=hp["warmup_steps"], total_steps=hp["steps"])
+    return build_engine(unet, train, hp.lr, micro_batch=hp.micro_batch, grad_accum=grad_accum,
+                        warmup_steps=hp.warmup_steps, total_steps=hp.steps)

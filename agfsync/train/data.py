@@ -24,12 +24,16 @@ import math
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agfsync.core.ids import read_records
 from agfsync.core.io import DataError, read_json, sha256_file, write_json
 from agfsync.core.seeds import derive_seed
+
+if TYPE_CHECKING:
+    from agfsync.core.sections import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,10 @@ KEYS_SDXL = (*KEYS_SD1, "pooled", "time_ids")
 # ----------------------------------------------------------------------------- building
 
 
-def build_train_cache(cfg: dict, model_name: str, pairs_path, out_dir, *, device=None) -> dict:
-    """Rule train_cache: encode every pair once into `out_dir` (index.json + chunks)."""
+def build_train_cache(settings: Settings, model_name: str, pairs_path, out_dir, *, device=None) -> dict:
+    """Rule train_cache: encode every pair once into `out_dir` (index.json + chunks). Reads
+    device, models.<model_name> (pretrained, revision, family, resolution), train.latents and
+    train.cache_chunk."""
     import torch
 
     from agfsync.models.loaders import load_sd_pipeline, pick_device
@@ -51,14 +57,13 @@ def build_train_cache(cfg: dict, model_name: str, pairs_path, out_dir, *, device
     pairs = read_records(pairs_path, required=("prompt_id", "prompt", "winner", "loser"), key="prompt_id")
     if not pairs:
         raise DataError(f"{pairs_path}: no preference pairs (the file is empty); there is nothing to train on")
-    mcfg = cfg["models"][model_name]
-    device = pick_device(device or cfg.get("device"))
+    model = settings.models[model_name]
+    device = pick_device(device or settings.device)
     dtype = torch.float32
-    pipe = load_sd_pipeline(mcfg["pretrained"], mcfg["family"], device=device, dtype=dtype,
-                            revision=mcfg.get("revision"))
-    sdxl = mcfg["family"] == "sdxl"
-    resolution = mcfg["resolution"]
-    use_generation_latents = cfg["train"]["latents"] == "generation"
+    pipe = load_sd_pipeline(model.pretrained, model.family, device=device, dtype=dtype, revision=model.revision)
+    sdxl = model.family == "sdxl"
+    resolution = model.resolution
+    use_generation_latents = settings.train.latents == "generation"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards: dict[str, Shard] = {}
@@ -76,7 +81,7 @@ def build_train_cache(cfg: dict, model_name: str, pairs_path, out_dir, *, device
             latent = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
         return latent[0].float().cpu()
 
-    chunk_size = cfg["train"]["cache_chunk"]
+    chunk_size = settings.train.cache_chunk
     chunks = []
     for c in range(math.ceil(len(pairs) / chunk_size)):
         batch = pairs[c * chunk_size : (c + 1) * chunk_size]
@@ -99,7 +104,7 @@ def build_train_cache(cfg: dict, model_name: str, pairs_path, out_dir, *, device
         chunks.append(save_chunk(out_dir, c, tensors))
     for shard in shards.values():
         shard.close()
-    return write_index(out_dir, model_name, mcfg["family"], resolution, chunk_size, chunks,
+    return write_index(out_dir, model_name, model.family, resolution, chunk_size, chunks,
                        [p["prompt_id"] for p in pairs], "generation" if use_generation_latents else "vae")
 
 

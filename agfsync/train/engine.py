@@ -12,8 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from agfsync.core.sections import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +35,17 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
     raise ValueError(f"unknown lr schedule {schedule!r} (expected 'constant' or 'cosine')")
 
 
-def make_optimizer(params, tcfg: dict, lr: float):
-    betas = tuple(tcfg.get("adam_betas", (0.9, 0.999)))
-    weight_decay = tcfg.get("weight_decay", 0.01)
-    if tcfg["optimizer"] == "adamw8bit":
+def make_optimizer(params, train: TrainSettings, lr: float):
+    """The client optimizer of train.optimizer (train.adam_betas, train.weight_decay) at `lr`."""
+    betas = tuple(train.adam_betas)
+    weight_decay = train.weight_decay
+    if train.optimizer == "adamw8bit":
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(params, lr=lr, betas=betas, weight_decay=weight_decay)
-    if tcfg["optimizer"] == "adamw":
+    if train.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {tcfg['optimizer']!r} (expected 'adamw8bit' or 'adamw')")
+    raise ValueError(f"unknown optimizer {train.optimizer!r} (expected 'adamw8bit' or 'adamw')")
 
 
 def init_distributed(backend: str) -> tuple[int, int, int]:
@@ -62,23 +67,24 @@ def init_distributed(backend: str) -> tuple[int, int, int]:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
 
 
-def build_engine(model, tcfg: dict, lr: float, *, micro_batch: int, grad_accum: int, warmup_steps: int,
+def build_engine(model, train: TrainSettings, lr: float, *, micro_batch: int, grad_accum: int, warmup_steps: int,
                  total_steps: int):
     import deepspeed
 
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], tcfg, lr)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train, lr)
+    schedule = train.lr_schedule
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, tcfg["lr_schedule"]))
+        optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, schedule))
     config = {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": grad_accum,
-        "zero_optimization": {"stage": tcfg["zero_stage"]},
+        "zero_optimization": {"stage": train.zero_stage},
         "zero_allow_untested_optimizer": True,  # bitsandbytes AdamW8bit as client optimizer
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if tcfg.get("grad_clip"):
-        config["gradient_clipping"] = tcfg["grad_clip"]
+    if train.grad_clip:
+        config["gradient_clipping"] = train.grad_clip
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
     from agfsync.train.checkpoints import install_safe_loader
 

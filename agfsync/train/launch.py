@@ -12,8 +12,9 @@ else 29500 + SLURM_JOB_ID % 10000 (jobs sharing a node do not collide), the rend
 the job id. A node that has not joined within `train.launch.join_timeout_s` fails the job
 with an error that says so.
 
-The stage config is written to a JSON file in the checkpoint directory; the children's
-output goes to the rule's log. Everything up to the subprocess call is pure (no torch).
+The stage's typed settings (agfsync.core.sections.Settings, `settings.to_json()`) are written
+to `<checkpoints>/stage_config.json`, which the trainer reads back with `Settings.from_json`;
+the children's output goes to the rule's log. Everything up to the subprocess call is pure (no torch).
 
 Lifetime (agfsync.core.proclife): one run at a time per checkpoint directory (`<checkpoints>.lock`,
 taken by this launcher, which runs once per job whatever the node count; a second run fails
@@ -25,7 +26,6 @@ or on any error."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -34,9 +34,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agfsync.core import proclife
 from agfsync.core.dag import launcher_kind
+
+if TYPE_CHECKING:
+    from agfsync.core.sections import Settings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,8 @@ class LaunchError(RuntimeError):
     """The training cannot be launched as configured (raised before any process starts)."""
 
 
-def rendezvous_port(tcfg: dict, env: dict) -> int:
-    port = tcfg.get("launch", {}).get("rendezvous_port")
+def rendezvous_port(train: TrainSettings, env: dict) -> int:
+    port = train.launch.rendezvous_port
     if port:
         return int(port)
     if env.get("MASTER_PORT"):
@@ -84,9 +88,9 @@ def node_address(node: str, env: dict) -> str:
     return node
 
 
-def srun_plan(tcfg: dict, env: dict) -> dict:
+def srun_plan(train: TrainSettings, env: dict) -> dict:
     """Nodes, rendezvous host and port for a multi-node launch inside a SLURM allocation."""
-    nodes = tcfg.get("nodes", 1)
+    nodes = train.nodes
     if not env.get("SLURM_JOB_ID"):
         raise LaunchError(f"train.nodes is {nodes}: multi-node training runs inside a SLURM "
                           "job (snakemake --profile slurm), but SLURM_JOB_ID is not set")
@@ -97,7 +101,7 @@ def srun_plan(tcfg: dict, env: dict) -> dict:
                           f"node(s) ({', '.join(names)})")
     cpus = job.get("CPUs/Task", "")
     return {"nodes": nodes, "hosts": names[:nodes], "host": node_address(names[0], env),
-            "port": rendezvous_port(tcfg, env), "job_id": env["SLURM_JOB_ID"],
+            "port": rendezvous_port(train, env), "job_id": env["SLURM_JOB_ID"],
             "cpus_per_task": int(cpus) if cpus.isdigit() else None}
 
 
@@ -117,14 +121,14 @@ def torchrun_command(processes: int, args: list[str], plan: dict | None = None, 
             f"--rdzv-conf=join_timeout={join_timeout_s}", "--max-restarts=0", *train]
 
 
-def check_gpus(cfg: dict, processes: int) -> None:
+def check_gpus(settings: Settings, processes: int) -> None:
     """Fail before launching when the config asks for more GPUs than this node has."""
-    if cfg.get("device") == "cpu":
+    if settings.device == "cpu":
         return
     import torch
 
     available = torch.cuda.device_count()
-    if processes > available and (cfg.get("device") == "cuda" or available > 0 or processes > 1):
+    if processes > available and (settings.device == "cuda" or available > 0 or processes > 1):
         raise RuntimeError(
             f"train.gpus asks for {processes} GPU(s) per node but this node has {available} CUDA device(s); "
             "lower train.gpus, or set device: cpu to train with CPU processes")
@@ -140,30 +144,37 @@ def _read_from(path, offset: int) -> str:
         return ""
 
 
-def run_training(cfg: dict, model_name: str, cache_dir, out_dir, checkpoints, *, log_path=None,
+def run_training(settings: Settings, model_name: str, cache_dir, out_dir, checkpoints, *, log_path=None,
                  processes: int | None = None, stop_after: int | None = None, env: dict | None = None,
-                 poll_s: float = 1.0, grace_s: float = proclife.GRACE_S) -> int:
+                 poll_s: float = 1.0, grace_s: float = proclife.GRACE_S, config_digest: str | None = None) -> int:
     """Train through torchrun (or srun torchrun) and wait for it. The run holds
     `<checkpoints>.lock` from before the stage config is written until its children are
     gone (a second run on the same checkpoints fails at once, naming the holder), and
     dies with the processes that started it: when one of them is gone (a `kill -9` of
     Snakemake, see agfsync.core.proclife), on SIGTERM (scancel, Snakemake stopping its jobs)
     or on any exception, torchrun and its workers are stopped (SIGTERM, then SIGKILL
-    after `grace_s`) before this returns or raises."""
+    after `grace_s`) before this returns or raises.
+
+    `settings`: the stage's typed settings (seed, device, cpu_threads, models.<model_name>,
+    train), written to `<checkpoints>/stage_config.json` for the trainer. `config_digest`:
+    agfsync.core.config.config_digest of the full config for this model, recorded in
+    summary.json as `config_hash` (null when not given)."""
     env = dict(os.environ if env is None else env)
-    tcfg = cfg["train"]
-    kind = launcher_kind(tcfg)
-    plan = srun_plan(tcfg, env) if kind == "srun" else None
-    processes = processes or tcfg["gpus"]
+    train = settings.train
+    kind = launcher_kind(train)
+    plan = srun_plan(train, env) if kind == "srun" else None
+    processes = processes or train.gpus
     if plan is None:
-        check_gpus(cfg, processes)  # on several nodes each rank checks its own node
+        check_gpus(settings, processes)  # on several nodes each rank checks its own node
     checkpoints = Path(checkpoints)
     stage_config = checkpoints / "stage_config.json"
     args = ["--stage-config", str(stage_config), "--model", model_name, "--cache", str(cache_dir),
             "--out", str(out_dir), "--checkpoints", str(checkpoints)]
     if stop_after is not None:
         args += ["--stop-after", str(stop_after)]
-    join_timeout = tcfg.get("launch", {}).get("join_timeout_s", 600)
+    if config_digest is not None:
+        args += ["--config-digest", config_digest]
+    join_timeout = train.launch.join_timeout_s
     command = torchrun_command(processes, args, plan, join_timeout)
     what = f"training of {model_name}"
     lineage = proclife.Lineage()  # before anything starts: who this run lives for
@@ -173,7 +184,7 @@ def run_training(cfg: dict, model_name: str, cache_dir, out_dir, checkpoints, *,
         raise LaunchError(str(err)) from None
     try:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        stage_config.write_text(json.dumps(cfg, indent=1))
+        stage_config.write_text(settings.to_json())
         if plan:
             log.info("train: %d node(s) (%s) x %d process(es), rendezvous at %s:%d", plan["nodes"],
                      ", ".join(plan["hosts"]), processes, plan["host"], plan["port"])
@@ -181,7 +192,7 @@ def run_training(cfg: dict, model_name: str, cache_dir, out_dir, checkpoints, *,
         # Each process runs the config's cpu_threads (not a share of the machine's cores, nor an inherited
         # OMP_NUM_THREADS): on a CPU the thread count changes float sums, and so the trained weights; the same
         # count in every process keeps one node x 2 processes equal to two nodes x 1.
-        threads = int(cfg.get("cpu_threads", 2))
+        threads = int(settings.cpu_threads)
         env["OMP_NUM_THREADS"] = str(threads)
         log.info("train: OMP_NUM_THREADS=%d per process (config cpu_threads)", threads)
         env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a dead rank fails the job instead of hanging it

@@ -27,10 +27,14 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agfsync.core.io import read_jsonl, sha256_file, write_json, write_jsonl
 from agfsync.train import checkpoints as ckpt
 from agfsync.train.checkpoints import CheckpointError
+
+if TYPE_CHECKING:
+    from agfsync.core.sections import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +43,14 @@ log = logging.getLogger(__name__)
 NOT_IDENTITY = ("checkpoint_every", "keep_checkpoints", "max_nonfinite_steps", "launch", "gpus", "nodes")
 
 
-def run_identity(cfg: dict, model_name: str, world: int, cache_dir: Path) -> dict:
+def run_identity(settings: Settings, model_name: str, world: int, cache_dir: Path) -> dict:
     """What a checkpoint must have been trained on to be resumed: the training config (less
-    the checkpointing settings), the number of processes, and the exact pair cache."""
-    tcfg = {k: v for k, v in cfg["train"].items() if k not in NOT_IDENTITY}
-    relevant = {"seed": cfg["seed"], "model": cfg["models"][model_name], "train": tcfg, "processes": world}
+    the checkpointing settings), the number of processes, and the exact pair cache. The hash
+    is of the sections as config mappings (`to_dict()`), so it is the one the config dicts
+    gave before the settings were typed: existing checkpoints are still resumed."""
+    train = {k: v for k, v in settings.train.to_dict().items() if k not in NOT_IDENTITY}
+    relevant = {"seed": settings.seed, "model": settings.models[model_name].to_dict(), "train": train,
+                "processes": world}
     return {"config": hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16],
             "cache": sha256_file(Path(cache_dir) / "index.json")[:16]}
 

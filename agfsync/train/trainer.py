@@ -4,9 +4,12 @@ Run under torchrun, one process per GPU (gloo processes on a CPU):
 
     torchrun --standalone --nproc-per-node G -m agfsync.train.trainer --stage-config cfg.json \\
         --model sdxl --cache results/sdxl/train_cache --out results/sdxl/agfsync \\
-        --checkpoints results/sdxl/train_checkpoints
+        --checkpoints results/sdxl/train_checkpoints [--config-digest D]
 
-(agfsync.train.launch.run_training builds that command; the workflow rule calls it.)
+(agfsync.train.launch.run_training builds that command; the workflow rule calls it.) The
+stage config is the stage's typed settings as JSON (`Settings.to_json()`), read back with
+`Settings.from_json`: the sections the rule declared (seed, device, cpu_threads,
+models.<model>, train), any other read raises.
 
 - DPOTrainer.__init__ runs the build steps of agfsync.train.build in order (backend, process
   group, batch arithmetic, pair cache, UNet, LoRA or reference, placement, Triton kernels,
@@ -33,7 +36,9 @@ Run under torchrun, one process per GPU (gloo processes on a CPU):
   runs at lr 0, so the weights do not move); the next one stops the run.
 - outputs: unet/ in diffusers format (safetensors, fp32), metrics.jsonl (one line per
   step, appended with agfsync.core.io.append_jsonl), summary.json (steps, final metrics, wall
-  time summed over resumed segments, peak memory, config hash).
+  time summed over resumed segments, peak memory, and `config_hash`: the --config-digest the
+  launcher was given, agfsync.core.config.config_digest of the full config for this model,
+  null without one).
 
 Shapes: B pairs per micro-batch, C/H/W latent channels/height/width, L tokens, D width.
 """
@@ -41,8 +46,6 @@ Shapes: B pairs per micro-batch, C/H/W latent channels/height/width, L tokens, D
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import math
 import os
@@ -51,6 +54,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -62,6 +66,9 @@ from agfsync.train.checkpoints import CheckpointError
 from agfsync.train.loss import LOSSES, METRICS, prediction_target
 from agfsync.train.resume import CheckpointManager, run_identity
 
+if TYPE_CHECKING:
+    from agfsync.core.sections import Settings
+
 log = logging.getLogger("agfsync.train.trainer")
 
 
@@ -69,42 +76,38 @@ class NonFiniteError(RuntimeError):
     """A non-finite loss, prediction or gradient norm: the run stops and saves no model."""
 
 
-def config_hash(cfg: dict, model_name: str) -> str:
-    relevant = {"seed": cfg["seed"], "model": cfg["models"][model_name], "train": cfg["train"]}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
 class DPOTrainer:
     """Diffusion-DPO on this rank: built by the steps of agfsync.train.build (in that order:
     the order is part of the weights); run() trains, resumes and checkpoints, then writes the
     outputs."""
 
-    def __init__(self, cfg: dict, model_name: str, cache_dir, checkpoints, out_dir):
+    def __init__(self, settings: Settings, model_name: str, cache_dir, checkpoints, out_dir,
+                 config_digest: str | None = None):
         from agfsync.train.data import PairCache
 
-        self.cfg, self.model_name = cfg, model_name
-        self.tcfg, self.mcfg = cfg["train"], cfg["models"][model_name]
-        self.hp = self.mcfg["train"]
+        self.settings, self.model_name, self.config_digest = settings, model_name, config_digest
+        self.train, self.model_settings = settings.train, settings.models[model_name]
+        self.hp = self.model_settings.train
         self.checkpoints, self.out_dir, self.cache_dir = Path(checkpoints), Path(out_dir), Path(cache_dir)
-        if cfg.get("cpu_threads"):  # whatever OMP_NUM_THREADS says: CPU float sums, and so the weights, depend on it
-            torch.set_num_threads(int(cfg["cpu_threads"]))
-        cuda, backend = build.build_backend(cfg)  # processes and devices
+        # whatever OMP_NUM_THREADS says: CPU float sums, and so the weights, depend on it
+        torch.set_num_threads(int(settings.cpu_threads))
+        cuda, backend = build.build_backend(settings)  # processes and devices
         self.rank, self.world, self.local_rank, self.device = build.build_distributed(backend, cuda)
-        self.autocast = build.use_autocast(self.tcfg["precision"], cuda)
+        self.autocast = build.use_autocast(self.train.precision, cuda)
         self.grad_accum = build.build_grad_accum(self.hp, model_name, self.world)
         self.cache = PairCache(cache_dir)  # data
         self.sdxl = self.cache.index["family"] == "sdxl"
-        unet = build.build_unet(self.mcfg)  # models
-        self.noise_scheduler = build.build_noise_scheduler(self.mcfg)
-        self.prediction_type = self.mcfg.get("prediction_type", "epsilon")
-        self.lora = self.tcfg.get("lora_rank")
+        unet = build.build_unet(self.model_settings)  # models
+        self.noise_scheduler = build.build_noise_scheduler(self.model_settings)
+        self.prediction_type = self.model_settings.prediction_type
+        self.lora = self.train.lora_rank
         if self.lora:
-            build.build_lora(unet, self.lora, self.tcfg, cfg["seed"], model_name)
+            build.build_lora(unet, self.lora, self.train, settings.seed, model_name)
         self.reference = None if self.lora else build.build_reference(unet, self.device, self.autocast)
-        build.place_models(unet, self.reference, self.tcfg, self.device)
-        self.kernels, self.fused_loss = build.build_kernels(unet, self.reference, self.tcfg, self.device)
-        self.engine = build.build_deepspeed(unet, self.tcfg, self.hp, self.grad_accum)  # optimizer, ZeRO
-        self.loss_fn = LOSSES[self.tcfg["loss"]]
+        build.place_models(unet, self.reference, self.train, self.device)
+        self.kernels, self.fused_loss = build.build_kernels(unet, self.reference, self.train, self.device)
+        self.engine = build.build_deepspeed(unet, self.train, self.hp, self.grad_accum)  # optimizer, ZeRO
+        self.loss_fn = LOSSES[self.train.loss]
         self.checkpointer = CheckpointManager(self.checkpoints, self.engine, self.rank, self.world)
         self.last_checkpoint, self.nonfinite_steps, self.skip_step = 0, 0, False
 
@@ -122,16 +125,16 @@ class DPOTrainer:
     def micro_step(self, step: int, micro: int) -> dict:
         from agfsync.train.data import batch_indices
 
-        seed = self.cfg["seed"]
-        indices = batch_indices(seed, len(self.cache), self.hp["global_batch"], step, micro, self.rank, self.world,
-                                self.hp["micro_batch"])
+        seed = self.settings.seed
+        indices = batch_indices(seed, len(self.cache), self.hp.global_batch, step, micro, self.rank, self.world,
+                                self.hp.micro_batch)
         batch = {k: v.to(self.device) for k, v in self.cache.get(indices).items()}
         x_w, x_l = batch["latents_w"], batch["latents_l"]
         generator = torch.Generator("cpu").manual_seed(derive_seed(seed, "dpo", step, micro, self.rank))
         b = x_w.shape[0]
         noise_w = torch.randn(x_w.shape, generator=generator)
         # One noise draw shared by winner and loser (Wallace et al.); the authors' variant draws two.
-        noise_l = torch.randn(x_l.shape, generator=generator) if self.tcfg["loss"] == "authors" else noise_w
+        noise_l = torch.randn(x_l.shape, generator=generator) if self.train.loss == "authors" else noise_w
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
         noise_w, noise_l, timesteps = noise_w.to(self.device), noise_l.to(self.device), timesteps.to(self.device)
         noisy = torch.cat([self.noise_scheduler.add_noise(x_w, noise_w, timesteps),
@@ -148,10 +151,10 @@ class DPOTrainer:
         target_w = prediction_target(self.noise_scheduler, x_w, noise_w, timesteps, self.prediction_type)
         target_l = prediction_target(self.noise_scheduler, x_l, noise_l, timesteps, self.prediction_type)
         if self.fused_loss is not None:
-            loss, metrics = self.fused_loss(pred, ref, target_w, target_l, self.hp["beta_dpo"])
+            loss, metrics = self.fused_loss(pred, ref, target_w, target_l, self.hp.beta_dpo)
         else:
             loss, metrics = self.loss_fn(pred[:b], pred[b:], ref[:b].float(), ref[b:].float(), target_w, target_l,
-                                         self.hp["beta_dpo"])
+                                         self.hp.beta_dpo)
         loss = self._check_finite(step, micro, loss, pred)
         self.engine.backward(loss)
         if self.skip_step and micro == self.grad_accum - 1:  # the optimizer step of a skipped step moves nothing
@@ -180,18 +183,18 @@ class DPOTrainer:
         if not bad_loss:
             return loss
         if not self.skip_step:
-            allowed = self.tcfg.get("max_nonfinite_steps", 0)
+            allowed = self.train.max_nonfinite_steps
             if self.nonfinite_steps >= allowed:
                 value = float(loss.detach().float().mean())
                 self._stop(step, f"loss is {value if not math.isfinite(value) else 'non-finite on another rank'} "
                                  f"(micro-batch {micro}; "
-                                 f"models.{self.model_name}.train.beta_dpo is {self.hp['beta_dpo']}, lr "
-                                 f"{self.hp['lr']})")
+                                 f"models.{self.model_name}.train.beta_dpo is {self.hp.beta_dpo}, lr "
+                                 f"{self.hp.lr})")
             self.skip_step = True
         return (pred.float() * 0.0).sum()
 
     def _stop(self, step: int, why: str) -> None:
-        allowed = self.tcfg.get("max_nonfinite_steps", 0)
+        allowed = self.train.max_nonfinite_steps
         kept = (f"checkpoints up to step {self.last_checkpoint} kept in {self.checkpoints}" if self.last_checkpoint
                 else "no checkpoint kept")
         raise NonFiniteError(f"step {step + 1}: {why}; {self.nonfinite_steps} non-finite step(s) skipped before, "
@@ -217,7 +220,7 @@ class DPOTrainer:
         if flag.item() > 0:
             where = f"parameter {bad}" if bad else "a parameter of another rank"
             self._stop(step - 1, f"the update left a non-finite value in {where} (models.{self.model_name}.train.lr "
-                                 f"{self.hp['lr']:g} too high, or train.grad_clip off?); nothing of this step is saved")
+                                 f"{self.hp.lr:g} too high, or train.grad_clip off?); nothing of this step is saved")
 
     # ------------------------------------------------------------------ loop
 
@@ -226,16 +229,16 @@ class DPOTrainer:
 
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.last_checkpoint, self.nonfinite_steps, self.skip_step = 0, 0, False
-        self.checkpointer.claim(run_identity(self.cfg, self.model_name, self.world, self.cache_dir))
+        self.checkpointer.claim(run_identity(self.settings, self.model_name, self.world, self.cache_dir))
         resumed = self.checkpointer.resume()
         start = self.last_checkpoint = int(resumed.get("step", 0))
         self.checkpointer.trim_metrics(start)
-        total = self.hp["steps"]
+        total = self.hp.steps
         started = time.perf_counter()
         # what the outputs need survives in the manifest: a run resumed at its final step writes the same summary
         last, prior_seconds = resumed.get("last", {}), float(resumed.get("wall_seconds", 0.0))
         self.nonfinite_steps = int(resumed.get("nonfinite_steps", 0))
-        every = self.tcfg["checkpoint_every"]
+        every = self.train.checkpoint_every
         for step in range(start, total):
             step_started = time.perf_counter()
             lr = self.engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
@@ -258,7 +261,7 @@ class DPOTrainer:
                 last["skipped"] = "non-finite loss"
                 log.warning("train: step %d/%d skipped: non-finite loss (%d of at most %d, "
                             "train.max_nonfinite_steps)", step + 1, total, self.nonfinite_steps,
-                            self.tcfg.get("max_nonfinite_steps", 0))
+                            self.train.max_nonfinite_steps)
             if self.rank == 0:
                 append_jsonl(self.checkpointer.metrics_path, last)
                 if not self.skip_step:
@@ -268,7 +271,7 @@ class DPOTrainer:
                 self._check_weights(step + 1)
                 self.checkpointer.save(step + 1, {"last": last, "nonfinite_steps": self.nonfinite_steps, "wall_seconds":
                                           round(prior_seconds + time.perf_counter() - started, 3)},
-                               self.tcfg["keep_checkpoints"])
+                               self.train.keep_checkpoints)
                 self.last_checkpoint = step + 1
             if stop_after is not None and step + 1 >= stop_after and step + 1 < total:
                 log.info("train: stopping after step %d as asked (--stop-after)", step + 1)
@@ -284,8 +287,8 @@ class DPOTrainer:
         if self.lora:
             module.fuse_lora()
             module.unload_lora()
-        self._check_weights(self.hp["steps"])  # also when the last step's checkpoint was saved by an earlier run
-        state = full_state_dict(self.engine, self.tcfg["zero_stage"])
+        self._check_weights(self.hp.steps)  # also when the last step's checkpoint was saved by an earlier run
+        state = full_state_dict(self.engine, self.train.zero_stage)
         if self.rank != 0:
             return None
         unet = UNet2DConditionModel.from_config(module.config)
@@ -297,22 +300,23 @@ class DPOTrainer:
         peak = (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         summary = {
-            "model": self.model_name, "steps": self.hp["steps"], "resumed_from_step": start,
+            "model": self.model_name, "steps": self.hp.steps, "resumed_from_step": start,
             # wall time of all segments of a resumed run (each up to its last checkpoint, then this one)
             "final": last, "wall_seconds": round(prior_seconds + time.perf_counter() - started, 2),
             "nonfinite_steps_skipped": self.nonfinite_steps,
             "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "cpu rss",
-            "processes": self.world, "grad_accum": self.grad_accum, "micro_batch": self.hp["micro_batch"],
-            "global_batch": self.hp["global_batch"], "zero_stage": self.tcfg["zero_stage"],
-            "optimizer": self.tcfg["optimizer"], "loss": self.tcfg["loss"], "lora_rank": self.lora,
+            "processes": self.world, "grad_accum": self.grad_accum, "micro_batch": self.hp.micro_batch,
+            "global_batch": self.hp.global_batch, "zero_stage": self.train.zero_stage,
+            "optimizer": self.train.optimizer, "loss": self.train.loss, "lora_rank": self.lora,
             "kernels": "triton" if self.kernels else "torch",  # what ran; the config may say auto
             "cpu_threads": torch.get_num_threads(),  # per process (OMP_NUM_THREADS from config cpu_threads)
-            "config_hash": config_hash(self.cfg, self.model_name),
+            # agfsync.core.config.config_digest of the full config for this model, from the launcher (null without)
+            "config_hash": self.config_digest,
         }
         write_json(tmp / "summary.json", summary)
         shutil.rmtree(self.out_dir, ignore_errors=True)
         tmp.rename(self.out_dir)
-        log.info("train: wrote %s (%d steps, final loss %.4f)", self.out_dir, self.hp["steps"], last.get("loss", float("nan")))
+        log.info("train: wrote %s (%d steps, final loss %.4f)", self.out_dir, self.hp.steps, last.get("loss", float("nan")))
         return summary
 
 
@@ -338,12 +342,15 @@ def _finite(value: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agfsync.train.trainer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage-config", required=True, help="JSON config (the launcher writes it)")
+    parser.add_argument("--stage-config", required=True,
+                        help="the stage's settings as JSON (Settings.to_json; the launcher writes it)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--cache", required=True, help="train cache directory (rule train_cache)")
     parser.add_argument("--out", required=True, help="output directory: unet/, metrics.jsonl, summary.json")
     parser.add_argument("--checkpoints", required=True, help="checkpoint directory (kept across failures)")
     parser.add_argument("--stop-after", type=int, help="stop after this step, once its checkpoint is saved")
+    parser.add_argument("--config-digest", help="the full config's digest for this model (agfsync.core.config."
+                        "config_digest), recorded in summary.json as config_hash")
     args = parser.parse_args(argv)
     if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker: its own session, so it must watch its agent
         from agfsync.core.proclife import exit_with_parent, is_torchrun
@@ -353,9 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                         os.environ.get("RANK", "0") + " %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("DeepSpeed", "deepspeed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = json.loads(Path(args.stage_config).read_text())
+    from agfsync.core.sections import Settings
+
+    settings = Settings.from_json(Path(args.stage_config).read_text())
     try:
-        DPOTrainer(cfg, args.model, args.cache, args.checkpoints, args.out).run(stop_after=args.stop_after)
+        DPOTrainer(settings, args.model, args.cache, args.checkpoints, args.out,
+                   config_digest=args.config_digest).run(stop_after=args.stop_after)
     except (DataError, TrainConfigError, CheckpointError, NonFiniteError) as err:
         log.error("train: %s", err)
         return 2

@@ -7,4 +7,5 @@ from agfsync.core.jobs import job
 from agfsync.stages import train
 
 with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
-    train.run(j.settings, j.inputs, j.outputs, checkpoints=j.params["checkpoints"], log=j.log, **j.wildcards)
+    train.run(j.settings, j.inputs, j.outputs, checkpoints=j.params["checkpoints"], log=j.log,
+              config_digest=j.config_digest, **j.wildcards)
