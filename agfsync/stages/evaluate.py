@@ -7,7 +7,7 @@ latents and sampler noise derive from (seed, "eval", benchmark) and the prompt i
 from the variant, so the two images of a prompt differ only by the UNet. No embedding
 noise. Shards are the candidate stage's tar files (agfsync.core.shards).
 
-Per-image scores (rules eval_score_*), each written atomically:
+Per-image scores (rule eval_score, one job per {bench} shard), each written atomically:
   tifa   every TIFA question answered by the VQA model of scores.vqa (BLIP-2 flan-t5-xxl in
          the paper). TIFA maps a free-form answer to the nearest choice; we score the
          choices instead (agfsync.models.vqa fast path: yes/no by the yes/no logits, other
