@@ -76,3 +76,18 @@ def demo_run(tmp_path_factory) -> Path:
     result = snakemake(cwd, *DEMO, timeout=1800)  # ~7 min on 2 cores
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd
+
+
+DEMO_RUN_TIMEOUT_S = 3000
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that needs the session's demo run may be the one whose setup runs it (~9 minutes
+    on 2 idle cores, far more on a loaded machine): whichever test that is, its time limit must
+    cover the demo, so every user of the fixture gets at least DEMO_RUN_TIMEOUT_S."""
+    for item in items:
+        if "demo_run" not in getattr(item, "fixturenames", ()):
+            continue
+        marker = item.get_closest_marker("timeout")
+        if marker is None or (marker.args and marker.args[0] < DEMO_RUN_TIMEOUT_S):
+            item.add_marker(pytest.mark.timeout(DEMO_RUN_TIMEOUT_S))
