@@ -90,4 +90,4 @@ def pytest_collection_modifyitems(config, items):
             continue
         marker = item.get_closest_marker("timeout")
         if marker is None or (marker.args and marker.args[0] < DEMO_RUN_TIMEOUT_S):
-            item.add_marker(pytest.mark.timeout(DEMO_RUN_TIMEOUT_S))
+            item.add_marker(pytest.mark.timeout(DEMO_RUN_TIMEOUT_S), append=False)  # the closest one counts
