@@ -9,15 +9,9 @@ ran the stage.
 
 from __future__ import annotations
 
-
-def _sorted(value):
-    if isinstance(value, dict):
-        return {key: _sorted(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(item) for item in value]
-    return value
+from agfsync.core.dag import canonical
 
 
 def config_dict(settings) -> dict:
     """The declared sections of `settings` (and defaults) as a plain dict, keys sorted."""
-    return _sorted(settings.to_dict())
+    return canonical(settings.to_dict())
