@@ -21,7 +21,7 @@ MC = {"element": "red", "element_type": "color", "question": "What color is the 
 
 def test_element_types_are_tifa_s():
     assert ELEMENT_TYPES == ("object", "human", "animal", "food", "activity", "attribute", "counting", "color",
-                             "material", "spatial", "location", "shape", "other")
+                             "material", "spatial", "location", "shape", "size", "other")
 
 
 def test_valid_pairs_are_normalised():

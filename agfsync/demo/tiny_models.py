@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 from agfsync.core.dag import TINY_FAMILIES as FAMILIES  # the families, declared where the workflow reads them
+from agfsync.models import tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -57,66 +58,14 @@ def _corpus_words() -> list[str]:
     return list(words)
 
 
-def _byte_alphabet() -> list[str]:
-    """GPT-2/CLIP byte-to-unicode table: 256 printable stand-ins for the 256 byte values."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes, extra = printable[:], 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
 def build_clip_tokenizer():
-    """A CLIP BPE tokenizer: every byte (alone and word-final) plus whole-word merges for
-    the corpus words, so common words are one token and any text still encodes."""
-    from transformers import CLIPTokenizer
-
-    alphabet = _byte_alphabet()
-    vocab: dict[str, int] = {}
-    for symbol in alphabet + [a + "</w>" for a in alphabet]:
-        vocab.setdefault(symbol, len(vocab))
-    merges: list[tuple[str, str]] = []
-    seen = set()
-    for word in _corpus_words():
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        if any(p not in vocab for p in pieces):
-            continue  # non-ASCII letters: left as bytes
-        current = pieces[0]
-        for piece in pieces[1:]:
-            merged = current + piece
-            if (current, piece) not in seen:
-                seen.add((current, piece))
-                merges.append((current, piece))
-                vocab.setdefault(merged, len(vocab))
-            current = merged
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
-    tokenizer.model_max_length = TEXT_MAX_LENGTH
-    return tokenizer
+    """The demo's CLIP BPE tokenizer over the package's corpus words."""
+    return tokenizers.clip_tokenizer(_corpus_words(), TEXT_MAX_LENGTH)
 
 
 def build_t5_tokenizer():
-    """A T5 (Unigram) tokenizer: whole words with '▁' prefix, plus single characters."""
-    from transformers import T5Tokenizer
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    known = {p for p, _ in pieces}
-    for word in _corpus_words():
-        if f"▁{word}" not in known:
-            pieces.append((f"▁{word}", -5.0))
-            known.add(f"▁{word}")
-    for ch in "abcdefghijklmnopqrstuvwxyz0123456789.,?!'\"-:;()/&":
-        for piece in (ch, f"▁{ch}"):
-            if piece not in known:
-                pieces.append((piece, -12.0))
-                known.add(piece)
-    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
-    tokenizer.model_max_length = 512
-    return tokenizer
+    """The demo's T5 (Unigram) tokenizer over the package's corpus words."""
+    return tokenizers.t5_tokenizer(_corpus_words())
 
 
 # ----------------------------------------------------------------------------- builders

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 ELEMENT_TYPES = (
     "object", "human", "animal", "food", "activity", "attribute", "counting",
-    "color", "material", "spatial", "location", "shape", "other",
+    "color", "material", "spatial", "location", "shape", "size", "other",
 )
 MODES = ("yes_no", "multiple_choice")
 TOO_FEW = "too few valid question/answer pairs"
