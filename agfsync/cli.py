@@ -36,6 +36,7 @@ import sys
 
 from agfsync import __version__
 from agfsync.core.config import ConfigError  # pure module: cheap
+from agfsync.world.cli import add_parser as add_world_parser  # pure at import, as this file
 
 @contextlib.contextmanager
 def _stage(args, *, model_job: bool = False):
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="subset to build")
     _log(p)
     p.set_defaults(func=_cmd_tiny_models)
-
+    add_world_parser(sub)  # agfsync world build|check
     # ------------------------------------------------------------------ stage 1
 
     p = _stage_parser(sub, "prompts", "stage 1a: an LLM writes image prompts over 12 categories",

@@ -1,8 +1,8 @@
 """The package's architecture, as rules a test can check (README, "Layout").
 
-- agfsync.core is pure: importing every module of it imports no torch (checked in this
+- agfsync.core (and the world's scene, question and oracle modules) is pure: importing every module of it imports no torch (checked in this
   process with an import blocker, so it holds whatever other tests imported before);
-- wings import only downwards: core <- llm, models <- train <- stages <- report, demo <- cli
+- wings import only downwards: core <- llm, models <- train <- stages <- report, demo, world <- cli
   (function-level imports count too);
 - no module of the package is over 400 lines.
 """
@@ -28,7 +28,8 @@ ALLOWED = {
     "stages": {"core", "llm", "models", "train"},
     "report": {"core"},
     "demo": {"core", "llm", "models", "train", "stages"},
-    "cli": {"core", "llm", "models", "train", "stages", "report", "demo"},
+    "world": {"core", "models", "stages"},
+    "cli": {"core", "llm", "models", "train", "stages", "report", "demo", "world"},
 }
 HEAVY = ("torch", "torchvision", "diffusers", "transformers", "deepspeed", "bitsandbytes", "open_clip", "triton")
 
@@ -44,12 +45,21 @@ class _Blocker(importlib.abc.MetaPathFinder):
         return None
 
 
+# The world's pure modules (scene graphs, captions, questions, the oracle, its CLI parser).
+WORLD_PURE = ("grammar", "scenes", "captions", "questions", "oracle", "cli")
+
+
+def _pure(name: str) -> bool:
+    return name.startswith(("agfsync.core", "agfsync.world"))
+
+
 def test_every_core_module_imports_without_torch_in_this_process():
     import agfsync.core
 
     names = [m.name for m in pkgutil.iter_modules(agfsync.core.__path__, "agfsync.core.")]
     assert len(names) >= 18, names
-    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in HEAVY or k.startswith("agfsync.core")}
+    names += [f"agfsync.world.{name}" for name in WORLD_PURE]
+    saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in HEAVY or _pure(k)}
     for key in saved:
         del sys.modules[key]
     blocker = _Blocker()
@@ -61,7 +71,7 @@ def test_every_core_module_imports_without_torch_in_this_process():
         assert not [k for k in sys.modules if k.split(".")[0] in HEAVY]
     finally:
         sys.meta_path.remove(blocker)
-        for key in [k for k in sys.modules if k.split(".")[0] in HEAVY or k.startswith("agfsync.core")]:
+        for key in [k for k in sys.modules if k.split(".")[0] in HEAVY or _pure(k)]:
             del sys.modules[key]
         sys.modules.update(saved)
 

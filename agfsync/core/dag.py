@@ -55,6 +55,7 @@ DECLARED: dict[str, tuple[str, ...]] = {
                     "scores.clip.model", "scores.aesthetic"),
     "eval_judge": ("models.{model}.pretrained", "eval.judge", "eval.{judge_bench}.version"),
     "report": ("run_models", "models", "tiny_models", "eval"),
+    "world_build": ("world.seed",),
 }
 
 

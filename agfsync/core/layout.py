@@ -75,6 +75,7 @@ REPORT = "results/report.html"
 # ----------------------------------------------------------------------------- logs and benchmarks, by rule
 LOGS = {
     "models_tiny": "logs/models/models_tiny.log",
+    "world_build": "logs/models/world_build.log",
     "prompts_generate": "logs/prompts/prompts_generate.log",
     "qa_generate": "logs/prompts/qa_generate.log",
     "candidates_generate": "logs/{model}/candidates_generate/shard-{shard}.log",
@@ -94,6 +95,7 @@ LOGS = {
 }
 JOB_BENCHMARKS = {  # Snakemake's `benchmark:` files (run time and memory of each job)
     "models_tiny": "benchmarks/models/models_tiny.tsv",
+    "world_build": "benchmarks/models/world_build.tsv",
     "prompts_generate": "benchmarks/prompts/prompts_generate.tsv",
     "qa_generate": "benchmarks/prompts/qa_generate.tsv",
     "candidates_generate": "benchmarks/{model}/candidates_generate/shard-{shard}.tsv",

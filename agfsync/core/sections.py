@@ -152,6 +152,13 @@ class TinyModelsSettings(Section):
 
 
 @dataclass(frozen=True)
+class WorldSettings(Section):
+    seed: int = opt(0, 'seed of the world models\' training (agfsync world build; docs/world.md)', ge=0)
+    models: str = opt('data/world/models', 'the trained world models shipped in the repository (MANIFEST.json)')
+    build_dir: str = opt('resources/world/models', 'where the world_build rule writes a rebuild')
+
+
+@dataclass(frozen=True)
 class TIFASettings(Section):
     enabled: bool = opt(True, "TIFA v1.0: tifa, clipscore and aesthetic results (the paper's TIFA table)")
     text_inputs: str = opt('resources/benchmarks/tifa/tifa_v1.0_text_inputs.json', '4,081 {id, caption}')
@@ -252,6 +259,7 @@ class Settings(Section):
     cpu_threads: int = opt(2, 'intra-op CPU threads of every model job (torch.set_num_threads) and of each training process; fixed by config, not by --cores, because on a CPU the thread count changes float reductions and so the outputs', ge=1)
     tiny_models: TinyModelsSettings = section(TinyModelsSettings, 'tiny local models instead of real checkpoints (demo)', default={'enabled': False, 'dir': 'resources/tiny_models'})
     llm_cache_dir: str = opt('resources/llm_cache', 'on-disk cache of LLM answers: a rerun sends no request')
+    world: WorldSettings = section(WorldSettings, 'the miniature world: procedural scenes, an oracle, trained tiny models', default={'seed': 0, 'models': 'data/world/models', 'build_dir': 'resources/world/models'})
     eval: EvalSettings = section(EvalSettings, 'stage 6: base vs fine-tuned model on the benchmarks (docs/method.md, Evaluation)', default={})
     downloads: DownloadsSettings = section(DownloadsSettings, 'benchmark data and weights fetched by local download rules; hub models are derived from the config', default={'files': []})
 

@@ -16,3 +16,23 @@ rule models_tiny:
         "../../envs/agfsync.yaml"
     script:
         "../scripts/models_tiny.py"
+
+
+# The miniature world's trained models (agfsync world build; docs/world.md). They are shipped
+# in the repository (world.models); this rule rebuilds them from world.seed into
+# world.build_dir, ~25 minutes on 2 CPU cores. Only an explicit target runs it:
+#   snakemake world_build --cores 2
+rule world_build:
+    output:
+        models=directory(config["world"]["build_dir"]),
+    log:
+        layout.LOGS["world_build"],
+    benchmark:
+        layout.JOB_BENCHMARKS["world_build"]
+    params:
+        cfg=stage_params("world_build"),
+    threads: 2
+    conda:
+        "../../envs/agfsync.yaml"
+    script:
+        "../scripts/world_build.py"

@@ -1,0 +1,153 @@
+"""`agfsync world build`: train the world's models from a seed and save them in the real
+checkpoints' formats (torch).
+
+    OUT/sd1/        StableDiffusionPipeline (AutoencoderKL, UNet2DConditionModel,
+                    CLIPTextModel + CLIPTokenizer, DDIMScheduler), fp16 safetensors
+    OUT/clip/       CLIPModel + CLIPProcessor (the CLIP scorer; also the aesthetic backbone)
+    OUT/aesthetic/head.pth   LAION aesthetic-predictor MLP on OUT/clip's image embedding
+    OUT/blip2/      Blip2ForConditionalGeneration (flan-T5 layout) + Blip2Processor
+    OUT/MANIFEST.json   sha256 of every file, the schedule, the seed and the command
+
+The schedule is fixed in steps, never in wall-clock time, so a rebuild with the same
+seed, schedule, torch version and thread count trains the same models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from agfsync.world import gen, judges
+from agfsync.world.data import render_batch, to_tensor
+from agfsync.world.grammar import all_words
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    vae_steps: int = 1000
+    vae_batch: int = 32
+    vae_lr: float = 3e-3
+    vae_gate: float = 0.6         # oracle accuracy the reconstructions need before the UNet trains
+    vae_extra_steps: int = 100    # more VAE steps per failed gate check ...
+    vae_max_extra: int = 2        # ... at most this many times
+    clip_steps: int = 700
+    clip_batch: int = 128
+    clip_lr: float = 1e-3
+    aesthetic_images: int = 4096
+    aesthetic_steps: int = 1000
+    unet_images: int = 20000
+    unet_steps: int = 1500
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    blip2_steps: int = 900
+    blip2_batch: int = 32
+    blip2_questions: int = 4
+    blip2_lr: float = 1e-3
+    threads: int = 2
+
+    def shortened(self, factor: float) -> Schedule:
+        """The same schedule with every step and image count scaled by `factor` (tests)."""
+        scaled = {f.name: max(2, int(getattr(self, f.name) * factor)) for f in dataclasses.fields(self)
+                  if f.name.endswith(("_steps", "_images")) and f.name != "vae_extra_steps"}
+        return dataclasses.replace(self, **scaled, vae_gate=0.0)
+
+
+def vae_reconstruction_accuracy(vae, seed: int, scenes_n: int = 200) -> float:
+    """Oracle accuracy of the VAE's reconstructions of fresh scenes, over their questions."""
+    import random
+
+    from agfsync.world import oracle, questions
+    from agfsync.world.data import to_images
+
+    descriptions, _, images, _, _ = render_batch(seed, "vae-gate", 0, scenes_n)
+    with torch.no_grad():
+        x = to_tensor(images)
+        recon = to_images(vae.decode(vae.encode(x).latent_dist.mean).sample)
+    rng = random.Random(seed)
+    right = total = 0
+    for description, image in zip(descriptions, recon):
+        records = questions.questions(description, rng)
+        right += sum(oracle.answer(image, r) == r["answer"] for r in records)
+        total += len(records)
+    return right / total
+
+
+def _save_fp16(save, out: Path) -> None:
+    save(out)
+
+
+def build(out: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(), command: str = "") -> dict:
+    """Train everything into `out` (built in a temporary sibling, then renamed)."""
+    from agfsync.core.io import sha256_file
+    from agfsync.models import tokenizers
+
+    torch.set_num_threads(schedule.threads)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    seconds, measured = {}, {}
+    words = all_words()
+
+    start = time.perf_counter()
+    vae = gen.train_vae(schedule, seed)
+    measured["vae_oracle_accuracy"] = accuracy = vae_reconstruction_accuracy(vae, seed)
+    extra = 0
+    while accuracy < schedule.vae_gate:
+        if extra == schedule.vae_max_extra:
+            raise RuntimeError(f"world build: VAE reconstructions pass the oracle on {accuracy:.1%} of questions "
+                               f"after {schedule.vae_steps + extra * schedule.vae_extra_steps} steps; the UNet "
+                               f"needs {schedule.vae_gate:.0%} (raise vae_steps)")
+        extra += 1
+        log.info("world build: VAE gate %.3f < %.2f, %d more steps", accuracy, schedule.vae_gate, schedule.vae_extra_steps)
+        vae = gen.continue_vae(vae, schedule, seed, extra)
+        measured["vae_oracle_accuracy"] = accuracy = vae_reconstruction_accuracy(vae, seed)
+    measured["vae_extra_rounds"] = extra
+    seconds["vae"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    tokenizer = tokenizers.clip_tokenizer(words, gen.TEXT_LENGTH)
+    clip_model, processor = judges.train_clip(schedule, seed, tokenizer)
+    head = judges.train_aesthetic(schedule, seed, clip_model, processor)
+    (tmp / "aesthetic").mkdir()
+    torch.save({k: v.half() for k, v in head.state_dict().items()}, tmp / "aesthetic" / "head.pth")
+    seconds["clip_aesthetic"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    descriptions, latents = gen.encode_training_set(vae, schedule, seed)
+    scaling = float(1.0 / latents.std())
+    measured["vae_scaling_factor"] = scaling
+    text_encoder = gen.text_encoder_from_clip(clip_model)
+    unet = gen.train_unet(schedule, seed, tokenizer, descriptions, latents, scaling, text_encoder)
+    pipe = gen.pipeline(vae, unet, text_encoder, tokenizer, scaling)
+    pipe.to(torch.float16).save_pretrained(tmp / "sd1", safe_serialization=True)
+    seconds["unet"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    blip2, blip2_processor = judges.train_blip2(schedule, seed, tokenizers.t5_tokenizer(words), clip_model)
+    blip2.to(torch.float16).save_pretrained(tmp / "blip2", safe_serialization=True)
+    blip2_processor.save_pretrained(tmp / "blip2")
+    clip_model.to(torch.float16).save_pretrained(tmp / "clip", safe_serialization=True)
+    processor.save_pretrained(tmp / "clip")
+    seconds["blip2"] = time.perf_counter() - start
+
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {
+        "seed": seed, "schedule": dataclasses.asdict(schedule), "command": command,
+        "torch": torch.__version__, "threads": schedule.threads,
+        "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
+        "bytes": sum(p.stat().st_size for p in files),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()}, "measured": measured,
+    }
+    (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return manifest

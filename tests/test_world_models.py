@@ -1,0 +1,98 @@
+"""The world's trained models: the shipped artifacts match their manifest and load through
+agfsync's normal loaders; a shortened rebuild writes the same layout, deterministically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agfsync.core.io import sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "data" / "world" / "models"
+CONFIG_FILES = ("sd1/model_index.json", "sd1/unet/config.json", "sd1/vae/config.json", "sd1/text_encoder/config.json",
+                "sd1/scheduler/scheduler_config.json", "sd1/tokenizer/tokenizer.json", "clip/config.json",
+                "blip2/config.json", "clip/processor_config.json", "blip2/tokenizer.json")
+
+
+def test_shipped_world_models_match_their_manifest_and_fit_the_budget():
+    manifest = json.loads((SHIPPED / "MANIFEST.json").read_text())
+    files = sorted(str(p.relative_to(SHIPPED)) for p in SHIPPED.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+    assert files == sorted(manifest["files"])
+    assert {name: sha256_file(SHIPPED / name) for name in files} == manifest["files"]
+    assert manifest["bytes"] == sum((SHIPPED / name).stat().st_size for name in files) <= 12_000_000
+    assert manifest["command"].startswith("agfsync world build data/world/models")
+    assert all((SHIPPED / name).stat().st_size < 8_000_000 for name in files)
+
+
+@pytest.fixture(scope="module")
+def shortened(tmp_path_factory):
+    from agfsync.world.build import Schedule, build
+
+    out = tmp_path_factory.mktemp("world") / "models"
+    manifest = build(out, seed=0, schedule=Schedule().shortened(0.01), command="test")
+    return out, manifest
+
+
+def test_shortened_rebuild_writes_the_shipped_layout_and_is_deterministic(shortened, tmp_path):
+    from agfsync.world.build import Schedule, build
+
+    out, manifest = shortened
+    shipped = json.loads((SHIPPED / "MANIFEST.json").read_text())
+    assert sorted(manifest["files"]) == sorted(shipped["files"])
+    for name in CONFIG_FILES:  # same architecture and tokenizer; only the weights (and the VAE's scale) differ
+        mine, theirs = (json.loads((d / name).read_text()) for d in (out, SHIPPED))
+        if name == "sd1/vae/config.json":
+            assert mine.pop("scaling_factor") != theirs.pop("scaling_factor")
+        assert mine == theirs, name
+    again = build(tmp_path / "again", seed=0, schedule=Schedule().shortened(0.01), command="test")
+    assert again["files"] == manifest["files"]
+
+
+@pytest.mark.parametrize("where", ["shipped", "shortened"])
+def test_world_models_load_through_the_normal_loaders(where, shortened):
+    import torch
+
+    from agfsync.models.aesthetic import AestheticScorer
+    from agfsync.models.clip_score import CLIPScorer
+    from agfsync.models.loaders import load_aesthetic, load_blip2, load_clip
+    from agfsync.models.vqa import VQAScorer
+    from agfsync.world import check, questions, scenes
+    from agfsync.world.data import rng_for
+
+    models = SHIPPED if where == "shipped" else shortened[0]
+    records = check.held_out_prompts(7, 2)
+    with torch.no_grad():
+        images = check._images(check._generator(models, 7, 2, 0.1), records, 2, "test")
+    assert len(images) == 4 and images[0].size == (64, 64)
+    vqa = VQAScorer(*load_blip2(str(models / "blip2"), device="cpu"))
+    answers = vqa.answer(images[:1], records[0]["qa"])[0]
+    assert all(a in q["choices"] for a, q in zip(answers, records[0]["qa"]))
+    clip = CLIPScorer(*load_clip(str(models / "clip"), device="cpu"))
+    assert clip.score(images, records[0]["prompt"]).shape == (4,)
+    aesthetic = AestheticScorer(*load_aesthetic(str(models / "clip"), str(models / "aesthetic/head.pth"), device="cpu"))
+    scores = aesthetic.score([scenes.render(scenes.sample_scene(rng_for(0, "t"), "colors")[1])])
+    assert scores.shape == (1,)
+    assert questions  # the QA writer the check uses
+
+
+def test_blip2_vision_starts_from_the_world_clip():
+    import torch
+
+    from agfsync.models import tokenizers
+    from agfsync.world import judges
+    from agfsync.world.grammar import all_words
+
+    torch.manual_seed(0)
+    clip = judges.make_clip(tokenizers.clip_tokenizer(all_words(), 32))
+    blip2, _ = judges.make_blip2(tokenizers.t5_tokenizer(all_words()))
+    judges.vision_from_clip(blip2, clip)
+    mine, theirs = blip2.vision_model.encoder.layers[1], clip.vision_model.encoder.layers[1]
+    q, k, v = mine.self_attn.qkv.weight.chunk(3)
+    assert torch.equal(q, theirs.self_attn.q_proj.weight) and torch.equal(v, theirs.self_attn.v_proj.weight)
+    assert torch.equal(k, theirs.self_attn.k_proj.weight)
+    assert torch.equal(mine.mlp.fc2.bias, theirs.mlp.fc2.bias)
+    assert torch.equal(blip2.vision_model.embeddings.position_embedding[0],
+                       clip.vision_model.embeddings.position_embedding.weight)
