@@ -125,9 +125,19 @@ def test_clip_score_equals_torchmetrics_definition(tiny_models):
             tensor = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
             reference = clip_score(tensor, caption, model_name_or_path=lambda: (TensorFeatures(model), processor))
             assert value == pytest.approx(float(reference), abs=1e-4)
-    # Raw cosines of random weights: some are negative, which the score clamps to 0.
-    raw = 100 * (scorer.image_features(images) @ scorer.text_features(captions).T)
-    assert float(raw.min()) < 0 and float(scorer.score(images, captions[0]).min()) >= 0
+    # The clamp: negating the text projection negates every cosine, so whatever the sign of
+    # the random weights' cosines, one of the two runs has negatives, scored 0.
+    raw = 100 * (scorer.image_features(images) @ scorer.text_features(captions[:1]).T)[:, 0].numpy()
+    with torch.no_grad():
+        model.text_projection.weight.neg_()
+    try:
+        flipped = scorer.score(images, captions[0])
+    finally:
+        with torch.no_grad():
+            model.text_projection.weight.neg_()
+    assert min(raw.min(), -raw.max()) < 0
+    np.testing.assert_allclose(scorer.score(images, captions[0]), np.clip(raw, 0, None), atol=1e-4)
+    np.testing.assert_allclose(flipped, np.clip(-raw, 0, None), atol=1e-4)
 
 
 def test_clip_truncates_to_77_tokens_keeping_end_of_text(tiny_models):
