@@ -73,11 +73,11 @@ def test_every_cli_command_has_help(capsys):
     # every stage of the workflow, through the same run() functions as the rules
     commands = ["check-config", "tiny-models", "prompts", "qa", "candidates", "score", "pairs", "train-cache", "train",
                 "eval-prompts", "eval-generate", "eval-score", "eval-reference", "metric", "judge", "report",
-                "download", "unlock"]
+                "download", "unlock", "world"]
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert sorted(subparsers.choices) == sorted(commands)
-    for command in commands:
+    for command in [*commands, "world build", "world check"]:
         with pytest.raises(SystemExit) as info:
-            main([command, "--help"])
+            main([*command.split(), "--help"])
         assert info.value.code == 0
         assert f"usage: agfsync {command}" in capsys.readouterr().out
