@@ -28,6 +28,7 @@ from agfsync.world.data import render_batch, to_tensor
 from agfsync.world.grammar import all_words
 
 log = logging.getLogger(__name__)
+SHARD = "4MB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +81,6 @@ def vae_reconstruction_accuracy(vae, seed: int, scenes_n: int = 200) -> float:
     return right / total
 
 
-def _save_fp16(save, out: Path) -> None:
-    save(out)
-
-
 def build(out: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(), command: str = "") -> dict:
     """Train everything into `out` (built in a temporary sibling, then renamed)."""
     from agfsync.core.io import sha256_file
@@ -128,7 +125,8 @@ def build(out: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(), co
     text_encoder = gen.text_encoder_from_clip(clip_model)
     unet = gen.train_unet(schedule, seed, tokenizer, descriptions, latents, scaling, text_encoder)
     pipe = gen.pipeline(vae, unet, text_encoder, tokenizer, scaling)
-    pipe.to(torch.float16).save_pretrained(tmp / "sd1", safe_serialization=True)
+    # Shards under 4 MB: no file the repository ships is over 5 MB (loaders read the index).
+    pipe.to(torch.float16).save_pretrained(tmp / "sd1", safe_serialization=True, max_shard_size=SHARD)
     seconds["unet"] = time.perf_counter() - start
 
     start = time.perf_counter()
