@@ -17,14 +17,12 @@
   agfsync judge --config C --model M ...           stage 6: the VLM judge's result file
   agfsync report --config C --out R                the HTML report of a finished run
 
-Each stage command calls the same `run()` as the workflow rule's script (agfsync.stages.*,
-through agfsync.core.jobs in the workflow), with the settings of the whole config file, so
-the command and the workflow cannot drift apart; model stages set torch's threads from
-`cpu_threads` as the workflow's jobs do, so their outputs are the same bytes.
+Each stage command calls the same `run()` as the workflow rule's script (agfsync.stages.*),
+with the whole config's settings: they cannot drift apart; model stages set torch's threads
+from `cpu_threads` as the workflow's jobs do, so their outputs are the same bytes.
 
-`agfsync COMMAND --help` describes each. Exit status 2 on bad config or input, with a
-message naming the file and key; 1 on a failed job (the log has the traceback).
-"""
+`agfsync COMMAND --help` describes each. Exit status 2 on bad config or input (the message
+names the file and key); 1 on a failed job (the log has the traceback)."""
 
 from __future__ import annotations
 
@@ -40,12 +38,15 @@ from agfsync.world.cli import add_parser as add_world_parser  # pure at import, 
 
 @contextlib.contextmanager
 def _stage(args, *, model_job: bool = False):
-    """The settings of args.config (every section) for a stage command, with logging to
-    args.log (API keys of the config masked); a model job sets the CPU threads first."""
+    """args.config's settings for a stage command, logging to args.log (API keys masked);
+    a model job sets the CPU threads first."""
     from agfsync.core.config import load_config
     from agfsync.core.logs import job_logging, secret_env_names
     from agfsync.core.sections import Settings
+    from agfsync.llm.providers import register_local_server
+    from agfsync.world.writer import WorldWriter
 
+    register_local_server("world", WorldWriter)  # LLM provider `world` (agfsync.llm may not import world)
     cfg = load_config(args.config)
     model = getattr(args, "model", None)
     if model is not None and model not in cfg["models"]:
@@ -62,7 +63,6 @@ def _stage(args, *, model_job: bool = False):
 
 def _cmd_check_config(args) -> int:
     import yaml
-
     from agfsync.core.config import load_config
 
     cfg = load_config(args.config)
@@ -83,9 +83,9 @@ def _cmd_tiny_models(args) -> int:
 
 
 def _stage_command(module: str, entry: str, files, *, model_job: bool = False, check=None):
-    """A command that runs agfsync.stages.<module>.<entry>(settings, inputs, outputs, **wildcards),
-    as the rule's script does; files(args, cfg) -> (inputs, outputs, wildcards) from the options.
-    The stage module is imported when the command runs (`--help` imports no torch)."""
+    """A command running agfsync.stages.<module>.<entry>(settings, inputs, outputs, **wildcards) as
+    the rule's script does (imported when it runs: `--help` imports no torch); files(args, cfg)
+    -> (inputs, outputs, wildcards) from the options."""
 
     def command(args) -> int:
         if check is not None:

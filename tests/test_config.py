@@ -84,8 +84,8 @@ BAD = [
      "(defined: sd14, sd15, sdxl)"),
     ("weights", "scores.weights.clip", 0.5, "key 'scores.weights': weights must sum to 1, got 0.95"),
     ("probability", "scores.weights.vqa", 1.5, "key 'scores.weights.vqa': must be <= 1, got 1.5"),
-    ("provider", "prompts.llm.provider", "anthropic", "key 'prompts.llm.provider': expected one of 'openai', 'file'; "
-     "got 'anthropic'"),
+    ("provider", "prompts.llm.provider", "anthropic", "key 'prompts.llm.provider': expected one of 'openai', 'file', "
+     "'world'; got 'anthropic'"),
     ("file provider without file", "qa.llm.provider", "file", "key 'qa.llm.responses': provider 'file' needs the path"),
     ("category", "prompts.categories", ["Animals", "Dinosaurs"], "key 'prompts.categories[1]': unknown category "
      "'Dinosaurs'"),

@@ -45,8 +45,8 @@ class _Blocker(importlib.abc.MetaPathFinder):
         return None
 
 
-# The world's pure modules (scene graphs, captions, questions, the oracle, its CLI parser).
-WORLD_PURE = ("grammar", "scenes", "captions", "questions", "oracle", "cli")
+# The world's pure modules (scene graphs, captions, questions, the oracle, its CLI parser, the writer).
+WORLD_PURE = ("grammar", "scenes", "captions", "questions", "oracle", "cli", "writer")
 
 
 def _pure(name: str) -> bool:

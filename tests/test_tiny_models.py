@@ -146,3 +146,16 @@ def test_prompt_stage_dedups_with_the_clip_text_tower(tiny_models, demo_config, 
     assert len(read_jsonl(tmp_path / "p.jsonl")) == 36
     # The exact duplicate is caught by its normalised text before any embedding is compared.
     assert summary["per_category"]["Natural Landscapes"]["exact_duplicates"] == 1
+
+
+def test_clip_tokenizer_makes_every_listed_word_one_token():
+    # Chained per-word merges used to let one word's merges pre-empt another's: with the
+    # world's vocabulary "orange" became or|an|ge and 12% of captions overflowed 32 tokens.
+    from agfsync.models.tokenizers import clip_tokenizer
+    from agfsync.world.grammar import all_words
+
+    words = all_words()
+    tokenizer = clip_tokenizer(words, 32)
+    assert {w: len(tokenizer.tokenize(w)) for w in words if len(tokenizer.tokenize(w)) != 1} == {}
+    ids = tokenizer("a big orange round dot together with a violet box on a plain background").input_ids
+    assert len(ids) == 2 + 14  # <start>, 14 words, <end>

@@ -67,7 +67,7 @@ def test_each_shape_size_and_position_is_read(shape, size, position):
 
 
 @pytest.mark.parametrize("color", list(COLORS))
-@pytest.mark.parametrize("background", grammar.BACKGROUND_LEVELS)
+@pytest.mark.parametrize("background", (150, 200, 235))  # wider than the world draws
 def test_each_color_is_read_on_each_background(color, background):
     found = oracle.read(image_of(("square", color, "small", "left"), ("circle", color, "large", "right"),
                                  background=background))
@@ -75,7 +75,7 @@ def test_each_color_is_read_on_each_background(color, background):
 
 
 def test_arrays_are_read_like_images_and_centres_are_exact():
-    image = image_of(("triangle", "teal", "large", "top"))
+    image = image_of(("triangle", "green", "large", "top"))
     (found,) = oracle.read(np.asarray(image))
     assert oracle.read(image) == [found]
     assert abs(found.x - 32.5) < 0.2 and abs(found.y - 12.5) < 0.3  # the triangle's box centre, not its centroid
@@ -173,17 +173,17 @@ def test_parse_reads_every_form():
     assert parse(q("Are there two large squares?")).value == 2
     assert parse(q("Is the red object a triangle?")).attribute == "shape"
     assert parse(q("Are the blue squares large?")).value == "large"
-    rel = parse(q("Is the teal circle to the right of the purple object?"))
-    assert (rel.kind, rel.relation, rel.subject, rel.other) == ("relation", "right of", Ref("teal", "circle"),
+    rel = parse(q("Is the orange circle to the right of the purple object?"))
+    assert (rel.kind, rel.relation, rel.subject, rel.other) == ("relation", "right of", Ref("orange", "circle"),
                                                                 Ref(color="purple"))
-    assert parse(q("What color are the circles?", ["red", "pink", "orange"])).attribute == "color"
+    assert parse(q("What color are the circles?", ["red", "yellow", "orange"])).attribute == "color"
     assert parse(q("How many objects are there?", ["0", "1"], "0")).kind == "count"
 
 
 @pytest.mark.parametrize("record, where, message", [
     (q("Is the circle magenta?"), None,
      "'Is the circle magenta?': question: unknown attribute word 'magenta' (expected a color: red, orange, "
-     "yellow, green, teal, blue, purple, pink; or a size: small, large)"),
+     "yellow, green, blue, purple; or a size: small, large)"),
     (q("Is there a magenta circle?"), "record 3",
      "record 3 'Is there a magenta circle?': question: unknown word 'magenta' in 'magenta circle' "
      "(expected [size] [color] shape|object)"),
@@ -197,9 +197,9 @@ def test_parse_reads_every_form():
     (q("Is there a circle?", "yes/no", "yes"), None, "'Is there a circle?': choices: not a list of non-empty "
      "strings: 'yes/no'"),
     (q("What color is the circle?", ["red", "magenta"], "red"), None, "'What color is the circle?': choices: "
-     "'magenta' is not a possible answer (expected red, orange, yellow, green, teal, blue, purple, pink)"),
+     "'magenta' is not a possible answer (expected red, orange, yellow, green, blue, purple)"),
     (q("What color is the circle?", ["yes", "no"]), None, "'What color is the circle?': choices: 'yes' is not a "
-     "possible answer (expected red, orange, yellow, green, teal, blue, purple, pink)"),
+     "possible answer (expected red, orange, yellow, green, blue, purple)"),
     ({"question": "Is there a circle?", "choices": YN, "answer": "yes"}, "record 0",
      "record 0 'Is there a circle?': element_type: missing"),
     ({"choices": YN, "answer": "yes", "element_type": "object"}, "record 7", "record 7: question: missing"),

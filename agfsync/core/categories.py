@@ -1,8 +1,15 @@
-"""The 12 prompt categories of the paper (stage 1a) and their instructions to the LLM.
+"""The 12 prompt categories of the paper (stage 1a) and their instructions to the LLM, and
+the 6 categories of the miniature world (agfsync.world, docs/world.md) for world runs.
 
 Pure data (no torch, no LLM client): config validation and shard counting read the names,
 the prompt stage reads the focus and examples. The table follows the paper's category
 list (docs/method.md, "Prompts"); the focus lines and five examples per category are ours.
+
+World categories are named `world/<name>` (`prompts.categories: [world/single_object,
+world/colors, ...]`); null stays the paper's 12. Their examples are captions written once
+by agfsync.world.captions.caption and pasted here (core imports nothing of the world wing;
+tests/test_world_writer.py checks that the names match agfsync.world.grammar.CATEGORIES and
+that every example parses back with agfsync.world.captions.parse).
 """
 
 from __future__ import annotations
@@ -157,9 +164,87 @@ _CATEGORIES = (
     ),
 )
 
-CATEGORIES: tuple[str, ...] = tuple(c.name for c in _CATEGORIES)
-_BY_NAME = {c.name: c for c in _CATEGORIES}
+WORLD_PREFIX = "world/"
+_WORLD = (
+    Category(
+        "world/single_object",
+        "one shape (circle, square or triangle) of one color, sometimes with its size or its place in the image",
+        (
+            "a picture of a green triangle in the center",
+            "a simple drawing of a big yellow square at the right side",
+            "an image of a crimson square at the bottom",
+            "a small crimson square on a gray background",
+            "a photo of a large yellow disc",
+        ),
+    ),
+    Category(
+        "world/colors",
+        "two shapes of two different colors",
+        (
+            "a rendering of a purple square together with a yellow disc",
+            "a photo of a purple box and also a yellow round dot on a gray background",
+            "a picture of a green triangle together with a yellow round dot",
+            "this image shows a red box as well as a yellow box on a plain background",
+            "a picture of a yellow disc together with a violet square on a plain background",
+        ),
+    ),
+    Category(
+        "world/counting",
+        "two or three shapes alike (same color and shape), sometimes next to one other shape",
+        (
+            "a photo of three large red discs on a plain background",
+            "this image shows three orange squares",
+            "a picture of two tiny violet triangles and also a yellow triangle on a plain background",
+            "an image of two green triangles and also a violet box",
+            "a simple drawing of three crimson round dots on a gray background",
+        ),
+    ),
+    Category(
+        "world/spatial",
+        "two shapes and where one is relative to the other: left of, right of, above or below",
+        (
+            "a picture of a yellow square above a violet triangle on a gray background",
+            "a red square to the left of a green round dot",
+            "a photo of a violet round dot beneath a green triangle on a gray background",
+            "a blue triangle to the right of a blue box",
+            "a yellow triangle under a purple box",
+        ),
+    ),
+    Category(
+        "world/sizes",
+        "two shapes, one small and one large",
+        (
+            "a rendering of a big crimson round dot and a small purple box",
+            "a tiny orange square together with a big yellow box",
+            "a simple drawing of a big yellow disc and also a little crimson square",
+            "a rendering of a little purple circle and a big yellow triangle",
+            "an image of a small blue triangle and also a big orange triangle",
+        ),
+    ),
+    Category(
+        "world/multiple_objects",
+        "three shapes, each with its color",
+        (
+            "a simple drawing of an orange triangle, a yellow square together with a green triangle on a gray background",
+            "an image of a crimson box, a violet triangle together with a yellow square",
+            "an image of a violet circle, an orange triangle and also a crimson square",
+            "this image shows a green disc, a purple triangle and also a purple circle",
+            "a picture of a violet circle, a yellow triangle and also an orange square on a plain background",
+        ),
+    ),
+)
+
+CATEGORIES: tuple[str, ...] = tuple(c.name for c in _CATEGORIES)  # the paper's 12: the default
+WORLD_CATEGORIES: tuple[str, ...] = tuple(c.name for c in _WORLD)
+KNOWN_CATEGORIES: tuple[str, ...] = CATEGORIES + WORLD_CATEGORIES
+_BY_NAME = {c.name: c for c in (*_CATEGORIES, *_WORLD)}
 
 
 def category(name: str) -> Category:
     return _BY_NAME[name]
+
+
+def category_errors(names, key: str = "prompts.categories") -> list[str]:
+    """One message per name of `names` that is no category, naming the key and the valid names."""
+    return [f"key '{key}[{i}]': unknown category {name!r} (known: the paper's {', '.join(CATEGORIES)}; "
+            f"the world's {', '.join(WORLD_CATEGORIES)})" for i, name in enumerate(names) if name not in _BY_NAME]

@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from agfsync.core.categories import CATEGORIES
+from agfsync.core.categories import category_errors
 from agfsync.core.yaml_keys import load_yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -180,10 +180,7 @@ def _semantic_errors(cfg: dict) -> list[str]:
     qa = cfg.get("qa", {})
     if qa.get("max_pairs", 0) < qa.get("min_pairs", 0):
         errors.append(f"key 'qa.max_pairs': must be >= qa.min_pairs ({qa['min_pairs']}), got {qa['max_pairs']}")
-    categories = cfg.get("prompts", {}).get("categories") or []
-    for i, name in enumerate(categories):
-        if name not in CATEGORIES:
-            errors.append(f"key 'prompts.categories[{i}]': unknown category {name!r} (known: {', '.join(CATEGORIES)})")
+    errors += category_errors(cfg.get("prompts", {}).get("categories") or [])
     return errors
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agfsync.core.settings import REQUIRED, Section, mapping, opt, section
+from agfsync.core.categories import category_errors
+from agfsync.core.settings import REQUIRED, Section, SettingsError, mapping, opt, section
 
 
 @dataclass(frozen=True)
 class LLMSettings(Section):
-    provider: str = opt(REQUIRED, 'any OpenAI-compatible endpoint (OpenAI, Gemini, vLLM, Ollama)', choices=('openai', 'file'))
+    provider: str = opt(REQUIRED, 'openai: any OpenAI-compatible endpoint (OpenAI, Gemini, vLLM, Ollama); file: recorded answers; world: the local world writer (agfsync.world.writer) over HTTP', choices=('openai', 'file', 'world'))
     model: str = opt(REQUIRED, 'paper: ChatGPT (GPT-3.5)')
     base_url: str | None = opt(None, 'endpoint root; any OpenAI-compatible server (vLLM: http://host:8000/v1)')
     api_key_env: str | None = opt('OPENAI_API_KEY', 'name of the environment variable with the key')
@@ -47,10 +48,16 @@ class DedupSettings(Section):
 class PromptsSettings(Section):
     per_category: int = opt(REQUIRED, '12 x 3820 = 45,840, the size of the released set (45,834 prompts)', ge=1)
     llm: LLMSettings = section(LLMSettings, 'the endpoint that writes the prompts (paper: ChatGPT)')
-    categories: tuple[str, ...] | None = opt(None, 'null = all 12 categories of the paper (agfsync.stages.prompts.CATEGORIES)')
+    categories: tuple[str, ...] | None = opt(None, 'null = all 12 categories of the paper (agfsync.stages.prompts.CATEGORIES); world runs: world/<name> (agfsync.core.categories.WORLD_CATEGORIES)')
     descriptions_per_request: int = opt(20, "the paper's code asks for ~20 descriptions per call", ge=1, le=100)
     max_requests_per_category: int | None = opt(None, 'null = 3x the requests the target needs (room for duplicates and failures)', ge=1)
     dedup: DedupSettings = section(DedupSettings, 'near-duplicate removal within a category', default={'threshold': 0.9, 'embedder': 'clip'})
+
+    def __post_init__(self):
+        super().__post_init__()
+        names = self.__dict__["categories"]
+        if isinstance(names, tuple) and (errors := category_errors(names, self._key("categories"))):
+            raise SettingsError(errors[0])
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ what a 45k-prompt run needs:
 The settings, Request, Reply and the error classes are in agfsync.llm.base; parsing the
 answers, the repair re-asks, the stage's yield and the concurrency limit are in
 agfsync.llm.answers. A `file` provider replays recorded answers (JSONL of {"key",
-"content"}) through the same path, for the offline demo. API keys are read from the
-environment variable named in config and held only in the openai client. Every key the
+"content"}) through the same path, for the offline demo; a `world` provider starts the
+world writer on 127.0.0.1 and asks it over HTTP like any endpoint (close() stops it).
+API keys are read from the environment variable named in config and held only in the
+openai client. Every key the
 config names is a secret (agfsync.core.secrets: `register_secrets`, `secret_values`):
 whatever leaves this layer (answer text given to parsers, cache entries, exception
 messages, skip reasons, the stages' summaries and records, log records of the LLM modules)
@@ -133,9 +135,9 @@ class LLMClient:
         self.stage = stage
         register_secrets(secrets)
         if provider is None:
-            from agfsync.llm.providers import FileProvider, OpenAIProvider
+            from agfsync.llm.providers import make_provider
 
-            provider = (FileProvider if settings.provider == "file" else OpenAIProvider)(settings, stage)
+            provider = make_provider(settings, stage)
         self.provider = provider
         # Recorded answers are their own cache; a live endpoint's answers are cached on disk.
         self.cache = ResponseCache(cache_path) if cache_path and settings.provider != "file" else None
@@ -265,6 +267,19 @@ class LLMClient:
         # a request (identical outputs); llm.retry_failed asks again instead. Outages are never recorded.
         if self.cache is not None and self.settings.provider != "file":
             self.cache.put(digest, {"key": request.key, "error": reason, "cause": cause, "kind": "permanent"})
+
+    def close(self) -> None:
+        """Release the provider: its connections, and the local server it started (provider
+        world). Idempotent. `with LLMClient(...) as client:` closes at the end of the block."""
+        close = getattr(self.provider, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def log_summary(self) -> None:
         s = self.stats

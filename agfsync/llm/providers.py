@@ -1,10 +1,13 @@
 """The endpoints behind agfsync.llm.client.LLMClient: any OpenAI-compatible chat endpoint
-(OpenAIProvider: one deadline per request, one decoding boundary) and recorded answers
-(FileProvider, the offline demo). The only module that imports the `openai` package."""
+(OpenAIProvider: one deadline per request, one decoding boundary), recorded answers
+(FileProvider, the offline demo) and local servers that the stage starts and stops
+(LocalServerProvider: provider `world`, the world writer, over HTTP through OpenAIProvider).
+The only module that imports the `openai` package."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import json
 import logging
@@ -12,10 +15,12 @@ import os
 import re
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agfsync.llm.base import AuthError, ItemFailure, LLMSettings, Reply, Request, _short, _Transient
+from agfsync.llm.base import AuthError, ItemFailure, LLMError, LLMSettings, Reply, Request, _short, _Transient
 from agfsync.core.secrets import register_secrets
 
 log = logging.getLogger("agfsync.llm.client")
@@ -40,7 +45,8 @@ class OpenAIProvider:
     the request (the client's own timeout bounds connect and each read only), then
     decoded once: strict UTF-8, JSON, a chat completion."""
 
-    def __init__(self, settings: LLMSettings, stage: str):
+    def __init__(self, settings: LLMSettings, stage: str, *, trust_env: bool = True):
+        """trust_env=False: no proxy from the environment (a local server on 127.0.0.1)."""
         import openai  # confined here: the rest of agfsync never imports it
 
         self._openai = openai
@@ -58,8 +64,13 @@ class OpenAIProvider:
             api_key = "not-needed"  # keyless local servers (vLLM, Ollama)
         self._stage = stage
         self._client = openai.OpenAI(
-            api_key=api_key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=0
+            api_key=api_key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=0,
+            http_client=None if trust_env else openai.DefaultHttpxClient(trust_env=False),
         )
+
+    def close(self) -> None:
+        """Close the HTTP connections (idempotent)."""
+        self._client.close()
 
     @property
     def endpoint(self) -> str:
@@ -211,6 +222,61 @@ class FileProvider:
         if record is None:
             raise ItemFailure(f"no recorded response for {request.key!r} in {self.path}", cause="no recorded response")
         return Reply(text=record["content"], finish_reason=record.get("finish_reason", "stop"))
+
+
+# Local servers a provider name starts (name -> factory of an unstarted server with start(),
+# stop(), base_url, endpoint). The layers keep this module from importing the world wing,
+# so the world writer is registered from above: register_local_server("world", WorldWriter)
+# (agfsync.world.writer.WorldWriter) where a stage's process starts (its workflow script, the CLI).
+_LOCAL_SERVERS: dict[str, Callable[[], Any]] = {}
+
+
+def register_local_server(name: str, factory: Callable[[], Any]) -> None:
+    _LOCAL_SERVERS[name] = factory
+
+
+class LocalServerProvider:
+    """A local OpenAI-compatible server (provider `world`) that lives as long as this provider:
+    started on a free 127.0.0.1 port when the provider is made, asked through OpenAIProvider
+    (HTTP, the openai package, no API key, no proxy), stopped by close() (LLMClient.close, or
+    the end of a `with LLMClient(...)` block), else when the provider is garbage collected or
+    the process exits. `endpoint` is the server's own identity, not its URL: the port changes
+    from run to run, the response cache key must not."""
+
+    def __init__(self, settings: LLMSettings, stage: str, factory: Callable[[], Any]):
+        self.server = factory()
+        self.server.start()
+        self._stop = weakref.finalize(self, self.server.stop)
+        try:
+            local = dataclasses.replace(settings, base_url=self.server.base_url, api_key_env=None)
+            self._http = OpenAIProvider(local, stage, trust_env=False)
+        except BaseException:
+            self._stop()
+            raise
+        self.endpoint = getattr(self.server, "endpoint", settings.provider)
+
+    def send(self, request: Request, params: dict) -> Reply:
+        return self._http.send(request, params)
+
+    def close(self) -> None:
+        """Close the connections and stop the server (idempotent)."""
+        try:
+            self._http.close()
+        finally:
+            self._stop()
+
+
+def make_provider(settings: LLMSettings, stage: str):
+    """The provider of llm.provider: openai, file, or a registered local server (world)."""
+    if settings.provider == "file":
+        return FileProvider(settings, stage)
+    if settings.provider in _LOCAL_SERVERS:
+        return LocalServerProvider(settings, stage, _LOCAL_SERVERS[settings.provider])
+    if settings.provider == "world":
+        raise LLMError(f"{stage}: provider 'world' is not registered in this process: call "
+                       "agfsync.llm.providers.register_local_server('world', agfsync.world.writer.WorldWriter) "
+                       "before the stage runs (the workflow's scripts and the CLI do)")
+    return OpenAIProvider(settings, stage)
 
 
 def _retry_after(err) -> float | None:

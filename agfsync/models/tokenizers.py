@@ -17,29 +17,54 @@ def _byte_alphabet() -> list[str]:
     return [chr(c) for c in codes]
 
 
+def _whole_word_merges(words: list[str], alphabet: set[str]) -> list[tuple[str, str]]:
+    """BPE merges learned on `words` (each counted once) until every word is one symbol.
+
+    Encoding replays merges by rank, and a training word meets them in the order they
+    were learned, so each word of the list comes out as one token. (Chaining each word's
+    merges left to right does not: "and" ranks (a, n) before the chain of "orange" needs
+    (o, r) then (or, a), and "orange" came out as three tokens.) Ties go to the pair seen
+    first, so the merges are deterministic.
+    """
+    spelled = {}
+    for word in dict.fromkeys(words):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        if word and all(p in alphabet for p in pieces):
+            spelled[word] = pieces  # non-ASCII letters: left as bytes
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for pieces in spelled.values():
+            for pair in zip(pieces, pieces[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = max(counts, key=counts.get)  # max() keeps the first of equal counts
+        merges.append(best)
+        for word, pieces in spelled.items():
+            out, i = [], 0
+            while i < len(pieces):
+                if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == best:
+                    out.append(pieces[i] + pieces[i + 1])
+                    i += 2
+                else:
+                    out.append(pieces[i])
+                    i += 1
+            spelled[word] = out
+
+
 def clip_tokenizer(words: list[str], max_length: int = 77):
-    """A CLIP BPE tokenizer: every byte (alone and word-final) plus whole-word merges for
-    `words`, so those words are one token each and any text still encodes."""
+    """A CLIP BPE tokenizer: every byte (alone and word-final) plus merges learned on
+    `words`, so each of those words is one token and any text still encodes."""
     from transformers import CLIPTokenizer
 
     alphabet = _byte_alphabet()
     vocab: dict[str, int] = {}
     for symbol in alphabet + [a + "</w>" for a in alphabet]:
         vocab.setdefault(symbol, len(vocab))
-    merges: list[tuple[str, str]] = []
-    seen = set()
-    for word in words:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        if any(p not in vocab for p in pieces):
-            continue  # non-ASCII letters: left as bytes
-        current = pieces[0]
-        for piece in pieces[1:]:
-            merged = current + piece
-            if (current, piece) not in seen:
-                seen.add((current, piece))
-                merges.append((current, piece))
-                vocab.setdefault(merged, len(vocab))
-            current = merged
+    merges = _whole_word_merges(words, set(vocab))
+    for first, second in merges:
+        vocab.setdefault(first + second, len(vocab))
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)

@@ -6,6 +6,7 @@ held-out color-shape pair, reported separately as "unseen"):
   base_recognisable_rate       base-model images with >= 1 object the oracle reads fully
   base_gold_accuracy           the oracle's TIFA accuracy on base-model images (mean over prompts)
   vqa_agreement                BLIP-2 answers equal to the oracle's, on base-model images
+                               (also on the questions the oracle answers, not "unrecognised")
   clip_gold_spearman           CLIP score vs gold accuracy, per image
   aesthetic_quality_spearman   aesthetic score vs the renderer's quality, per perturbed render
   candidate_spread             prompts whose 8 candidates (sigma-noised, as stage 2) differ in gold
@@ -135,12 +136,16 @@ def run(models: str | Path, *, seed: int = 0, prompts: int = 500, spread_prompts
 
     model, processor, device = load_blip2(str(models / "blip2"), device="cpu")
     vqa = VQAScorer(model, processor, device)
-    agree = count = 0
+    agree = count = agree_read = read = 0
     for r, image, answers in zip(records, base, oracle_answers):
         (vqa_answers,) = vqa.answer([image], r["qa"])
         agree += sum(a == o for a, o in zip(vqa_answers, answers))
         count += len(answers)
+        agree_read += sum(a == o for a, o in zip(vqa_answers, answers) if o != questions.UNRECOGNISED)
+        read += sum(o != questions.UNRECOGNISED for o in answers)
     result["vqa_agreement"] = _value(agree / count, count, unit="questions")
+    # Where the oracle reads no answer ("unrecognised"), BLIP-2, which must pick a choice, cannot agree.
+    result["vqa_agreement_where_oracle_reads"] = _value(agree_read / read if read else None, read, unit="questions")
 
     clip_model, clip_processor, device = load_clip(str(models / "clip"), device="cpu")
     clip = CLIPScorer(clip_model, clip_processor, device)
@@ -189,6 +194,7 @@ TARGETS = {
     "oracle_accuracy_on_renders": (0.99, None), "base_recognisable_rate": (0.90, None),
     "base_gold_accuracy": (0.35, 0.75), "vqa_agreement": (0.85, None), "clip_gold_spearman": (0.3, None),
     "candidate_spread": (0.5, None), "aesthetic_quality_spearman": (None, None),
+    "vqa_agreement_where_oracle_reads": (None, None),
 }
 
 

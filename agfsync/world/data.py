@@ -40,9 +40,13 @@ def scene_batch(seed: int, stream: str, step: int, size: int, split: str = "any"
     return [scenes.sample_scene(rng, categories[(step * size + i) % len(categories)], split) for i in range(size)]
 
 
-def render_batch(seed: int, stream: str, step: int, size: int, split: str = "any", perturbed: float = 0.0):
+def render_batch(seed: int, stream: str, step: int, size: int, split: str = "any", perturbed: float = 0.0,
+                 roundtrip=None, roundtrip_p: float = 0.0):
     """(descriptions, scenes, images, qualities, captions): clean renders, or perturbed ones
-    with probability `perturbed`."""
+    with probability `perturbed`; then, with probability `roundtrip_p`, an image is passed
+    through `roundtrip` (a list of images -> the same images seen through the world's VAE:
+    what a judge meets in generated images, soft corners and tinted backgrounds, with the
+    render's truth as its label)."""
     pairs = scene_batch(seed, stream, step, size, split)
     rng = rng_for(seed, stream, "look", step)
     images, qualities, texts = [], [], []
@@ -54,4 +58,10 @@ def render_batch(seed: int, stream: str, step: int, size: int, split: str = "any
         images.append(image)
         qualities.append(quality)
         texts.append(captions.caption(description, rng))
+    if roundtrip is not None and roundtrip_p > 0:
+        pick = rng_for(seed, stream, "roundtrip", step)
+        chosen = [i for i in range(len(images)) if pick.random() < roundtrip_p]
+        if chosen:
+            for i, image in zip(chosen, roundtrip([images[i] for i in chosen])):
+                images[i] = image
     return [d for d, _ in pairs], [s for _, s in pairs], images, qualities, texts

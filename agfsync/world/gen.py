@@ -108,6 +108,17 @@ def _vae_steps(vae, seed: int, steps: range, batch: int, lr: float, factor):
     return vae.eval()
 
 
+def roundtrip(vae):
+    """images -> the same images encoded and decoded by `vae` (judges' augmentation)."""
+    from agfsync.world.data import to_images
+
+    @torch.no_grad()
+    def through(images):
+        return to_images(vae.decode(vae.encode(to_tensor(images)).latent_dist.mean).sample)
+
+    return through
+
+
 @torch.no_grad()
 def encode_training_set(vae, schedule, seed: int):
     """The UNet's training set, encoded once: (descriptions, latents (N, 4, 8, 8) unscaled)."""

@@ -9,28 +9,28 @@ from __future__ import annotations
 
 IMAGE_SIZE = 64
 
-# Eight saturated colors, some deliberately close (red/orange/pink, blue/purple,
-# green/teal), on a neutral gray background.
+# Six saturated colors (red/orange/yellow and blue/purple are the close ones), on a
+# neutral gray background. Eight (with teal and pink) were more than the tiny models
+# learn in the build's budget: the VAE alone passed the oracle on 8% of questions after
+# 300 steps against 26% with six (docs/world.md).
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
     "orange": (240, 135, 20),
     "yellow": (235, 215, 30),
     "green": (40, 165, 55),
-    "teal": (20, 160, 170),
     "blue": (35, 75, 215),
     "purple": (135, 55, 195),
-    "pink": (240, 115, 185),
 }
 SHAPES = ("circle", "square", "triangle")
 # Half the side of the shape's bounding box, in pixels (square: half its side; circle:
 # radius; triangle: half its base and half its height).
-SIZES: dict[str, int] = {"small": 6, "large": 10}
+SIZES: dict[str, int] = {"small": 7, "large": 10}
 # Anchor of each position (x, y), pixels from the top left; objects sit within JITTER.
 POSITIONS: dict[str, tuple[int, int]] = {
     "left": (12, 32), "right": (52, 32), "top": (32, 12), "bottom": (32, 52), "center": (32, 32),
 }
 JITTER = 2
-BACKGROUND_LEVELS = (150, 235)  # the background is a uniform gray in this range
+BACKGROUND_LEVELS = (190, 210)  # the background is a uniform gray in this range (the oracle reads any)
 
 # "a is <relation> b": the relation holds when the centres differ by at least
 # RELATION_MARGIN pixels along its axis.
@@ -95,5 +95,4 @@ def all_words() -> list[str]:
 
 # Color-shape pairs that never appear in the text-to-image model's training captions:
 # held-out prompts that use one test composition the model has not memorised.
-HELD_OUT_PAIRS = frozenset({("red", "triangle"), ("blue", "circle"), ("green", "square"),
-                            ("pink", "triangle"), ("teal", "circle")})
+HELD_OUT_PAIRS = frozenset({("red", "triangle"), ("blue", "circle"), ("green", "square"), ("orange", "circle")})

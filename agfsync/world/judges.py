@@ -4,6 +4,9 @@ Trained on renders and perturbed renders of freshly sampled scenes with the scen
 truth as labels, never on the oracle's verdicts about generated images: like real AI
 feedback, they are imperfect on generated images.
 
+Some training images pass through the world's VAE first (ROUNDTRIP): still renders with
+known content, but with the soft corners and tints generated images have.
+
 - CLIP (CLIPModel + CLIPProcessor): contrastive, with one hard-negative caption per image
   (the same description with one attribute, count or relation changed).
 - Aesthetic head (the LAION v2 MLP layout) on the world CLIP's normalised image embedding,
@@ -30,6 +33,7 @@ from agfsync.world.grammar import COLORS, IMAGE_SIZE, OPPOSITE, SHAPES, SIZES
 from agfsync.world.scenes import Description
 
 HIDDEN = 64
+ROUNDTRIP = 0.3  # fraction of the CLIP and BLIP-2 training images seen through the world's VAE
 
 
 # ----------------------------------------------------------------------------- CLIP
@@ -81,7 +85,7 @@ def clip_processor(tokenizer):
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def train_clip(schedule, seed: int, tokenizer):
+def train_clip(schedule, seed: int, tokenizer, roundtrip=None):
     torch.manual_seed(rng_for(seed, "clip", "init").getrandbits(63))
     model = make_clip(tokenizer)
     processor = clip_processor(tokenizer)
@@ -89,7 +93,8 @@ def train_clip(schedule, seed: int, tokenizer):
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, schedule.clip_steps))
     bar = tqdm(range(schedule.clip_steps), desc="world clip", mininterval=5)
     for step in bar:
-        descriptions, _, images, _, texts = render_batch(seed, "clip", step, schedule.clip_batch, perturbed=0.3)
+        descriptions, _, images, _, texts = render_batch(
+            seed, "clip", step, schedule.clip_batch, perturbed=0.3, roundtrip=roundtrip, roundtrip_p=ROUNDTRIP)
         rng = rng_for(seed, "clip-neg", step)
         negatives = [captions.caption(mutate(d, rng), rng) for d in descriptions]
         pixels = processor.image_processor(images=images, return_tensors="pt").pixel_values
@@ -209,7 +214,7 @@ def _vqa_batch(processor, num_query: int, records, image_of_row):
     return ids, mask, labels
 
 
-def train_blip2(schedule, seed: int, tokenizer, clip_model=None):
+def train_blip2(schedule, seed: int, tokenizer, clip_model=None, roundtrip=None):
     torch.manual_seed(rng_for(seed, "blip2", "init").getrandbits(63))
     model, processor = make_blip2(tokenizer)
     if clip_model is not None:
@@ -220,7 +225,8 @@ def train_blip2(schedule, seed: int, tokenizer, clip_model=None):
     per_image = schedule.blip2_questions
     bar = tqdm(range(schedule.blip2_steps), desc="world blip2", mininterval=5)
     for step in bar:
-        _, batch_scenes, images, _, _ = render_batch(seed, "blip2", step, schedule.blip2_batch, perturbed=0.3)
+        _, batch_scenes, images, _, _ = render_batch(
+            seed, "blip2", step, schedule.blip2_batch, perturbed=0.3, roundtrip=roundtrip, roundtrip_p=ROUNDTRIP)
         rng = rng_for(seed, "blip2-q", step)
         records, owner = [], []
         for i, scene in enumerate(batch_scenes):

@@ -37,6 +37,12 @@ SIZE_TOLERANCE = 0.3  # relative area difference from a size's area
 BLURRY = 0.14         # max blur (extra variance / r^2) of an object whose shape is read
 CIRCLE_CORNERS = 8.0  # max corners (x 1e-4) of a circle (clean 0; a square blurred to 16 px resolution ~ 9)
 EXPLAINED = 12.0      # a ring pixel counts if its color explains it about as well as the best
+# A circle or square may be this elongated, elong x 1e2 = (var y - var x) / area: 3.0 is an
+# aspect ratio of about 1.2 (a 12 x 10 box is still a square; 1.5, the first choice, let
+# through 1.1 only, and generated squares were refused for being 13 x 12). Asymmetry
+# (skewness x 1e3) up to 8 sideways and 5 vertically passes (triangles are below -7); a
+# cut or merged object is beyond.
+ELONGATION, ASYMMETRY, TILT = 3.0, 8.0, 5.0
 COLOR_RESIDUAL, COLOR_MARGIN = 30.0, 15.0  # a component's mean: max residual, min gap to the next color
 
 
@@ -123,11 +129,11 @@ def _shape(f: dict) -> str | None:
     renders blurred to radius 2 or with noise std 25; clean values in the comments), or
     None: a cut object (asymmetric, elongated) or one between classes is not read."""
     skew, xskew, elong, corners = f["skew"] * 1e3, f["xskew"] * 1e3, f["elong"] * 1e2, f["corners"] * 1e4
-    if abs(xskew) > 6:
+    if abs(xskew) > ASYMMETRY:
         return None
     if skew <= -7 and 0.3 <= elong <= 5:
         return "triangle"   # clean: skew -21, elong 2.8
-    if abs(skew) > 4 or abs(elong) > 1.5:
+    if abs(skew) > TILT or abs(elong) > ELONGATION:
         return None
     if corners >= 17:
         return "square"     # clean: 41.7
