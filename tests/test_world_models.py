@@ -96,3 +96,24 @@ def test_blip2_vision_starts_from_the_world_clip():
     assert torch.equal(mine.mlp.fc2.bias, theirs.mlp.fc2.bias)
     assert torch.equal(blip2.vision_model.embeddings.position_embedding[0],
                        clip.vision_model.embeddings.position_embedding.weight)
+
+
+def test_world_check_reports_every_measure_with_its_count(shortened):
+    """`agfsync world check` on the shortened models, at a tiny size: every key the issue
+    asks for, each with its n, the gold breakdowns, and a table that marks the targets."""
+    from agfsync.world import check
+
+    models, _ = shortened
+    result = check.run(models, seed=3, prompts=6, spread_prompts=2, quality_images=8)
+    counts = {key: result[key]["n"] for key in check.TARGETS}
+    questions = sum(len(r["qa"]) for r in check.held_out_prompts(3, 6))
+    assert counts == {"oracle_accuracy_on_renders": questions, "base_recognisable_rate": 6, "base_gold_accuracy": 6,
+                      "vqa_agreement": questions, "clip_gold_spearman": 6, "candidate_spread": 2,
+                      "aesthetic_quality_spearman": 8,
+                      "vqa_agreement_where_oracle_reads": result["vqa_agreement_where_oracle_reads"]["n"]}
+    assert result["vqa_agreement_where_oracle_reads"]["n"] <= questions
+    assert result["oracle_accuracy_on_renders"]["value"] == 1.0
+    assert {k: v["n"] for k, v in result["base_gold_accuracy_by_split"].items()} == {"seen": 3, "unseen": 3}
+    assert sum(v["n"] for v in result["base_gold_accuracy_by_category"].values()) == 6
+    lines = check.table(result).splitlines()
+    assert lines[1].startswith("oracle_accuracy_on_renders") and lines[1].endswith(">= 0.99  ok")
