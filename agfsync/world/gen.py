@@ -56,6 +56,18 @@ def make_unet(text_dim: int):
     )
 
 
+def optimizer_step(opt, loss, *, lr_at=None, clip_params=None) -> None:
+    """One update of every world training loop: backward, optional gradient clipping at 1,
+    step, then the learning-rate schedule's step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_params is not None:
+        torch.nn.utils.clip_grad_norm_(clip_params, 1.0)
+    opt.step()
+    if lr_at is not None:
+        lr_at.step()
+
+
 def _warmup(step: int, total: int, warm: int = 50) -> float:
     """Linear warm-up, then cosine decay to 10%."""
     if step < warm:
@@ -99,10 +111,7 @@ def _vae_steps(vae, seed: int, steps: range, batch: int, lr: float, factor):
         weight = 1.0 + FOREGROUND_WEIGHT * ((x - background).abs().amax(dim=1, keepdim=True) > 0.05)
         error = (recon - x).pow(2) + 0.5 * (recon - x).abs()
         loss = (weight * error).mean() / weight.mean() + 1e-6 * posterior.kl().mean() + _edges(recon, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lr_at.step()
+        optimizer_step(opt, loss, lr_at=lr_at)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     return vae.eval()
@@ -179,11 +188,7 @@ def train_unet(schedule, seed: int, tokenizer, descriptions, latents, scaling_fa
         snr = alphas[t] / (1 - alphas[t])
         weight = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weighting for epsilon prediction
         loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr_at.step()
+        optimizer_step(opt, loss, lr_at=lr_at, clip_params=params)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     return unet.eval()

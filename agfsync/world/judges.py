@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from agfsync.world import captions, questions
 from agfsync.world.data import render_batch, rng_for, to_tensor
-from agfsync.world.gen import TEXT_LENGTH, _warmup
+from agfsync.world.gen import TEXT_LENGTH, _warmup, optimizer_step
 from agfsync.world.grammar import COLORS, IMAGE_SIZE, OPPOSITE, SHAPES, SIZES
 from agfsync.world.scenes import Description
 
@@ -104,10 +104,7 @@ def train_clip(schedule, seed: int, tokenizer, roundtrip=None):
         logits = out.logits_per_image  # (B, 2B): the B captions, then their hard negatives
         target = torch.arange(len(images))
         loss = F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(images)].T, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lr_at.step()
+        optimizer_step(opt, loss, lr_at=lr_at)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval(), processor
@@ -135,9 +132,7 @@ def train_aesthetic(schedule, seed: int, clip_model, processor):
     for _ in tqdm(range(schedule.aesthetic_steps), desc="world aesthetic", mininterval=5):
         index = torch.randint(0, len(x), (256,), generator=gen)
         loss = F.mse_loss(head(x[index]).squeeze(-1), y[index])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
     return head.eval()
 
 
@@ -240,11 +235,7 @@ def train_blip2(schedule, seed: int, tokenizer, clip_model=None, roundtrip=None)
         rows = features[torch.tensor(owner)].to(embeds.dtype)
         embeds = embeds.masked_scatter((ids == image_id).unsqueeze(-1).expand_as(embeds), rows)
         loss = model.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        lr_at.step()
+        optimizer_step(opt, loss, lr_at=lr_at, clip_params=model.parameters())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval(), processor
