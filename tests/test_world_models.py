@@ -117,3 +117,27 @@ def test_world_check_reports_every_measure_with_its_count(shortened):
     assert sum(v["n"] for v in result["base_gold_accuracy_by_category"].values()) == 6
     lines = check.table(result).splitlines()
     assert lines[1].startswith("oracle_accuracy_on_renders") and lines[1].endswith(">= 0.99  ok")
+
+
+def test_judges_training_batches_pass_the_chosen_share_through_the_vae():
+    """render_batch(roundtrip=...): a seeded share of the images goes through the round trip
+    (here: a stand-in that paints them black), the rest and the labels are unchanged."""
+    from PIL import Image
+
+    from agfsync.world.data import render_batch
+
+    def black(images):
+        return [Image.new("RGB", im.size) for im in images]
+
+    plain = render_batch(0, "clip", 3, 40, perturbed=0.3)
+    mixed = render_batch(0, "clip", 3, 40, perturbed=0.3, roundtrip=black, roundtrip_p=0.3)
+    changed = [i for i, (a, b) in enumerate(zip(plain[2], mixed[2])) if a.tobytes() != b.tobytes()]
+    assert all(not any(mixed[2][i].getdata()[k] != (0, 0, 0) for k in range(0, 4096, 97)) for i in changed)
+    share = sum(im.getbbox() is None for step in range(5)
+                for im in render_batch(0, "clip", step, 40, roundtrip=black, roundtrip_p=0.3)[2]) / 200
+    assert 0.2 <= share <= 0.45  # 30% asked; 69 of 200 drawn
+    assert [i for i, im in enumerate(mixed[2]) if im.getbbox() is None] == changed
+    assert (plain[0], plain[3], plain[4]) == (mixed[0], mixed[3], mixed[4])  # descriptions, qualities, captions
+    again = render_batch(0, "clip", 3, 40, perturbed=0.3, roundtrip=black, roundtrip_p=0.3)
+    assert [im.tobytes() for im in again[2]] == [im.tobytes() for im in mixed[2]]
+    assert render_batch(0, "clip", 3, 40, perturbed=0.3, roundtrip=black, roundtrip_p=1.0)[2][0].getbbox() is None

@@ -279,3 +279,15 @@ def test_occlusion_lowers_accuracy_without_guessing():
     assert m["misread"] <= 0.01 * m["attributes_read"], m  # cut large triangles seen as small ones
     with pytest.raises(ValueError, match="unknown degradation 'fog'"):
         oracle.degrade(scenes.sample_scene(random.Random(0), "colors")[1], "fog", random.Random(0))
+
+
+@pytest.mark.parametrize("width, height, shape", [
+    (15, 13, "square"),   # aspect 1.15, as generated squares come out: read (the first limit refused it)
+    (13, 15, "square"),
+    (18, 12, None),       # aspect 1.5: a rectangle, not a shape of the grammar
+])
+def test_a_slightly_elongated_square_is_still_a_square(width, height, shape):
+    image, d = canvas()
+    d.rectangle((32 - width / 2, 32 - height / 2, 32 + width / 2 - 1, 32 + height / 2 - 1), fill=COLORS["blue"])
+    (found,) = oracle.read(image)
+    assert (found.shape, found.color) == (shape, "blue")
