@@ -1,6 +1,6 @@
 # The two commands of the README's Quickstart. Both create the environment first if it is
 # missing or out of date (.venv, from requirements.lock: exact versions, ~7.7 GB, ~2.5 min).
-#   make demo   the whole workflow on tiny models, offline, on a CPU (config/demo.yaml)
+#   make demo   the whole workflow in the miniature world, offline, on a CPU (config/demo.yaml)
 #   make test   the test suite
 
 PYTHON ?= python3

@@ -38,8 +38,7 @@ from agfsync.world.cli import add_parser as add_world_parser  # pure at import, 
 
 @contextlib.contextmanager
 def _stage(args, *, model_job: bool = False):
-    """args.config's settings for a stage command, logging to args.log (API keys masked);
-    a model job sets the CPU threads first."""
+    """args.config's settings for a stage command, logging to args.log (keys masked); model jobs set CPU threads."""
     from agfsync.core.config import load_config
     from agfsync.core.logs import job_logging, secret_env_names
     from agfsync.core.sections import Settings
@@ -141,8 +140,9 @@ _eval_generate = _stage_command("evaluate", "run_generate", lambda a, c: (
     {"prompts": a.prompts, "unet": [a.unet] if a.unet else []}, {"shard": a.out},
     {"model": a.model, "variant": a.variant, "bench": a.bench, "shard": a.shard}),
     model_job=True, check=_unet_for_agfsync)
-_eval_score = _stage_command("evaluate", "run_score", lambda a, c: (
-    {"shard": a.shard, "prompts": a.prompts}, {"scores": a.out, "features": a.out}, {"bench": a.bench}), model_job=True)
+_eval_score = _stage_command("evaluate", "run_score", lambda a, c: (  # gold: eval.tifa.gold's answerer (stages may
+    {"shard": a.shard, "prompts": a.prompts}, {"scores": a.out, "features": a.out},  # not import agfsync.world)
+    {"bench": a.bench, "gold": importlib.import_module("agfsync.world.oracle").answer}), model_job=True)
 _eval_reference = _stage_command("evaluate", "run_reference", lambda a, c: (
     {"prompts": a.prompts}, {"features": a.out}, {}), model_job=True)
 _metric = _stage_command("metrics", "run", lambda a, c: (
@@ -173,7 +173,7 @@ def _cmd_report(args) -> int:
     cfg = load_config(args.config)
     with job_logging(args.log):
         paths = {model: rebased(files, args.results) for model, files in report_paths(cfg).items()}
-        build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg))
+        build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg), tsv=args.tsv)
     return 0
 
 
@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     _log(p)
 
     p = _stage_parser(sub, "eval-score", "stage 6: per-image scores (tifa, hpsv2) or FID features (mjhq) of a shard",
-                      "Score every image of an evaluation shard: TIFA questions, CLIP and aesthetic scores (tifa, "
-                      "scores.*), the HPS v2 score (hpsv2, eval.hpsv2), or FID features (mjhq, eval.mjhq) "
-                      "(rule eval_score).", _eval_score)
+                      "Score every image of an evaluation shard: TIFA questions, the stage-3 scores (tifa, scores.*; "
+                      "the world's oracle too with eval.tifa.gold), the HPS v2 score (hpsv2, eval.hpsv2), or FID "
+                      "features (mjhq, eval.mjhq) (rule eval_score).", _eval_score)
     p.add_argument("--bench", required=True, choices=BENCHMARKS, help="the benchmark of the shard")
     p.add_argument("--shard", required=True, help="evaluation shard .tar (from `agfsync eval-generate`)")
     p.add_argument("--prompts", required=True, help="the benchmark's prompts JSONL")
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config file of the run")
     p.add_argument("--results", default="results", help="the run's results directory (default: results)")
     p.add_argument("--out", required=True, help="output HTML file")
+    p.add_argument("--tsv", help="also write every number of the result files here (results/metrics.tsv's format)")
     _log(p)
     p.set_defaults(func=_cmd_report)
 
@@ -388,12 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, SettingsError, DataError) as err:
+    except (ConfigError, SettingsError, DataError, LLMError) as err:  # bad config or input: 2; a failed LLM job: 1
         print(f"agfsync {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except LLMError as err:
-        print(f"agfsync {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(err, LLMError) else 2
 
 
 if __name__ == "__main__":

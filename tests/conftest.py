@@ -29,14 +29,14 @@ def repo() -> Path:
 def demo_config() -> dict:
     from agfsync.core.config import load_config
 
-    return copy.deepcopy(load_config(REPO / "config" / "demo.yaml"))
+    return copy.deepcopy(load_config(REPO / "config" / "tiny.yaml"))
 
 
 @pytest.fixture(scope="module")
 def demo_config_module() -> dict:
     from agfsync.core.config import load_config
 
-    return copy.deepcopy(load_config(REPO / "config" / "demo.yaml"))
+    return copy.deepcopy(load_config(REPO / "config" / "tiny.yaml"))
 
 
 def live_llm(base_url: str, **overrides) -> dict:

@@ -105,6 +105,8 @@ BAD = [
      "got 'v3'"),
     ("unknown MJHQ category", "eval.mjhq.categories", ["animals", "cars"], "key 'eval.mjhq.categories[1]': expected "
      "one of 'animals'"),
+    ("unknown gold answerer", "eval.tifa.gold", "oracle", "key 'eval.tifa.gold': expected one of 'world', None; "
+     "got 'oracle'"),
     ("download outside resources", "downloads.files", [{"path": "/etc/passwd", "url": "https://x.org/a"}],
      "key 'downloads.files[0].path'"),
     ("download listed twice", "downloads.files", [{"path": "resources/a.json", "url": "https://x.org/a"}] * 2,
@@ -125,6 +127,16 @@ def test_bad_config_names_the_key(paper, what, path, value, message):
     assert text.startswith("config/x.yaml: invalid config (")
     assert message in text
     assert "sk-live-0123456789" not in text
+
+
+def test_gold_needs_tifa(paper):
+    cfg = copy.deepcopy(paper)
+    cfg["eval"]["tifa"].update(gold="world", enabled=False)
+    with pytest.raises(ConfigError, match=r"key 'eval.tifa.gold': 'world' reads the TIFA images, but TIFA is not "
+                                          r"enabled \(eval.tifa.enabled\)"):
+        check_config(cfg, source="config/x.yaml")
+    cfg["eval"]["tifa"]["enabled"] = True
+    assert check_config(cfg)["eval"]["tifa"]["gold"] == "world"
 
 
 def test_several_problems_are_reported_together(paper):
@@ -159,12 +171,12 @@ def test_cli_check_config_exit_code(tmp_path, capsys):
     from agfsync.cli import main
 
     path = tmp_path / "c.yaml"
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
     cfg["candidates"]["sigma"] = -0.1
     path.write_text(yaml.safe_dump(cfg))
     assert main(["check-config", str(path)]) == 2
     assert "key 'candidates.sigma': must be >= 0, got -0.1" in capsys.readouterr().err
-    assert main(["check-config", "-q", str(REPO / "config" / "demo.yaml")]) == 0
+    assert main(["check-config", "-q", str(REPO / "config" / "tiny.yaml")]) == 0
 
 
 def test_operational_llm_settings_leave_params_and_come_back(paper):
@@ -219,7 +231,7 @@ def test_a_config_file_extends_the_paper_config_unless_it_says_otherwise(tmp_pat
     assert cfg["models"]["sdxl"]["train"]["beta_dpo"] == paper["models"]["sdxl"]["train"]["beta_dpo"]
     assert cfg["models"]["sd14"] == paper["models"]["sd14"] and "extends" not in cfg
     assert resolve_config({}) == resolve_config({"extends": "config/config.yaml"})
-    demo = load_config(REPO / "config" / "demo.yaml")
+    demo = load_config(REPO / "config" / "tiny.yaml")
     assert "sd14" not in demo["models"]  # extends: null, nothing of the paper config leaks in
     chain = tmp_path / "chain.yaml"
     chain.write_text(f"extends: {overlay}\ntrain:\n  gpus: 4\n")
@@ -354,7 +366,7 @@ def test_workflow_rejects_duplicate_keys_in_its_configfile(tmp_path):
     from workflow_helpers import snakemake, workdir
 
     cwd = workdir(tmp_path / "w")
-    text = (cwd / "config" / "demo.yaml").read_text()
+    text = (cwd / "config" / "tiny.yaml").read_text()
     assert "\n  sdxl:\n" in text
     dup = text.replace("\nqa:\n", "\nseed: 7\nqa:\n", 1)  # demo.yaml sets seed near the top already
     (cwd / "config" / "dup.yaml").write_text(dup)

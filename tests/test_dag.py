@@ -18,7 +18,7 @@ from conftest import REPO
 
 @pytest.fixture(scope="module")
 def demo() -> dict:
-    return load_config(REPO / "config" / "demo.yaml")
+    return load_config(REPO / "config" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def paper() -> dict:
 def test_stage_config_is_the_named_sections_plus_the_global_keys(demo):
     assert dag.stage_config(demo, *dag.PAIRS_SECTIONS) == {
         "candidates": {"num_per_prompt": 8}, "device": "cpu", "llm_cache_dir": "resources/llm_cache",
-        "pairs": {"min_margin": 0.0}, "scores": {"weights": {"aesthetic": 0.1, "clip": 0.55, "vqa": 0.35}},
+        "pairs": {"min_margin": 0.0, "swap": False}, "scores": {"weights": {"aesthetic": 0.1, "clip": 0.55, "vqa": 0.35}},
         "seed": 200}
     assert dag.stage_config(demo, "cpu_threads", *dag.SCORER_SECTIONS) == {
         "cpu_threads": 2, "device": "cpu", "llm_cache_dir": "resources/llm_cache", "seed": 200,
@@ -89,7 +89,7 @@ def test_declarations_fill_their_wildcards_and_are_the_params(demo):
         "cpu_threads", "models.sdxl.pretrained", "models.sdxl.revision", "models.sdxl.family",
         "models.sdxl.resolution", "models.sdxl.generation", "candidates")
     assert dag.declared(demo, "eval_score", bench="tifa") == ("cpu_threads", "scores.vqa", "scores.clip",
-                                                             "scores.aesthetic")
+                                                             "scores.aesthetic", "eval.tifa.gold")
     assert dag.declared(demo, "eval_score", bench="mjhq") == ("cpu_threads", "eval.mjhq")
     assert dag.declared(demo, "eval_judge", model="sd15") == ("models.sd15.pretrained", "eval.judge",
                                                               "eval.hpsv2.version")
@@ -197,14 +197,17 @@ def test_eval_score_output_names_follow_the_benchmark():
 
 # ----------------------------------------------------------------------------- targets and the report
 
+DEMO_METRICS = ("tifa", "clipscore", "aesthetic", "proxy", "hpsv2", "mjhq_fid", "judge")  # gold: eval.tifa.gold only
 DEMO_REPORT_INPUTS = [
-    *(f"results/sd15/{m}.json" for m in ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")),
+    *(f"results/sd15/{m}.json" for m in DEMO_METRICS),
     "results/sd15/agfsync", "results/sd15/pairs.jsonl", "results/sd15/pairs_summary.json",
-    "results/sd15/candidates/shard-00000.tar", "results/sd15/candidates/shard-00001.tar",
-    "results/sd15/candidates/shard-00002.tar",
-    "results/sd15/eval/base/tifa/shard-00000.tar", "results/sd15/eval/base/hpsv2/shard-00000.tar",
-    "results/sd15/eval/base/mjhq/shard-00000.tar", "results/sd15/eval/agfsync/tifa/shard-00000.tar",
-    "results/sd15/eval/agfsync/hpsv2/shard-00000.tar", "results/sd15/eval/agfsync/mjhq/shard-00000.tar",
+    *(f"results/sd15/candidates/shard-0000{i}.tar" for i in range(3)),
+    *(f"results/sd15/scores/shard-0000{i}.jsonl" for i in range(3)),
+    "results/sd15/eval/base/tifa/shard-00000.tar", "results/sd15/eval/agfsync/tifa/shard-00000.tar",
+    "results/sd15/eval/base/hpsv2/shard-00000.tar", "results/sd15/eval/agfsync/hpsv2/shard-00000.tar",
+    "results/sd15/eval/base/mjhq/shard-00000.tar", "results/sd15/eval/agfsync/mjhq/shard-00000.tar",
+    "results/eval/tifa/prompts.jsonl",
+    "results/sd15/eval/base/tifa/scores-00000.jsonl", "results/sd15/eval/agfsync/tifa/scores-00000.jsonl",
 ]
 
 
@@ -214,37 +217,65 @@ def test_final_targets_of_the_demo(demo):
         "results/prompts/qa_summary.json", "resources/tiny_models",
         "results/sd15/pairs.jsonl", "results/sd15/pairs_summary.json", "results/sd15/agfsync",
         "results/sd15/tifa.json", "results/sd15/clipscore.json", "results/sd15/aesthetic.json",
-        "results/sd15/hpsv2.json", "results/sd15/mjhq_fid.json", "results/sd15/judge.json",
+        "results/sd15/proxy.json", "results/sd15/hpsv2.json", "results/sd15/mjhq_fid.json", "results/sd15/judge.json",
         "results/sdxl/pairs.jsonl", "results/sdxl/pairs_summary.json", "results/sdxl/agfsync",
         "results/sdxl/tifa.json", "results/sdxl/clipscore.json", "results/sdxl/aesthetic.json",
-        "results/sdxl/hpsv2.json", "results/sdxl/mjhq_fid.json", "results/sdxl/judge.json",
-        "results/report.html"]
+        "results/sdxl/proxy.json", "results/sdxl/hpsv2.json", "results/sdxl/mjhq_fid.json", "results/sdxl/judge.json",
+        "results/report.html", "results/metrics.tsv"]
+
+
+def test_gold_is_a_target_only_with_eval_tifa_gold(demo):
+    cfg = copy.deepcopy(demo)
+    cfg["eval"]["tifa"]["gold"] = "world"
+    targets = dag.final_targets(cfg)
+    assert targets.index("results/sd15/gold.json") == targets.index("results/sd15/proxy.json") + 1
+    assert dag.metric_inputs(cfg, "sd15", "gold") == dag.metric_inputs(cfg, "sd15", "tifa")
+    assert dag.stage_params(cfg, "eval_score", bench="tifa")["eval"] == {"tifa": {"gold": "world"}}
+    assert "gold" not in dag.stage_params(cfg, "eval_score", bench="hpsv2")["eval"]["hpsv2"]
+    cfg["eval"]["tifa"]["enabled"] = False
+    assert not [t for t in dag.final_targets(cfg) if t.endswith(("/gold.json", "/proxy.json", "/tifa.json"))]
 
 
 def test_final_targets_of_the_paper(paper):
     targets = dag.final_targets(paper)
-    assert len(targets) == 4 + 3 * (3 + 6) + 1 and "resources/tiny_models" not in targets
+    assert len(targets) == 4 + 3 * (3 + 7) + 2 and "resources/tiny_models" not in targets
     assert targets[4:7] == ["results/sd14/pairs.jsonl", "results/sd14/pairs_summary.json", "results/sd14/agfsync"]
-    assert targets[-1] == "results/report.html"
+    assert targets[-2:] == ["results/report.html", "results/metrics.tsv"]
 
 
 def test_report_inputs_and_paths(demo):
     inputs = dag.report_inputs(demo)
-    assert inputs == DEMO_REPORT_INPUTS + [path.replace("/sd15/", "/sdxl/") for path in DEMO_REPORT_INPUTS]
+    sdxl = [path.replace("/sd15/", "/sdxl/") for path in DEMO_REPORT_INPUTS if path != "results/eval/tifa/prompts.jsonl"]
+    assert inputs == ["results/prompts/prompts_summary.json", *DEMO_REPORT_INPUTS, *sdxl]
     paths = dag.report_paths(demo)
     assert list(paths) == ["sd15", "sdxl"]
     assert paths["sdxl"] == {
-        "metrics": {m: f"results/sdxl/{m}.json" for m in ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")},
+        "metrics": {m: f"results/sdxl/{m}.json" for m in DEMO_METRICS},
         "train_metrics": "results/sdxl/agfsync/metrics.jsonl", "train_summary": "results/sdxl/agfsync/summary.json",
         "pairs": "results/sdxl/pairs.jsonl", "pairs_summary": "results/sdxl/pairs_summary.json",
         "eval_shards": {b: {v: f"results/sdxl/eval/{v}/{b}/shard-00000.tar" for v in ("base", "agfsync")}
-                        for b in ("tifa", "hpsv2", "mjhq")}}
+                        for b in ("tifa", "hpsv2", "mjhq")},
+        "trajectory": None,  # eval.trajectory is off in the tiny demo
+        "prompts_summary": "results/prompts/prompts_summary.json",
+        "candidate_shards": {f"0000{i}": f"results/sdxl/candidates/shard-0000{i}.tar" for i in range(3)},
+        "score_shards": {f"0000{i}": f"results/sdxl/scores/shard-0000{i}.jsonl" for i in range(3)},
+        "tifa": {"prompts": "results/eval/tifa/prompts.jsonl",
+                 "shards": {v: [f"results/sdxl/eval/{v}/tifa/shard-00000.tar"] for v in ("base", "agfsync")},
+                 "scores": {v: [f"results/sdxl/eval/{v}/tifa/scores-00000.jsonl"] for v in ("base", "agfsync")}}}
     # everything the page reads is an input of the rule (or inside one: the training directory)
     for model, files in paths.items():
-        read = [*files["metrics"].values(), files["pairs"], files["pairs_summary"],
-                *(p for by_variant in files["eval_shards"].values() for p in by_variant.values())]
+        tifa = files["tifa"]
+        read = [*files["metrics"].values(), files["pairs"], files["pairs_summary"], files["prompts_summary"],
+                *files["candidate_shards"].values(), *files["score_shards"].values(), tifa["prompts"],
+                *(p for by_variant in files["eval_shards"].values() for p in by_variant.values()),
+                *(p for kind in ("shards", "scores") for by_variant in tifa[kind].values() for p in by_variant)]
         assert set(read) <= set(inputs)
         assert files["train_metrics"].startswith(f"results/{model}/agfsync/")
+    # with eval.trajectory on, the trajectory is read and an input
+    cfg = copy.deepcopy(demo)
+    cfg["eval"]["trajectory"]["enabled"] = True
+    assert dag.report_paths(cfg)["sd15"]["trajectory"] == "results/sd15/trajectory.json"
+    assert "results/sd15/trajectory.json" in dag.report_inputs(cfg)
 
 
 def test_layout_fill_and_under():
@@ -273,7 +304,7 @@ def test_new_weights_rerun_pairs_and_downstream_but_no_scoring(demo_run, tmp_pat
     do not depend on the weights) and no base-variant image."""
     cwd = tmp_path / "demo"
     subprocess.run(["cp", "-a", str(demo_run), str(cwd)], check=True)
-    cfg = yaml.safe_load((cwd / "config/demo.yaml").read_text())
+    cfg = yaml.safe_load((cwd / "config/tiny.yaml").read_text())
     cfg["scores"]["weights"] = {"vqa": 0.5, "clip": 0.4, "aesthetic": 0.1}
     (cwd / "config/weights.yaml").write_text(yaml.safe_dump(cfg))
     same = snakemake(cwd, "-n", *DEMO)
@@ -281,7 +312,7 @@ def test_new_weights_rerun_pairs_and_downstream_but_no_scoring(demo_run, tmp_pat
     dry = snakemake(cwd, "-n", "--configfile", "config/weights.yaml", "--replace-workflow-config")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert job_counts(dry.stdout + dry.stderr) == {
-        "pairs_select": 2, "train_cache": 2, "train_dpo": 2, "eval_generate": 10, "eval_score": 10, "eval_metric": 10,
+        "pairs_select": 2, "train_cache": 2, "train_dpo": 2, "eval_generate": 10, "eval_score": 10, "eval_metric": 12,
         "eval_judge": 2, "report": 1, "all": 1}, dry.stdout
     outputs = [line.split(":", 1)[1] for line in dry.stdout.splitlines() if line.strip().startswith("output:")]
     assert not [o for o in outputs if "/eval/base/" in o or "/scores/" in o or "/candidates/" in o], outputs

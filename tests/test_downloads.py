@@ -121,7 +121,7 @@ def test_hub_repositories_come_from_the_config(repo):
         "openai/clip-vit-large-patch14": None, "stabilityai/stable-diffusion-xl-base-1.0": None,
         "stable-diffusion-v1-5/stable-diffusion-v1-5": None,
     }
-    assert hub_repos(load_config(repo / "config" / "demo.yaml")) == {}  # tiny local models: nothing to fetch
+    assert hub_repos(load_config(repo / "config" / "tiny.yaml")) == {}  # tiny local models: nothing to fetch
     assert hub_marker("openai/clip-vit-base-patch16") == "resources/hub/openai--clip-vit-base-patch16.json"
     assert not is_hub_id("resources/tiny_models") and not is_hub_id("./model/dir") and is_hub_id("org/model-1.5")
 

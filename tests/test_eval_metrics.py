@@ -298,3 +298,295 @@ def test_bad_benchmark_files_name_file_and_record(demo_config, tmp_path):
 def test_judge_prompts_cover_the_groups_evenly():
     records = [{"id": f"{g}-{i}", "group": g} for g in ("anime", "photo") for i in range(3)]
     assert [r["id"] for r in results.interleave_groups(records)][:4] == ["anime-0", "photo-0", "anime-1", "photo-1"]
+
+
+# ----------------------------------------------------------------------------- CIs, proxy, gold, metrics.tsv
+
+
+def _ci(interval) -> dict:
+    return {k: v for k, v in interval.as_dict().items() if k != "value"}
+
+
+def gold_rows():
+    """Three world prompts; per question: the element type and the oracle's verdict per variant."""
+    def row(pid, split, types, correct, key="gold_correct"):
+        return {"prompt_id": pid, "group": pid.split("_")[0], "split": split, "element_types": types,
+                key: correct, "correct": [False] * len(types)}
+
+    base = [row("colors_00001", "unseen", ["object", "color", "color"], [True, False, False]),
+            row("counting_00002", "seen", ["object", "counting"], [True, False]),
+            row("spatial_00003", "seen", ["object", "spatial", "color"], [False, False, True])]
+    tuned = [row("colors_00001", "unseen", ["object", "color", "color"], [True, True, False]),
+             row("counting_00002", "seen", ["object", "counting"], [True, True]),
+             row("spatial_00003", "seen", ["object", "spatial", "color"], [True, False, True])]
+    return {"base": base, "agfsync": tuned}
+
+
+def test_gold_result_golden_with_paired_intervals(demo_config):
+    from agfsync.core import stats
+    from agfsync.core.seeds import derive_seed
+
+    cfg = copy.deepcopy(demo_config)
+    cfg["eval"]["tifa"]["gold"] = "world"
+    s = settings(cfg, "eval_metric", model="sd15")
+    result = results.gold_result("sd15", s, "0123456789abcdef", gold_rows())
+    results.validate(result)
+    assert result["metric"] == "gold" and "gold_accuracy" in result["implementation"]["value"]
+    base, tuned = result["variants"]["base"], result["variants"]["agfsync"]
+    assert base["value"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 3) / 3)  # mean over prompts of per-image accuracy
+    assert tuned["value"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    # per element type over questions (TIFA's definition): color 1/3 -> 2/3, object 2/3 -> 3/3
+    assert base["details"]["by_element_type"]["color"] == {"accuracy": pytest.approx(1 / 3), "num_questions": 3}
+    assert result["difference"]["by_group"]["object"] == pytest.approx(1 / 3)
+    assert base["details"]["by_split"] == {"seen": {"score": pytest.approx(5 / 12), "num_prompts": 2},
+                                           "unseen": {"score": pytest.approx(1 / 3), "num_prompts": 1}}
+    assert tuned["details"]["by_source"]["counting"] == {"score": 1.0, "num_prompts": 1}
+    # the difference: stats.paired_delta over prompts (id order), seed from the config seed and "gold"
+    diff = result["difference"]
+    expected = stats.paired_delta([1 / 3, 1 / 2, 1 / 3], [2 / 3, 1, 2 / 3], resamples=10_000,
+                                  seed=derive_seed(200, "bootstrap", "gold"))
+    assert diff["value"] == pytest.approx(expected.value)
+    assert {k: diff[k] for k in ("ci_low", "ci_high", "level", "resamples", "seed", "n")} == _ci(expected)
+    assert (diff["n"], diff["resamples"], diff["level"]) == (3, 10_000, 0.95)
+    assert base["ci"] == _ci(stats.mean_ci([1 / 3, 1 / 2, 1 / 3], seed=derive_seed(200, "bootstrap", "gold", "base")))
+    # per element type: per prompt the accuracy over its questions of that type; prompts without it left out
+    color = diff["by_element_type"]["color"]  # colors_00001: 0/2 -> 1/2; spatial_00003: 1/1 -> 1/1
+    expected = stats.paired_delta([0.0, 1.0], [0.5, 1.0], resamples=10_000,
+                                  seed=derive_seed(200, "bootstrap", "gold", "element_type", "color"))
+    assert color == {**expected.as_dict(), "base": 0.5, "agfsync": 0.75}
+    assert color["n"] == 2 and diff["by_element_type"]["counting"]["n"] == 1
+    assert diff["by_split"]["seen"]["n"] == 2 and diff["by_split"]["seen"]["value"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert diff["by_source"]["colors"]["agfsync"] == pytest.approx(2 / 3)
+
+
+def test_tifa_and_gold_read_their_own_answers(demo_config):
+    rows = gold_rows()
+    tifa = results.tifa_result("sd15", cfg_for_results(demo_config), "0" * 16, rows)
+    assert tifa["variants"]["agfsync"]["value"] == 0.0 and tifa["difference"]["ci_low"] == 0.0  # `correct`: all wrong
+    broken = copy.deepcopy(rows)
+    broken["base"][1]["gold_correct"] = [True]
+    with pytest.raises(DataError, match=r"gold \(sd15\), base image of counting_00002: 1 answers in 'gold_correct' "
+                                        r"for 2 questions; rerun its eval_score shard"):
+        results.gold_result("sd15", cfg_for_results(demo_config), "0" * 16, broken)
+
+
+def test_proxy_is_the_stage3_weighted_total(demo_config):
+    from agfsync.core import stats
+    from agfsync.core.pairs import weighted_total
+    from agfsync.core.seeds import derive_seed
+
+    def rows(shift):
+        return [{"prompt_id": f"coco_{i}", "group": "coco", "vqa": 20.0 * i, "clip": 30.0 + shift, "aesthetic": 50.0 + i}
+                for i in range(4)]
+
+    s = settings(demo_config, "eval_metric", model="sd15")
+    result = results.proxy_result("sd15", s, "0" * 16, {"base": rows(0.0), "agfsync": rows(2.0)})
+    results.validate(result)
+    weights = {"vqa": 0.35, "clip": 0.55, "aesthetic": 0.10}
+    totals = [weighted_total(r, weights) for r in rows(0.0)]
+    assert result["variants"]["base"]["value"] == pytest.approx(np.mean(totals))
+    assert result["difference"]["value"] == pytest.approx(0.55 * 2.0)
+    expected = stats.paired_delta(totals, [weighted_total(r, weights) for r in rows(2.0)], resamples=10_000,
+                                  seed=derive_seed(200, "bootstrap", "proxy"))
+    assert result["difference"]["ci_low"] == expected.ci_low and result["difference"]["seed"] == expected.seed
+    assert result["implementation"]["weights"] == weights
+
+
+def test_hps_interval_is_the_protocol_average_paired_by_prompt(demo_config):
+    def rows(offset):
+        return [{"prompt_id": f"anime-{i:03d}", "group": "anime", "hps": float(i % 7) + offset} for i in range(100)] + [
+            {"prompt_id": f"photo-{i:03d}", "group": "photo", "hps": float(i % 5) * offset} for i in range(20)]
+
+    result = results.hps_result("sd15", cfg_for_results(demo_config), "0" * 16, {"base": rows(1.0), "agfsync": rows(2.0)})
+    results.validate(result)
+    # anime: chunks of 80 and 20, photo: one chunk of 20: unequal weights, and still the value is the protocol's
+    assert result["difference"]["n"] == 120
+    assert result["variants"]["base"]["ci"]["ci_low"] <= result["variants"]["base"]["value"]
+    assert result["variants"]["base"]["ci"]["ci_high"] >= result["variants"]["base"]["value"]
+    assert result["difference"]["ci_low"] <= result["difference"]["value"] <= result["difference"]["ci_high"]
+    from agfsync.stages.metrics import _protocol_weighted
+
+    order = {"anime": rows(1.0)[:100], "photo": rows(1.0)[100:]}
+    assert np.mean(list(_protocol_weighted(order, 120).values())) == pytest.approx(result["variants"]["base"]["value"])
+
+
+def test_gold_metric_from_files_with_the_declared_settings(demo_config, tmp_path):
+    from agfsync.core.io import write_jsonl
+
+    cfg = copy.deepcopy(demo_config)
+    cfg["eval"]["tifa"]["gold"] = "world"
+    assert benchmarks.metrics_for(cfg)[:5] == ["tifa", "clipscore", "aesthetic", "proxy", "gold"]
+    assert "gold" not in benchmarks.metrics_for(demo_config)
+    inputs = {}
+    for variant, rows in gold_rows().items():
+        write_jsonl(tmp_path / f"{variant}.jsonl", rows)
+        inputs[variant] = [str(tmp_path / f"{variant}.jsonl")]
+    s = settings(cfg, "eval_metric", model="sd15")
+    result = results.write_metric(s, "sd15", "gold", inputs, tmp_path / "gold.json", "0" * 16)
+    assert json.loads((tmp_path / "gold.json").read_text()) == result
+    with pytest.raises(DataError, match=r"base.jsonl, line 1: .*vqa"):  # a scores file of an older version
+        results.write_metric(s, "sd15", "proxy", inputs, tmp_path / "proxy.json", "0" * 16)
+
+
+def test_metrics_tsv_long_format(demo_config, tmp_path):
+    import pandas as pd
+
+    from agfsync.report import table
+
+    cfg = copy.deepcopy(demo_config)
+    cfg["eval"]["tifa"]["gold"] = "world"
+    s = settings(cfg, "eval_metric", model="sd15")
+    gold = results.gold_result("sd15", s, "0" * 16, gold_rows())
+    clip_rows = {v: [{"prompt_id": f"coco_{i}", "group": "coco", "clip": float(i + (v == "agfsync"))} for i in range(3)]
+                 for v in ("base", "agfsync")}
+    clip = results.mean_result("clipscore", "clip", "sd15", s, "0" * 16, clip_rows, {})
+    (tmp_path / "gold.json").write_text(json.dumps(gold))
+    (tmp_path / "clipscore.json").write_text(json.dumps(clip))
+    paths = {"sd15": {"clipscore": tmp_path / "clipscore.json", "gold": tmp_path / "gold.json",
+                      "judge": tmp_path / "missing.json"}}
+    rows = table.write_tsv(tmp_path / "metrics.tsv", paths)
+    text = (tmp_path / "metrics.tsv").read_text()
+    assert text.splitlines()[0] == "model\tbenchmark\tmetric\tvariant\tvalue\tci_low\tci_high\tn"
+    # clipscore: headline 3 + group 3 + better_than_base 1; gold: headline 3, element types (4 types) 12,
+    # sources 9, splits 6, pooled element types 12; the missing judge file: none
+    assert len(rows) == len(text.splitlines()) - 1 == 7 + 3 + 12 + 9 + 6 + 12
+    frame = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
+    assert list(frame.columns) == list(table.COLUMNS)
+    assert frame.metric.iloc[0] == "clipscore"  # METRICS order
+    delta = frame[(frame.metric == "gold") & (frame.variant == "delta")].iloc[0]
+    assert delta.value == pytest.approx(gold["difference"]["value"])
+    assert (delta.ci_low, delta.ci_high, delta.n) == (pytest.approx(gold["difference"]["ci_low"]),
+                                                      pytest.approx(gold["difference"]["ci_high"]), 3)
+    color = frame[(frame.metric == "gold/element_type=color")].set_index("variant")
+    assert color.loc["base", "value"] == 0.5 and color.loc["agfsync", "value"] == 0.75 and color.loc["delta", "n"] == 2
+    assert np.isnan(color.loc["base", "ci_low"]) and not np.isnan(color.loc["delta", "ci_low"])
+    pooled = frame[(frame.metric == "gold/element_type_pooled=color")].set_index("variant")
+    assert pooled.loc["agfsync", "value"] == pytest.approx(2 / 3) and pooled.loc["base", "n"] == 3
+    unseen = frame[(frame.metric == "gold/split=unseen") & (frame.variant == "agfsync")]
+    assert unseen.value.tolist() == [pytest.approx(2 / 3)] and set(frame.benchmark) == {"tifa"}
+    base = frame[(frame.metric == "clipscore") & (frame.variant == "base")].iloc[0]
+    assert (base.value, base.n) == (1.0, 3) and base.ci_low == pytest.approx(clip["variants"]["base"]["ci"]["ci_low"])
+
+
+def test_judge_rows_carry_the_wilson_intervals():
+    from agfsync.report import table
+
+    judge = {"metric": "judge", "model": "sd15", "benchmark": {"name": "VLM judge on HPS v2", "version": "m"},
+             "variants": {"base": {"value": 0.25, "details": {"ci": [0.1, 0.4]}},
+                          "agfsync": {"value": 0.5, "details": {"ci": [0.3, 0.7]}}},
+             "difference": {"value": 0.25}, "count": {"prompts": 20, "images": 40}}
+    rows = table.result_rows(judge)
+    assert [(r["benchmark"], r["variant"], r["value"], r["ci_low"], r["n"]) for r in rows] == [
+        ("hpsv2", "base", 0.25, 0.1, 20), ("hpsv2", "agfsync", 0.5, 0.3, 20), ("hpsv2", "delta", 0.25, None, 20)]
+
+
+@pytest.fixture
+def tifa_shard(tmp_path):
+    """Four world benchmark prompts: three rendered images and a blank one, as an evaluation shard."""
+    from agfsync.core.io import write_jsonl
+    from agfsync.core.shards import encode_png, image_member, write_shard
+    from agfsync.world import benchmark, scenes
+
+    records, rows, members = [], [], []
+    for i, item in enumerate(benchmark.prompts(1, 4, "benchmark")):
+        pid = f"{item['category'].replace('_', '-')}_{i:05d}"
+        records.append({"id": pid, "prompt": item["prompt"], "group": pid.split("_")[0], "qa": item["qa"],
+                        "split": item["split"]})
+        image = scenes.render(item["scene"]) if i < 3 else Image.new("RGB", (64, 64), (128, 128, 128))
+        rows.append({"prompt_id": pid, "candidate": 0, "image": image_member(pid, 0), "seed": i, "latent": None})
+        members.append((image_member(pid, 0), encode_png(np.asarray(image))))
+    write_jsonl(tmp_path / "prompts.jsonl", records)
+    write_shard(tmp_path / "shard.tar", rows, members)
+    return tmp_path / "shard.tar", tmp_path / "prompts.jsonl", records
+
+
+def scorer_config(demo_config, tiny_models, **tifa):
+    cfg = copy.deepcopy(demo_config)
+    root = str(tiny_models)
+    cfg["scores"]["vqa"]["model"] = f"{root}/blip2"
+    cfg["scores"]["clip"]["model"] = f"{root}/clip"
+    cfg["scores"]["aesthetic"].update(backbone=f"{root}/aesthetic/backbone", head=f"{root}/aesthetic/head.pth")
+    cfg["eval"]["tifa"].update(tifa)
+    return cfg
+
+
+def test_tifa_scores_carry_the_stage3_vqa_score_and_the_gold_answers(demo_config, tiny_models, tifa_shard, tmp_path):
+    from agfsync.core.io import read_jsonl
+    from agfsync.core.shards import Shard
+    from agfsync.models.vqa import load_vqa_scorer
+    from agfsync.stages import evaluate
+    from agfsync.world import oracle
+
+    shard, prompts, records = tifa_shard
+    asked = []
+
+    def gold(image, question):
+        asked.append(question["question"])
+        return oracle.answer(image, question)
+
+    for method in ("fast", "authors"):  # stage 3's VQA score, whatever its method; TIFA always scores the choices
+        cfg = scorer_config(demo_config, tiny_models, gold="world")
+        cfg["scores"]["vqa"]["method"] = method
+        s = settings(cfg, "eval_score", bench="tifa")
+        out = tmp_path / f"scores-{method}.jsonl"
+        asked.clear()
+        evaluate.run_score(s, {"shard": str(shard), "prompts": str(prompts)}, {"scores": str(out)}, bench="tifa",
+                           progress=False, gold=gold)
+        rows = read_jsonl(out)
+        assert asked == [q["question"] for r in records for q in r["qa"]]  # every question, in order
+        stage3 = load_vqa_scorer(s.scores.vqa, device="cpu")
+        with Shard(shard) as opened:
+            for row, record, item in zip(rows, records, opened.rows):
+                image = opened.image(item)
+                assert row["gold_correct"] == [oracle.accuracy(image, [q]) == 1.0 for q in record["qa"]]
+                assert row["gold"] == pytest.approx(oracle.accuracy(image, record["qa"]))
+                if method == "fast" or row is rows[0]:  # the authors' method generates text: slow, one is enough
+                    assert row["vqa"] == pytest.approx(float(stage3.score([image], record["qa"])[0][0]))
+                assert row["split"] == record["split"] and len(row["correct"]) == len(record["qa"])
+    assert [r["gold"] for r in rows][:3] == [1.0, 1.0, 1.0] and rows[3]["gold"] < 1.0  # renders are read exactly
+
+    # without eval.tifa.gold no gold answer is asked for; with it, the answerer must be given
+    plain = settings(scorer_config(demo_config, tiny_models), "eval_score", bench="tifa")
+    asked.clear()
+    evaluate.run_score(plain, {"shard": str(shard), "prompts": str(prompts)}, {"scores": str(tmp_path / "p.jsonl")},
+                       bench="tifa", progress=False, gold=gold)
+    assert asked == [] and "gold_correct" not in read_jsonl(tmp_path / "p.jsonl")[0]
+    with pytest.raises(ValueError, match="eval.tifa.gold is 'world', but no gold answerer was given"):
+        evaluate.run_score(s, {"shard": str(shard), "prompts": str(prompts)}, {"scores": str(tmp_path / "x.jsonl")},
+                           bench="tifa", progress=False)
+
+
+def test_a_question_the_gold_answerer_cannot_read_names_shard_record_and_key(demo_config, tiny_models, tifa_shard,
+                                                                             tmp_path):
+    from agfsync.core.io import write_jsonl
+    from agfsync.stages import evaluate
+    from agfsync.world import oracle
+
+    shard, prompts, records = tifa_shard
+    records[0]["qa"][0] = {**records[0]["qa"][0], "question": "Is the surfer riding a wave?"}
+    write_jsonl(prompts, records)
+    s = settings(scorer_config(demo_config, tiny_models, gold="world"), "eval_score", bench="tifa")
+    with pytest.raises(DataError, match=rf"shard .*shard.tar, record {records[0]['id']}, question 0 \('Is the surfer "
+                                        r"riding a wave\?'\): the gold answerer of eval.tifa.gold cannot answer it: "
+                                        r"'Is the surfer riding a wave\?': question: .* \(eval.tifa.gold is only "
+                                        r"meaningful on the world benchmark"):
+        evaluate.run_score(s, {"shard": str(shard), "prompts": str(prompts)}, {"scores": str(tmp_path / "x.jsonl")},
+                           bench="tifa", progress=False, gold=oracle.answer)
+
+
+def test_the_report_writes_the_table_and_shows_the_intervals(demo_config, tmp_path):
+    from agfsync.report import page
+
+    cfg = copy.deepcopy(demo_config)
+    cfg["eval"]["tifa"]["gold"] = "world"
+    cfg["run_models"] = ["sd15"]
+    s = settings(cfg, "eval_metric", model="sd15")
+    (tmp_path / "gold.json").write_text(json.dumps(results.gold_result("sd15", s, "0" * 16, gold_rows())))
+    missing = str(tmp_path / "missing")
+    paths = {"sd15": {"metrics": {"gold": str(tmp_path / "gold.json"), "tifa": missing},
+                      "train_metrics": missing, "train_summary": missing, "pairs": missing, "pairs_summary": missing,
+                      "eval_shards": {}}}
+    html = page.run(settings(cfg, "report"), {}, {"report": str(tmp_path / "r.html"), "tsv": str(tmp_path / "m.tsv")},
+                    paths=paths, config_hash="0" * 16)
+    assert "Gold accuracy (world oracle)" in html and 'id="gold-parts"' in html and "95% CI" in html
+    assert (tmp_path / "m.tsv").read_text().count("\n") == 1 + 42

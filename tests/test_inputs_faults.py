@@ -125,7 +125,7 @@ def test_candidates_command_rejects_bad_qa_files_before_loading_a_model(tmp_path
     from agfsync.cli import main
 
     def run(qa) -> tuple[int, str]:
-        code = main(["candidates", "--config", str(REPO / "config" / "demo.yaml"), "--model", "sd15", "--qa", str(qa),
+        code = main(["candidates", "--config", str(REPO / "config" / "tiny.yaml"), "--model", "sd15", "--qa", str(qa),
                      "--shard", "0", "--out", str(tmp_path / "shard.tar")])
         return code, capsys.readouterr().err.splitlines()[-1]  # the job log shows the traceback before
 

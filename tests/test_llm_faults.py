@@ -242,7 +242,7 @@ def test_total_outage_exits_non_zero_from_the_cli(demo_config, api_key, tmp_path
     from agfsync.cli import main
 
     with FakeOpenAI(lambda body, seen: error(503)) as server:
-        cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+        cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
         cfg = prompts_config(cfg, tmp_path, server.base_url)
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
         code = main(["prompts", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "p.jsonl"),

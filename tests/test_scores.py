@@ -243,6 +243,28 @@ def test_select_pairs_gathers_shards(demo_config, tmp_path):
     assert summary["weights"] == VQA_ONLY  # the weights the totals were computed with
 
 
+def test_the_negative_control_swaps_winner_and_loser_and_equal_margins_summarise(demo_config, tmp_path):
+    cfg = demo_config
+    cfg["candidates"]["num_per_prompt"] = 4
+    cfg["scores"]["weights"] = VQA_ONLY
+    qa = [{"id": p, "prompt": f"prompt {p}", "category": "Animals"} for p in ("a", "c")]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    shard = [dict(r, prompt_id="a") for r in rows([1, 9, 5, 3])] + [dict(r, prompt_id="c") for r in rows([7, 6, 9, 1])]
+    (tmp_path / "s0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shard))
+    out = {}
+    for swap in (False, True):
+        cfg["pairs"]["swap"] = swap
+        summary = select_pairs(settings(cfg, "pairs_select"), [tmp_path / "s0.jsonl"], tmp_path / "qa.jsonl",
+                               ["shard-00000.tar"], tmp_path / f"pairs-{swap}.jsonl", tmp_path / f"sum-{swap}.json")
+        pairs = [json.loads(line) for line in (tmp_path / f"pairs-{swap}.jsonl").read_text().splitlines()]
+        out[swap] = [(p["prompt_id"], p["winner"]["candidate"], p["loser"]["candidate"], p["margin"]) for p in pairs]
+        assert summary["swapped"] is swap
+        # both margins are 8: the margin histogram of identical values still has 20 bins
+        assert len(summary["margin"]["histogram"]["counts"]) == 20 and summary["margin"]["std"] == 0.0
+    assert out[False] == [("a", 1, 0, 8.0), ("c", 2, 3, 8.0)]
+    assert out[True] == [("a", 0, 1, -8.0), ("c", 3, 2, -8.0)]
+
+
 def test_pairs_follow_the_weights_not_a_stored_total(demo_config, tmp_path):
     """The total is pairs_select's: the same score files give other pairs under other
     weights, and a `total` left in a scores file (written before the move) is ignored."""
@@ -275,7 +297,7 @@ def test_cli_candidates_score_pairs_end_to_end(tiny_models, tmp_path):
     from agfsync.cli import main
     from conftest import REPO
 
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
     cfg["models"]["sd15"]["pretrained"] = str(tiny_models / "sd1")
     cfg["scores"]["vqa"]["model"] = str(tiny_models / "blip2")
     cfg["scores"]["clip"]["model"] = str(tiny_models / "clip")

@@ -18,7 +18,7 @@ def files_containing(root, needle: str) -> list[str]:
 
 
 def write_config(tmp_path, base_url, **llm) -> str:
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
     cfg["llm_cache_dir"] = str(tmp_path / "cache")
     cfg["prompts"].update({"categories": ["Animals", "Plants"], "per_category": 4, "descriptions_per_request": 4})
     cfg["prompts"]["llm"] = live_llm(base_url, **llm)
@@ -145,7 +145,7 @@ def test_a_workflow_job_masks_the_keys_of_every_stage_not_only_its_own(api_key, 
         return ok(json.dumps({"descriptions": [f"{texts[0]} near {OTHER_KEY}", *texts[1:]]}))
 
     with FakeOpenAI(echoing) as server:
-        cfg = {"extends": "config/demo.yaml", "llm_cache_dir": "resources/llm_cache",
+        cfg = {"extends": "config/tiny.yaml", "llm_cache_dir": "resources/llm_cache",
                "prompts": {"categories": ["Animals", "Plants"], "per_category": 4, "descriptions_per_request": 4,
                            "llm": live_llm(server.base_url, min_yield=0.1)},
                "qa": {"llm": {"api_key_env": "AGFSYNC_TEST_KEY2"}}}

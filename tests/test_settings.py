@@ -75,7 +75,7 @@ def test_default_range_enum_and_reason_agree_with_the_schema(key, field, prop, r
     assert (tuple(prop["enum"]) if "enum" in prop else None) == field.metadata.get("choices"), key
 
 
-@pytest.mark.parametrize("path", ["config/config.yaml", "config/demo.yaml"])
+@pytest.mark.parametrize("path", ["config/config.yaml", "config/tiny.yaml"])
 def test_shipped_configs_build_and_round_trip_through_json(path, repo):
     cfg = load_config(repo / path)
     settings = Settings.from_dict(cfg)

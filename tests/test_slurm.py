@@ -216,7 +216,7 @@ def test_training_on_two_nodes_through_srun_matches_two_local_processes(cluster,
     for done in ("results/sd15/agfsync", "results/sd15/train_checkpoints", "logs/sd15/train_dpo.log"):
         subprocess.run(["rm", "-rf", str(cwd / done)], check=True)
     cache = cwd / "results/sd15/train_cache"
-    overlay = {"extends": "config/demo.yaml", "train": {"nodes": 2, "gpus": 1}}
+    overlay = {"extends": "config/tiny.yaml", "train": {"nodes": 2, "gpus": 1}}
     (cwd / "config/two_nodes.yaml").write_text(yaml.safe_dump(overlay))
     dry = profile_run(cluster, cwd, "-n", "results/sd15/agfsync", "--configfile", "config/two_nodes.yaml")
     out, _ = dry.communicate(timeout=600)

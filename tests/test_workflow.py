@@ -44,7 +44,7 @@ def test_dry_run_of_the_demo_needs_no_torch(tmp_path, no_torch):
 
 def test_bad_config_fails_before_any_job(tmp_path):
     cwd = workdir(tmp_path / "w")
-    cfg = yaml.safe_load((cwd / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((cwd / "config" / "tiny.yaml").read_text())
     cfg["qa"]["mode"] = "open_ended"
     (cwd / "config" / "bad.yaml").write_text(yaml.safe_dump(cfg))
     result = snakemake(cwd, "--configfile", "config/bad.yaml", "--replace-workflow-config")
@@ -71,9 +71,9 @@ def test_lint_is_clean(tmp_path):
 
 
 # Jobs behind one model's AGFSync variant in the demo: images (TIFA 1 shard, HPS v2 2,
-# MJHQ 2), their scores or features (one rule over the benchmarks), the 5 metric files and the judge.
-AGFSYNC_EVAL = {"eval_generate": 5, "eval_score": 5, "eval_metric": 5, "eval_judge": 1}
-METRICS = ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")
+# MJHQ 2), their scores or features (one rule over the benchmarks), the 6 metric files and the judge.
+AGFSYNC_EVAL = {"eval_generate": 5, "eval_score": 5, "eval_metric": 6, "eval_judge": 1}
+METRICS = ("tifa", "clipscore", "aesthetic", "proxy", "hpsv2", "mjhq_fid", "judge")
 
 
 def test_one_metric_target_pulls_only_its_path(tmp_path, no_torch):
@@ -105,6 +105,9 @@ def check_evaluation(cwd: Path) -> None:
             assert result["model"] == model and result["metric"] == metric
             diff = result["variants"]["agfsync"]["value"] - result["variants"]["base"]["value"]
             assert result["difference"]["value"] == pytest.approx(diff)
+            if metric not in ("mjhq_fid", "judge"):  # paired per prompt: a bootstrap CI of 10,000 resamples
+                d = result["difference"]
+                assert d["resamples"] == 10_000 and d["level"] == 0.95 and d["ci_low"] <= d["ci_high"], metric
         tifa = json.loads((cwd / f"results/{model}/tifa.json").read_text())
         assert tifa["count"] == {"prompts": 8, "images": 16}
         assert set(tifa["variants"]["base"]["details"]["by_element_type"]) == {
@@ -124,6 +127,15 @@ def check_evaluation(cwd: Path) -> None:
         base = (cwd / f"results/{model}/eval/base/hpsv2/shard-00000.tar")
         tuned = (cwd / f"results/{model}/eval/agfsync/hpsv2/shard-00000.tar")
         check_same_seeds(base, tuned)
+    import pandas as pd
+
+    table = pd.read_csv(cwd / "results/metrics.tsv", sep="\t")
+    assert list(table.columns) == ["model", "benchmark", "metric", "variant", "value", "ci_low", "ci_high", "n"]
+    assert set(table["metric"]) >= set(METRICS) and set(table["variant"]) == {"base", "agfsync", "delta"}
+    tifa_delta = table[(table.model == "sd15") & (table.metric == "tifa") & (table.variant == "delta")]
+    sd15_tifa = json.loads((cwd / "results/sd15/tifa.json").read_text())["difference"]
+    assert tifa_delta[["value", "ci_low", "ci_high", "n"]].values.tolist() == [pytest.approx(
+        [sd15_tifa["value"], sd15_tifa["ci_low"], sd15_tifa["ci_high"], 8], rel=1e-12, abs=1e-15)]
     html = (cwd / "results/report.html").read_text()
     for section in ("summary", "results-sd15", "charts-sd15", "training-sdxl", "preference-sd15", "eval-images-sdxl",
                     "pairs-images-sd15"):
@@ -209,7 +221,7 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(demo_run):
 
     # Snakemake reruns a job whose params change: a rule's params name only what determines
     # its output. A new learning rate retrains that model only; LLM fetch settings rerun nothing.
-    cfg = yaml.safe_load((cwd / "config/demo.yaml").read_text())
+    cfg = yaml.safe_load((cwd / "config/tiny.yaml").read_text())
     lr = copy.deepcopy(cfg)
     lr["models"]["sd15"]["train"]["lr"] = 2e-4
     fetch = copy.deepcopy(cfg)

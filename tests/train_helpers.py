@@ -42,13 +42,14 @@ def train_settings(cfg, model: str = "sd15"):
     return cfg if isinstance(cfg, Settings) else settings(cfg, "train_dpo", model=model)
 
 
-def _stage_args(cfg, cache: Path, out: Path, checkpoints: Path, stop_after: int | None) -> list[str]:
+def _stage_args(cfg, cache: Path, out: Path, checkpoints: Path, stop_after: int | None,
+                model: str = "sd15") -> list[str]:
     """The trainer's command line arguments; the stage config is written into `checkpoints`
     as the launcher writes it (`settings.to_json()`)."""
     checkpoints.mkdir(parents=True, exist_ok=True)
     stage = checkpoints / "stage_config.json"
-    stage.write_text(train_settings(cfg).to_json())
-    args = ["--stage-config", str(stage), "--model", "sd15", "--cache", str(cache), "--out", str(out),
+    stage.write_text(train_settings(cfg, model).to_json())
+    args = ["--stage-config", str(stage), "--model", model, "--cache", str(cache), "--out", str(out),
             "--checkpoints", str(checkpoints)]
     return args + (["--stop-after", str(stop_after)] if stop_after else [])
 
@@ -129,13 +130,13 @@ def single_process_world():
 
 
 def train_in_process(cfg, cache: Path, out: Path, checkpoints: Path,
-                     stop_after: int | None = None) -> InProcessRun:
+                     stop_after: int | None = None, model: str = "sd15") -> InProcessRun:
     """One trainer process in this pytest process: agfsync.train.trainer.main with the
     arguments torchrun would pass, in a single_process_world. Exceptions other than the
     ones main reports (exit status 2) propagate."""
     from agfsync.train.trainer import main
 
-    args = _stage_args(cfg, cache, out, checkpoints, stop_after)
+    args = _stage_args(cfg, cache, out, checkpoints, stop_after, model)
     logger, lines = logging.getLogger("agfsync"), _Lines()
     level = logger.level
     logger.setLevel(logging.INFO)

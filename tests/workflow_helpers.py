@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import REPO
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-DEMO = ["--configfile", "config/demo.yaml"]
+DEMO = ["--configfile", "config/tiny.yaml"]
 
 
 def workdir(tmp_path: Path) -> Path:

@@ -1,5 +1,5 @@
 """Writes data/demo/benchmarks/: miniature benchmark files in the official formats, for
-the offline demo (config/demo.yaml) and the tests. Run it after changing this content:
+the plumbing run on tiny random models (config/tiny.yaml) and the tests. Run it after changing this content:
 
     python tools/build_demo_benchmarks.py
 

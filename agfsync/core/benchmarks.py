@@ -5,7 +5,8 @@ Every benchmark becomes one list of records {"id", "prompt", "group", ...} in a 
 order (results/eval/{bench}/prompts.jsonl), split into shards of eval.shard_size prompts:
   tifa   TIFA v1.0: prompts in the order of tifa_v1.0_text_inputs.json, each with its
          questions from tifa_v1.0_question_answers.json (group = the TIFA source,
-         the id's prefix: coco, partiprompt, paintskill, drawbench);
+         the id's prefix: coco, partiprompt, paintskill, drawbench; the world benchmark's
+         category), and its `split` when the text inputs carry one (world: seen, unseen);
   hpsv2  HPS v2: {prompts_dir}/{style}.json, each a JSON list of 800 prompt strings, styles
          anime, concept-art, paintings, photo in that order (group = style, id =
          "{style}-{index:03d}", the index in the style's file);
@@ -36,8 +37,11 @@ MJHQ_PER_CATEGORY = 3000
 NAMES = {"tifa": "TIFA", "hpsv2": "HPS v2", "mjhq": "MJHQ-30K"}
 # The metrics (results/{model}/{metric}.json, agfsync.stages.metrics) and the benchmark whose
 # images each is computed from; the judge compares images of eval.judge.benchmark.
-METRICS = ("tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")
-SOURCE = {"tifa": "tifa", "clipscore": "tifa", "aesthetic": "tifa", "hpsv2": "hpsv2", "mjhq_fid": "mjhq"}
+#   proxy  the stage-3 weighted total (scores.weights) of each TIFA image: what pair selection optimised
+#   gold   eval.tifa.gold only: the world's oracle answers the TIFA questions (gold accuracy)
+METRICS = ("tifa", "clipscore", "aesthetic", "proxy", "gold", "hpsv2", "mjhq_fid", "judge")
+SOURCE = {"tifa": "tifa", "clipscore": "tifa", "aesthetic": "tifa", "proxy": "tifa", "gold": "tifa",
+          "hpsv2": "hpsv2", "mjhq_fid": "mjhq"}
 
 
 def enabled(cfg: dict) -> list[str]:
@@ -45,8 +49,9 @@ def enabled(cfg: dict) -> list[str]:
 
 
 def metrics_for(cfg: dict) -> list[str]:
-    """The metrics a config evaluates (their benchmarks enabled)."""
-    out = [m for m in METRICS if m != "judge" and cfg["eval"][SOURCE[m]]["enabled"]]
+    """The metrics a config evaluates (their benchmarks enabled; gold only with eval.tifa.gold)."""
+    out = [m for m in METRICS if m != "judge" and cfg["eval"][SOURCE[m]]["enabled"]
+           and (m != "gold" or cfg["eval"]["tifa"].get("gold"))]
     return out + (["judge"] if cfg["eval"]["judge"]["enabled"] else [])
 
 
@@ -84,8 +89,13 @@ def load_tifa(section: dict) -> list[dict]:
         entry = questions.get(prompt_id)
         if entry is None:
             raise DataError(f"{inputs_path}, record {number} (id {prompt_id}): no questions in {questions_path}")
-        records.append({"id": prompt_id, "prompt": item["caption"], "group": prompt_id.split("_")[0],
-                        "qa": entry["qa"]})
+        record = {"id": prompt_id, "prompt": item["caption"], "group": prompt_id.split("_")[0], "qa": entry["qa"]}
+        if "split" in item:  # the world benchmark's seen / unseen color-shape pairs (agfsync.world.benchmark)
+            if not isinstance(item["split"], str) or not item["split"].strip():
+                raise DataError(f"{inputs_path}, record {number} (id {prompt_id}): 'split' must be a non-empty "
+                                f"string, got {item['split']!r}")
+            record["split"] = item["split"]
+        records.append(record)
     check_ids(records, str(inputs_path), (f"record {number}" for number in range(len(records))), what="id")
     limit = section["max_prompts"]
     return records[:limit] if limit else records

@@ -173,6 +173,13 @@ def _semantic_errors(cfg: dict) -> list[str]:
     if judge.get("enabled") and not evaluation.get(judge.get("benchmark"), {}).get("enabled"):
         errors.append(f"key 'eval.judge.benchmark': the judge compares images of {judge.get('benchmark')!r}, "
                       f"which is not enabled (eval.{judge.get('benchmark')}.enabled)")
+    tifa = evaluation.get("tifa", {})
+    if tifa.get("gold") and not tifa.get("enabled"):
+        errors.append(f"key 'eval.tifa.gold': {tifa['gold']!r} reads the TIFA images, but TIFA is not enabled "
+                      "(eval.tifa.enabled)")
+    if evaluation.get("trajectory", {}).get("enabled") and not tifa.get("enabled"):
+        errors.append("key 'eval.trajectory.enabled': the trajectory evaluates the TIFA prompts, but TIFA is not "
+                      "enabled (eval.tifa.enabled)")
     paths = [entry.get("path") for entry in cfg.get("downloads", {}).get("files", [])]
     for i, path in enumerate(paths):
         if paths.index(path) != i:
@@ -288,7 +295,7 @@ def resolve_config(cfg: dict, source: str = "config", _seen: tuple = ()) -> dict
 
     A config file overrides the one its top-level `extends:` names, key by key; without
     the key it extends config/config.yaml, and `extends: null` marks a complete config
-    (config/config.yaml and config/demo.yaml are). An empty config is config/config.yaml.
+    (config/config.yaml, config/demo.yaml and config/tiny.yaml are). An empty config is config/config.yaml.
     The workflow resolves this itself instead of using Snakemake's `configfile:` and
     `--replace-workflow-config`, because Snakemake does not pass that flag on to the jobs
     it submits to a cluster: they would see a different config than the main process."""

@@ -48,13 +48,16 @@ DECLARED: dict[str, tuple[str, ...]] = {
     "train_dpo": ("cpu_threads", "models.{model}", "train"),
     "eval_prompts": ("eval.{bench}",),
     "eval_generate": ("cpu_threads", *_GEN, "candidates.attention", "eval.shard_size", "eval.prompts_per_batch"),
-    "eval_score:tifa": ("cpu_threads", *SCORER_SECTIONS),  # TIFA images get the stage-3 scorers
+    "eval_score:tifa": ("cpu_threads", *SCORER_SECTIONS, "eval.tifa.gold"),  # the stage-3 scorers, the gold answerer
     "eval_score": ("cpu_threads", "eval.{bench}"),  # HPS v2 model, MJHQ feature extractor
     "eval_reference_mjhq": ("cpu_threads", "eval.mjhq"),
     "eval_metric": ("models.{model}.pretrained", "models.{model}.resolution", "eval", "scores.vqa.model",
-                    "scores.clip.model", "scores.aesthetic"),
+                    "scores.vqa.method", "scores.clip.model", "scores.aesthetic",
+                    "scores.weights"),  # proxy: the stage-3 weighted total
     "eval_judge": ("models.{model}.pretrained", "eval.judge", "eval.{judge_bench}.version"),
-    "report": ("run_models", "models", "tiny_models", "eval"),
+    "eval_trajectory": ("cpu_threads", *_GEN, "candidates.attention", "eval.prompts_per_batch", "eval.trajectory",
+                        "eval.tifa.gold", *SCORER_SECTIONS, "scores.weights"),
+    "report": ("run_models", "models", "tiny_models", "eval", "candidates.num_per_prompt"),
     "world_build": ("world.seed",),
 }
 
@@ -246,11 +249,21 @@ def metric_inputs(config: dict, model: str, metric: str) -> dict:
 
 def report_paths(config: dict) -> dict:
     """What the report page reads, per run model (agfsync.report.page.build_report): the
-    metric files, the training metrics and summary, the pairs and their summary, and the
-    first evaluation shard of each benchmark and variant (its image grid)."""
+    metric files, the training metrics and summary, the pairs and their summary, every
+    candidate shard and its scores (the candidates grid: pairs point into any of them), the
+    first evaluation shard of each benchmark and variant (samples), every TIFA shard and its
+    per-image scores with the TIFA prompt list (distributions, the largest gains and losses),
+    the trajectory (None unless eval.trajectory runs) and the prompts summary (the scale)."""
     first = shard_name(0)
+    candidates = candidate_shards(config)
+    tifa_shards = eval_shards(config).get("tifa", [])
     out = {}
     for model in config["run_models"]:
+        tifa = None
+        if tifa_shards:
+            tifa = {"prompts": layout.EVAL_PROMPTS.format(bench="tifa"),
+                    "shards": {v: eval_outputs(config, model, v, "tifa", "shard") for v in VARIANTS},
+                    "scores": {v: eval_outputs(config, model, v, "tifa", "per_image") for v in VARIANTS}}
         out[model] = {
             "metrics": {metric: layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)},
             "train_metrics": layout.TRAIN_METRICS.format(model=model),
@@ -259,24 +272,29 @@ def report_paths(config: dict) -> dict:
             "pairs_summary": layout.PAIRS_SUMMARY.format(model=model),
             "eval_shards": {bench: {v: layout.EVAL_SHARD.format(model=model, variant=v, bench=bench, shard=first)
                                     for v in VARIANTS} for bench in enabled(config)},
+            "trajectory": layout.TRAJECTORY.format(model=model) if trajectory_enabled(config) else None,
+            "prompts_summary": layout.PROMPTS_SUMMARY,
+            "candidate_shards": {s: layout.CANDIDATE_SHARD.format(model=model, shard=s) for s in candidates},
+            "score_shards": {s: layout.SCORES_SHARD.format(model=model, shard=s) for s in candidates},
+            "tifa": tifa,
         }
     return out
 
 
 def report_inputs(config: dict) -> list[str]:
-    """Everything the report shows: metric files, training metrics, pairs and the shards
-    its image grids come from (all candidate shards: pairs point into any of them)."""
-    shards = candidate_shards(config)
-    benches = enabled(config)
-    inputs = []
-    for model in config["run_models"]:
-        inputs += [layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)]
-        inputs += [layout.TRAINED.format(model=model), layout.PAIRS.format(model=model),
-                   layout.PAIRS_SUMMARY.format(model=model)]
-        inputs += [layout.CANDIDATE_SHARD.format(model=model, shard=shard) for shard in shards]
-        inputs += [layout.EVAL_SHARD.format(model=model, variant=v, bench=b, shard=shard_name(0))
-                   for v in VARIANTS for b in benches]
-    return inputs
+    """Every file the report reads (report_paths), the training directory standing for its
+    metrics and summary: the rule reruns when any of them changes."""
+    inputs = [layout.PROMPTS_SUMMARY]
+    for model, files in report_paths(config).items():
+        inputs += list(files["metrics"].values())
+        inputs += [layout.TRAINED.format(model=model), files["pairs"], files["pairs_summary"]]
+        inputs += list(files["candidate_shards"].values()) + list(files["score_shards"].values())
+        inputs += [path for by_variant in files["eval_shards"].values() for path in by_variant.values()]
+        if files["tifa"]:
+            inputs += [files["tifa"]["prompts"]] if files["tifa"]["prompts"] not in inputs else []
+            inputs += [p for kind in ("shards", "scores") for v in VARIANTS for p in files["tifa"][kind][v]]
+        inputs += [files["trajectory"]] if files["trajectory"] else []
+    return list(dict.fromkeys(inputs))
 
 
 # ----------------------------------------------------------------------------- targets
@@ -284,11 +302,17 @@ def report_inputs(config: dict) -> list[str]:
 
 def final_targets(config: dict) -> list[str]:
     """Every target of `rule all`: the prompts, the tiny models (demo), per run model its
-    pairs, fine-tuned UNet and metric files, then the report."""
+    pairs, fine-tuned UNet and metric files, then the report and the table of its numbers."""
     targets = [layout.PROMPTS, layout.PROMPTS_SUMMARY, layout.QA, layout.QA_SUMMARY]
     targets += tiny_models_input(config)
     for model in config["run_models"]:
         targets += [layout.PAIRS.format(model=model), layout.PAIRS_SUMMARY.format(model=model),
                     layout.TRAINED.format(model=model)]
         targets += [layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)]
-    return targets + [layout.REPORT]
+        targets += [layout.TRAJECTORY.format(model=model)] if trajectory_enabled(config) else []
+    return targets + [layout.REPORT, layout.METRICS_TSV]
+
+
+def trajectory_enabled(config: dict) -> bool:
+    """eval.trajectory runs on the TIFA benchmark's prompts: both must be enabled."""
+    return bool(config["eval"]["trajectory"]["enabled"] and config["eval"]["tifa"]["enabled"])

@@ -28,7 +28,10 @@ five digits, {variant} base | agfsync, {bench} tifa | hpsv2 | mjhq):
         scores-{shard}.jsonl          stage 6: per-image scores, tifa and hpsv2 (eval_score)
         features-{shard}.npz          stage 6: per-image FID features, mjhq (eval_score)
       {metric}.json                   stage 6: one metric, base vs AGFSync (eval_metric, eval_judge)
+      trajectory.json                 proxy reward and gold along training (eval_trajectory;
+                                      images and scores per point in trajectory.json.work/)
     report.html                       the report over all run models (report)
+    metrics.tsv                       every number of the metric files, one long table (report)
 
   logs/<...>.log and benchmarks/<...>.tsv: one per job, named by rule (LOGS, JOB_BENCHMARKS).
 """
@@ -69,8 +72,10 @@ EVAL_SHARD = "results/{model}/eval/{variant}/{bench}/shard-{shard}.tar"
 EVAL_PER_IMAGE = "results/{model}/eval/{variant}/{bench}/{kind}-{shard}.{ext}"
 PER_IMAGE = {"tifa": ("scores", "jsonl"), "hpsv2": ("scores", "jsonl"), "mjhq": ("features", "npz")}
 METRIC = "results/{model}/{metric}.json"
+TRAJECTORY = "results/{model}/trajectory.json"  # proxy vs gold along training (eval_trajectory)
 
 REPORT = "results/report.html"
+METRICS_TSV = "results/metrics.tsv"
 
 # ----------------------------------------------------------------------------- logs and benchmarks, by rule
 LOGS = {
@@ -89,6 +94,7 @@ LOGS = {
     "eval_reference_mjhq": "logs/eval/eval_reference_mjhq.log",
     "eval_metric": "logs/{model}/eval_metric/{metric}.log",
     "eval_judge": "logs/{model}/eval_judge.log",
+    "eval_trajectory": "logs/{model}/eval_trajectory.log",
     "report": "logs/report.log",
     "download_file": "logs/downloads/{download}.log",
     "download_hub": "logs/downloads/hub/{repo}.log",
@@ -106,6 +112,7 @@ JOB_BENCHMARKS = {  # Snakemake's `benchmark:` files (run time and memory of eac
     "eval_generate": "benchmarks/{model}/eval_generate/{variant}/{bench}/shard-{shard}.tsv",
     "eval_score": "benchmarks/{model}/eval_score/{variant}/{bench}/{kind}-{shard}.{ext}.tsv",
     "eval_reference_mjhq": "benchmarks/eval/eval_reference_mjhq.tsv",
+    "eval_trajectory": "benchmarks/{model}/eval_trajectory.tsv",
 }
 
 

@@ -65,7 +65,10 @@ def _distribution(values) -> dict:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return {"count": 0}
-    counts, edges = np.histogram(values, bins=20)
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-9 * max(1.0, abs(high)):  # all equal to rounding: numpy refuses 20 bins of ~zero width
+        low, high = low - 0.5, high + 0.5
+    counts, edges = np.histogram(values, bins=20, range=(low, high))
     return {
         "count": int(values.size), "mean": float(values.mean()), "std": float(values.std()),
         "min": float(values.min()), "p50": float(np.median(values)), "max": float(values.max()),
@@ -113,6 +116,8 @@ def select_pairs(settings, score_paths: list, qa_path, shard_paths: list, out_pa
                 dropped_items.append({"prompt_id": prompt_id, "reason": reason})
                 continue
             record = prompts[prompt_id]
+            if settings.pairs.swap:  # the negative control: the judges' preference reversed
+                pair = {**pair, "winner": pair["loser"], "loser": pair["winner"], "margin": -pair["margin"]}
             pairs.append({
                 "prompt_id": prompt_id, "prompt": record["prompt"], "category": record.get("category"),
                 "margin": pair["margin"], "winner": _side(pair["winner"], str(shard_path)),
@@ -125,6 +130,7 @@ def select_pairs(settings, score_paths: list, qa_path, shard_paths: list, out_pa
         "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
         "dropped_items": dropped_items[:200],
         "min_margin": min_margin,
+        "swapped": settings.pairs.swap,
         "weights": weights,
         "margin": _distribution([p["margin"] for p in pairs]),
         "scores": {k: _distribution([r[k] for r in all_rows if _finite(r)]) for k in (*SUBSCORES, "total")},

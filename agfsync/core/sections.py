@@ -52,6 +52,7 @@ class PromptsSettings(Section):
     descriptions_per_request: int = opt(20, "the paper's code asks for ~20 descriptions per call", ge=1, le=100)
     max_requests_per_category: int | None = opt(None, 'null = 3x the requests the target needs (room for duplicates and failures)', ge=1)
     dedup: DedupSettings = section(DedupSettings, 'near-duplicate removal within a category', default={'threshold': 0.9, 'embedder': 'clip'})
+    exclude_eval_prompts: bool = opt(False, 'drop a written prompt equal (case, spacing and punctuation aside) to a prompt of an enabled evaluation benchmark: held-out prompts stay held out')
 
     def __post_init__(self):
         super().__post_init__()
@@ -119,6 +120,7 @@ class ScoresSettings(Section):
 @dataclass(frozen=True)
 class PairsSettings(Section):
     min_margin: float = opt(0.0, 'drop prompts whose best-worst total gap is below this (0..100 scale)', ge=0)
+    swap: bool = opt(False, 'negative control: train on the worst candidate as the winner and the best as the loser (gold must not rise)')
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class TrainSettings(Section):
     attention: str = opt('sdpa', 'sdpa | xformers | auto, as candidates.attention', choices=('sdpa', 'xformers', 'auto'))
     kernels: str = opt('auto', 'auto: our Triton kernels on GPU (fused GroupNorm+SiLU, DPO loss), torch on CPU | triton | torch', choices=('auto', 'triton', 'torch'))
     cache_chunk: int = opt(256, 'pairs per file of the latent/text-embedding cache', ge=1)
+    snapshots: tuple[float, ...] = opt((), 'fractions of the steps at which the UNet is also saved (agfsync/snapshots/step-N; full UNet each, SDXL ~10 GB) for the proxy-vs-gold trajectory (eval.trajectory); [] none')
 
 
 @dataclass(frozen=True)
@@ -167,11 +170,12 @@ class WorldSettings(Section):
 
 @dataclass(frozen=True)
 class TIFASettings(Section):
-    enabled: bool = opt(True, "TIFA v1.0: tifa, clipscore and aesthetic results (the paper's TIFA table)")
+    enabled: bool = opt(True, "TIFA v1.0: tifa, clipscore and aesthetic results (the paper's TIFA table), and proxy (the stage-3 weighted total)")
     text_inputs: str = opt('resources/benchmarks/tifa/tifa_v1.0_text_inputs.json', '4,081 {id, caption}')
     questions: str = opt('resources/benchmarks/tifa/tifa_v1.0_question_answers.json', '~25k questions with choices and element types')
     max_prompts: int | None = opt(None, 'null = all 4,081; N = the first N', ge=1)
     version: str = opt('v1.0', 'recorded in the results')
+    gold: str | None = opt(None, "null: none | world: the world's oracle answers every TIFA question on the image (gold.json); only meaningful on the world benchmark (data/world/benchmark/tifa)", choices=('world', None))
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,12 @@ class MJHQSettings(Section):
 
 
 @dataclass(frozen=True)
+class TrajectorySettings(Section):
+    enabled: bool = opt(False, 'proxy reward and gold accuracy of the base model, each train.snapshots snapshot and the final model (results/{model}/trajectory.json); needs TIFA')
+    prompts: int = opt(100, 'the first N prompts of the TIFA benchmark, one image each per point', ge=2)
+
+
+@dataclass(frozen=True)
 class JudgeSettings(Section):
     enabled: bool = opt(False, 'paper: GPT-4V pairwise preferences; needs an OpenAI-compatible vision endpoint')
     benchmark: str = opt('hpsv2', 'whose images are compared (same prompt and seed)', choices=('tifa', 'hpsv2', 'mjhq'))
@@ -214,6 +224,7 @@ class EvalSettings(Section):
     hpsv2: HPSv2Settings = section(HPSv2Settings, 'HPS v2 benchmark', default={'enabled': False})
     mjhq: MJHQSettings = section(MJHQSettings, 'MJHQ-30K FID', default={'enabled': False})
     judge: JudgeSettings = section(JudgeSettings, 'VLM judge (the paper\'s GPT-4V comparison)', default={'enabled': False})
+    trajectory: TrajectorySettings = section(TrajectorySettings, 'proxy vs gold along training (reward-hacking watch)', default={'enabled': False})
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Model loaders: one function per family, the only way agfsync loads a model.
 
 Real checkpoints (hub ids in config/config.yaml) and the tiny local ones built by
-agfsync.demo.tiny_models (config/demo.yaml) go through the same functions, from_pretrained
+agfsync.demo.tiny_models (config/tiny.yaml) go through the same functions, from_pretrained
 or a state dict, so tests of the tiny models test the real loading path. Weights are
 read from safetensors, or with torch.load(weights_only=True) for the two .pt/.pth
 formats the upstream projects publish (LAION aesthetic head, HPS v2 checkpoint).

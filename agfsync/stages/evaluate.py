@@ -12,7 +12,12 @@ Per-image scores (rule eval_score, one job per {bench} shard), each written atom
          the paper). TIFA maps a free-form answer to the nearest choice; we score the
          choices instead (agfsync.models.vqa fast path: yes/no by the yes/no logits, other
          questions by the choice with the highest likelihood), which never produces an
-         off-list answer. Also the CLIP and aesthetic scores of the same image;
+         off-list answer. Also the stage-3 sub-scores of the same image, as stage 3 computes
+         them (`vqa`: scores.vqa.method, 0..100; `clip`; `aesthetic`), whose weighted total is
+         the proxy metric; with eval.tifa.gold, the gold answerer's per-question correctness
+         (`gold_correct`, `gold`): a function given by the caller (the world's oracle lives in
+         agfsync.world, which stages may not import; workflow/scripts/eval_score.py and
+         `agfsync eval-score` pass agfsync.world.oracle.answer);
   hpsv2  HPS v2 score (agfsync.models.hps);
   mjhq   FID features (agfsync.models.fid), saved as .npz.
 
@@ -28,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,9 +45,15 @@ from agfsync.core.seeds import derive_seed
 from agfsync.core.shards import Shard, shard_records
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from agfsync.core.sections import HPSv2Settings, MJHQSettings, ScoresSettings, Settings
 
 log = logging.getLogger(__name__)
+# A gold answerer (eval.tifa.gold): its answer (one of the choices, or anything else for "cannot
+# tell", which counts as wrong) to one TIFA question record {question, choices, answer,
+# element_type} on one image; ValueError when the question is not one it can answer.
+GoldAnswer = Callable[["Image", dict], str]
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -73,16 +84,22 @@ def run_generate(settings: Settings, inputs: Mapping, outputs: Mapping, *, model
 
 
 def run_score(settings: Settings, inputs: Mapping, outputs: Mapping, *, bench: str, progress: bool = True,
-              **wildcards) -> int:
+              gold: GoldAnswer | None = None, **wildcards) -> int:
     """Rule eval_score (`agfsync eval-score`), over {bench}: the per-image scores of the image
     shard inputs["shard"] (prompts: inputs["prompts"]) into outputs["scores"] (tifa: VQA,
     CLIP and aesthetic scores from scores.*; hpsv2: HPS v2 from eval.hpsv2), or its FID
-    features into outputs["features"] (mjhq: eval.mjhq). The other wildcards (model,
-    variant, shard) only name the job."""
+    features into outputs["features"] (mjhq: eval.mjhq). `gold`: the answerer that
+    eval.tifa.gold names (its answer to one question record on one image; "world":
+    agfsync.world.oracle.answer), used for tifa when that key is set. The other wildcards
+    (model, variant, shard) only name the job."""
     shard, prompts = inputs["shard"], inputs["prompts"]
     if bench == "tifa":
+        wanted = settings.eval.tifa.gold
+        if wanted and gold is None:
+            raise ValueError(f"eval.tifa.gold is {wanted!r}, but no gold answerer was given to the TIFA scoring "
+                             f"(workflow/scripts/eval_score.py and `agfsync eval-score` pass the world's oracle)")
         return score_tifa_shard(settings.scores, shard, prompts, outputs["scores"], device=settings.device,
-                                progress=progress)
+                                progress=progress, gold=gold if wanted else None)
     if bench == "hpsv2":
         return score_hps_shard(settings.eval.hpsv2, shard, prompts, outputs["scores"], device=settings.device,
                                progress=progress)
@@ -148,13 +165,16 @@ def _open(shard_path, prompts_path):
 
 
 def score_tifa_shard(scores: ScoresSettings, shard_path, prompts_path, out_path, *, device=None,
-                     progress: bool = True) -> int:
+                     progress: bool = True, gold: GoldAnswer | None = None) -> int:
+    """Per image: `correct` (TIFA: the choices scored), `tifa`, the stage-3 sub-scores `vqa`,
+    `clip` and `aesthetic`, the prompt's `split` when it has one, and with `gold` the gold
+    answerer's `gold_correct` (same order as `correct`) and `gold` (their mean)."""
     from tqdm import tqdm
 
     from agfsync.models.aesthetic import load_aesthetic_scorer
     from agfsync.models.clip_score import load_clip_scorer
     from agfsync.models.loaders import pick_device
-    from agfsync.models.vqa import load_vqa_scorer
+    from agfsync.models.vqa import VQAScorer, load_vqa_scorer
 
     started = time.perf_counter()
     rows = []
@@ -162,20 +182,48 @@ def score_tifa_shard(scores: ScoresSettings, shard_path, prompts_path, out_path,
         if items:
             device = pick_device(device)
             vqa = load_vqa_scorer(scores.vqa, device=device, method="fast")  # TIFA: the choices are scored
+            # the VQA score of stage 3 (scores.vqa.method): the same weights, so another method reuses them
+            stage3 = vqa if scores.vqa.method == "fast" else VQAScorer(
+                vqa.model, vqa.processor, vqa.device, method=scores.vqa.method, batch_size=scores.vqa.batch_size)
             clip = load_clip_scorer(scores.clip, device=device)
             aesthetic = load_aesthetic_scorer(scores.aesthetic, device=device)
         for record, row in tqdm(items, desc=f"tifa {shard_path}", unit="image", disable=not progress, mininterval=2):
             image = shard.image(row)
-            correct = vqa.correct([image], record["qa"])[0]
-            rows.append({
+            vqa_scores, correct = vqa.score([image], record["qa"])
+            if stage3 is not vqa:
+                vqa_scores = stage3.score([image], record["qa"])[0]
+            correct = correct[0]
+            out = {
                 "prompt_id": record["id"], "group": record["group"],
                 "correct": [bool(c) for c in correct], "element_types": [q["element_type"] for q in record["qa"]],
-                "tifa": float(np.mean(correct)), "clip": float(clip.score([image], record["prompt"])[0]),
+                "tifa": float(np.mean(correct)), "vqa": float(vqa_scores[0]),
+                "clip": float(clip.score([image], record["prompt"])[0]),
                 "aesthetic": float(aesthetic.score([image])[0]), "seed": row["seed"],
-            })
+            }
+            if "split" in record:
+                out["split"] = record["split"]
+            if gold is not None:
+                out["gold_correct"] = gold_correct(gold, image, record, f"shard {shard_path}, record {record['id']}")
+                out["gold"] = float(np.mean(out["gold_correct"]))
+            rows.append(out)
     write_jsonl(out_path, rows)
     log.info("eval tifa: %s: %d images in %.1f s", shard_path, len(rows), time.perf_counter() - started)
     return len(rows)
+
+
+def gold_correct(gold: GoldAnswer, image, record: dict, where: str) -> list[bool]:
+    """Per question of `record`: does the gold answerer's answer equal the benchmark's (case and
+    surrounding spaces aside, as agfsync.world.oracle.accuracy compares them)?"""
+    out = []
+    for number, question in enumerate(record["qa"]):
+        try:
+            answer = gold(image, question)
+        except ValueError as err:
+            raise DataError(f"{where}, question {number} ({question.get('question')!r}): the gold answerer of "
+                            f"eval.tifa.gold cannot answer it: {err} (eval.tifa.gold is only meaningful on the "
+                            f"world benchmark, data/world/benchmark/tifa)") from None
+        out.append(str(answer).strip().lower() == str(question["answer"]).strip().lower())
+    return out
 
 
 def score_hps_shard(hpsv2: HPSv2Settings, shard_path, prompts_path, out_path, *, device=None,

@@ -4,12 +4,20 @@ the config hash. Format: agfsync/core/schemas/result.schema.yaml. Pure aggregati
 per-image score files; only mjhq_fid imports torch (torchmetrics' Fréchet distance).
 
   tifa       TIFA score = mean over prompts of the fraction of the prompt's questions
-             answered correctly; accuracy per element type and per source (agfsync.core.tifa)
+             answered correctly; accuracy per element type and per source (agfsync.stages.tifa_results)
   clipscore  mean CLIP score of the TIFA images (the paper's TIFA table reports it)
   aesthetic  mean LAION aesthetic score (x10, as the scores stage) of the TIFA images
+  proxy      mean over the TIFA images of the stage-3 weighted total (scores.weights over the
+             vqa, clip and aesthetic sub-scores, agfsync.core.pairs.weighted_total): the
+             quantity pair selection maximised
+  gold       eval.tifa.gold only: gold accuracy, the TIFA score with the world's oracle as the
+             answerer (agfsync.stages.tifa_results)
   hpsv2      per style, mean of 80-image chunk means; average over styles (agfsync.models.hps)
   mjhq_fid   FID per category and overall, generated vs reference images (agfsync.models.fid)
   judge      AGFSync win / tie / loss rates from the VLM judge (agfsync.stages.judge)
+
+Every difference over paired prompts (all but mjhq_fid and judge) carries a paired
+bootstrap CI over prompts, each variant's value a CI of its mean (agfsync.stages.result_parts).
 
 Entry point: `run(settings, inputs, outputs, model=, metric=, config_hash=)`, called by the
 rule's script and by `agfsync metric` (the judge's file: agfsync.stages.judge.run).
@@ -27,9 +35,11 @@ import numpy as np
 
 from agfsync.models import hps
 
-from agfsync.core import tifa
 from agfsync.core.benchmarks import METRICS, NAMES, SOURCE, VARIANTS, metrics_for  # noqa: F401 (re-exported)
 from agfsync.core.io import DataError, read_jsonl
+from agfsync.core.pairs import SUBSCORES, weighted_total
+from agfsync.stages.result_parts import add_intervals, check_same_prompts, envelope  # noqa: F401 (re-exported)
+from agfsync.stages.tifa_results import gold_result, tifa_result  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from agfsync.core.sections import Settings
@@ -39,37 +49,17 @@ log = logging.getLogger(__name__)
 RESULT_SCHEMA = Path(__file__).resolve().parents[1] / "core" / "schemas" / "result.schema.yaml"
 
 
-def read_rows(paths) -> list[dict]:
+# What each metric reads of the per-image rows (an older scores file lacks vqa and gold_correct:
+# the error names the file and the line, and rerunning its eval_score job adds them).
+FIELDS = {"tifa": ("correct", "element_types"), "clipscore": ("clip",), "aesthetic": ("aesthetic",),
+          "proxy": SUBSCORES, "gold": ("gold_correct", "element_types"), "hpsv2": ("hps",)}
+
+
+def read_rows(paths, fields=()) -> list[dict]:
     rows = []
     for path in paths:
-        rows += read_jsonl(path, required=("prompt_id", "group"))
+        rows += read_jsonl(path, required=("prompt_id", "group", *fields))
     return rows
-
-
-def _check_same_prompts(rows_by_variant: dict[str, list[dict]], what: str) -> None:
-    ids = {v: sorted(r["prompt_id"] for r in rows) for v, rows in rows_by_variant.items()}
-    if ids["base"] != ids["agfsync"]:
-        only = sorted(set(ids["base"]) ^ set(ids["agfsync"]))[:5]
-        raise DataError(f"{what}: base and agfsync images cover different prompts (e.g. {', '.join(only)}); "
-                        f"rerun the missing evaluation shards")
-    if not ids["base"]:
-        raise DataError(f"{what}: no evaluated images")
-
-
-def envelope(metric: str, model: str, settings: Settings, config_hash: str, *, benchmark: dict,
-             higher_is_better: bool, values: dict[str, dict], by_group: dict | None, prompts: int, images: int,
-             implementation: dict) -> dict:
-    result = {
-        "metric": metric, "model": model, "pretrained": settings.models[model].pretrained, "benchmark": benchmark,
-        "higher_is_better": higher_is_better,
-        "variants": {v: values[v] for v in VARIANTS},
-        "difference": {"value": values["agfsync"]["value"] - values["base"]["value"]},
-        "count": {"prompts": prompts, "images": images},
-        "implementation": implementation, "config_hash": config_hash,
-    }
-    if by_group:
-        result["difference"]["by_group"] = by_group
-    return result
 
 
 def _group_diff(details: dict[str, dict], key: str, field: str) -> dict[str, float]:
@@ -77,31 +67,9 @@ def _group_diff(details: dict[str, dict], key: str, field: str) -> dict[str, flo
     return {g: tuned[g][field] - base[g][field] for g in sorted(base) if g in tuned}
 
 
-def tifa_result(model: str, settings: Settings, config_hash: str, rows_by_variant: dict[str, list[dict]]) -> dict:
-    _check_same_prompts(rows_by_variant, f"tifa ({model})")
-    values, details = {}, {}
-    for variant, rows in rows_by_variant.items():
-        scored = tifa.score({r["prompt_id"]: list(zip(r["element_types"], r["correct"])) for r in rows})
-        by_source = defaultdict(list)
-        for r in rows:
-            by_source[r["group"]].append(float(np.mean(r["correct"])))
-        details[variant] = {"by_element_type": scored["by_element_type"],
-                            "by_source": {g: {"score": float(np.mean(v)), "num_prompts": len(v)} for g, v in sorted(by_source.items())},
-                            "num_questions": scored["num_questions"]}
-        values[variant] = {"value": scored["score"], "details": details[variant]}
-    by_type = {t: details["agfsync"]["by_element_type"][t]["accuracy"] - details["base"]["by_element_type"][t]["accuracy"]
-               for t in details["base"]["by_element_type"]}
-    n = len(rows_by_variant["base"])
-    return envelope("tifa", model, settings, config_hash,
-                    benchmark={"name": NAMES["tifa"], "version": settings.eval.tifa.version},
-                    higher_is_better=True, values=values, by_group=by_type, prompts=n, images=2 * n,
-                    implementation={"vqa_model": settings.scores.vqa.model,
-                                    "answering": "choice scoring (yes/no logits; multiple choice by choice likelihood)"})
-
-
 def mean_result(metric: str, field: str, model: str, settings: Settings, config_hash: str, rows_by_variant,
                 implementation) -> dict:
-    _check_same_prompts(rows_by_variant, f"{metric} ({model})")
+    check_same_prompts(rows_by_variant, f"{metric} ({model})")
     values = {}
     for variant, rows in rows_by_variant.items():
         scores = np.asarray([r[field] for r in rows], dtype=np.float64)
@@ -117,10 +85,24 @@ def mean_result(metric: str, field: str, model: str, settings: Settings, config_
     by_group = {g: values["agfsync"]["details"]["by_group"][g]["mean"] - values["base"]["details"]["by_group"][g]["mean"]
                 for g in values["base"]["details"]["by_group"]}
     bench = SOURCE[metric]
-    return envelope(metric, model, settings, config_hash,
-                    benchmark={"name": NAMES[bench], "version": getattr(settings.eval, bench).version},
-                    higher_is_better=True, values=values, by_group=by_group, prompts=n, images=2 * n,
-                    implementation=implementation)
+    result = envelope(metric, model, settings, config_hash,
+                      benchmark={"name": NAMES[bench], "version": getattr(settings.eval, bench).version},
+                      higher_is_better=True, values=values, by_group=by_group, prompts=n, images=2 * n,
+                      implementation=implementation)
+    per_prompt = {v: {r["prompt_id"]: float(r[field]) for r in rows} for v, rows in rows_by_variant.items()}
+    return add_intervals(result, settings.seed, per_prompt["base"], per_prompt["agfsync"])
+
+
+def proxy_result(model: str, settings: Settings, config_hash: str, rows_by_variant) -> dict:
+    """The stage-3 weighted total of every TIFA image (its vqa, clip and aesthetic sub-scores),
+    computed as pair selection computes it."""
+    weights = settings.scores.weights.to_dict()
+    rows = {v: [{**r, "proxy": weighted_total(r, weights)} for r in items] for v, items in rows_by_variant.items()}
+    return mean_result("proxy", "proxy", model, settings, config_hash, rows, {
+        "weights": weights, "total": "agfsync.core.pairs.weighted_total, as pair selection (stage 4)",
+        "vqa": f"stage-3 VQA score of the TIFA questions ({settings.scores.vqa.model}, method "
+               f"{settings.scores.vqa.method})", "clip_model": settings.scores.clip.model,
+        "aesthetic_head": Path(settings.scores.aesthetic.head).name})
 
 
 def _paired(rows_by_variant, field: str) -> float:
@@ -130,24 +112,41 @@ def _paired(rows_by_variant, field: str) -> float:
 
 
 def hps_result(model: str, settings: Settings, config_hash: str, rows_by_variant) -> dict:
-    _check_same_prompts(rows_by_variant, f"hpsv2 ({model})")
-    values = {}
+    check_same_prompts(rows_by_variant, f"hpsv2 ({model})")
+    values, weighted = {}, {}
     for variant, rows in rows_by_variant.items():
         order = {style: [] for style in hps.STYLES}
         for r in sorted(rows, key=lambda r: int(r["prompt_id"].rsplit("-", 1)[1])):  # "{style}-{index}": benchmark order
-            order.setdefault(r["group"], []).append(r["hps"])
-        aggregated = hps.aggregate({s: v for s, v in order.items() if v})
+            order.setdefault(r["group"], []).append(r)
+        order = {s: v for s, v in order.items() if v}
+        aggregated = hps.aggregate({s: [r["hps"] for r in v] for s, v in order.items()})
         values[variant] = {"value": aggregated["average"], "details": {"styles": aggregated["styles"]}}
+        weighted[variant] = _protocol_weighted(order, len(rows))
     values["agfsync"]["details"]["better_than_base_fraction"] = _paired(rows_by_variant, "hps")
     by_style = {s: values["agfsync"]["details"]["styles"][s]["mean"] - values["base"]["details"]["styles"][s]["mean"]
                 for s in values["base"]["details"]["styles"]}
     hpsv2 = settings.eval.hpsv2
     n = len(rows_by_variant["base"])
-    return envelope("hpsv2", model, settings, config_hash, benchmark={"name": NAMES["hpsv2"], "version": hpsv2.version},
-                    higher_is_better=True, values=values, by_group=by_style, prompts=n, images=2 * n,
-                    implementation={"model": hpsv2.model, "checkpoint": Path(hpsv2.checkpoint).name,
-                                    "preprocess": "longest side to input size (bicubic), pad to square, OpenAI mean/std",
-                                    "score": "100 * cos", "chunk": hps.CHUNK})
+    result = envelope("hpsv2", model, settings, config_hash, benchmark={"name": NAMES["hpsv2"], "version": hpsv2.version},
+                      higher_is_better=True, values=values, by_group=by_style, prompts=n, images=2 * n,
+                      implementation={"model": hpsv2.model, "checkpoint": Path(hpsv2.checkpoint).name,
+                                      "preprocess": "longest side to input size (bicubic), pad to square, OpenAI mean/std",
+                                      "score": "100 * cos", "chunk": hps.CHUNK})
+    return add_intervals(result, settings.seed, weighted["base"], weighted["agfsync"])
+
+
+def _protocol_weighted(order: dict[str, list[dict]], n: int) -> dict[str, float]:
+    """Per prompt, n * w * score, where w is the prompt's weight in the protocol's average (mean
+    over styles of the mean of chunk means): their mean is the HPS v2 value, so the paired
+    bootstrap over prompts resamples exactly that linear statistic (w = 1/n when every style has
+    the same number of full chunks, as the full benchmark)."""
+    out = {}
+    for rows in order.values():
+        chunks = [rows[i : i + hps.CHUNK] for i in range(0, len(rows), hps.CHUNK)]
+        for chunk in chunks:
+            for r in chunk:
+                out[r["prompt_id"]] = n * float(r["hps"]) / (len(order) * len(chunks) * len(chunk))
+    return out
 
 
 def fid_result(model: str, settings: Settings, config_hash: str, features_by_variant: dict[str, dict],
@@ -244,9 +243,15 @@ def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_
                                  "features": np.concatenate([p["features"] for p in parts])}
         result = fid_result(model, settings, config_hash, features, load_features(inputs["reference"]))
     else:
-        rows = {variant: read_rows(inputs[variant]) for variant in VARIANTS}
+        if metric not in FIELDS:
+            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        rows = {variant: read_rows(inputs[variant], FIELDS[metric]) for variant in VARIANTS}
         if metric == "tifa":
             result = tifa_result(model, settings, config_hash, rows)
+        elif metric == "gold":
+            result = gold_result(model, settings, config_hash, rows)
+        elif metric == "proxy":
+            result = proxy_result(model, settings, config_hash, rows)
         elif metric == "hpsv2":
             result = hps_result(model, settings, config_hash, rows)
         elif metric == "clipscore":
@@ -257,8 +262,6 @@ def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_
             result = mean_result("aesthetic", "aesthetic", model, settings, config_hash, rows,
                                  {"backbone": aesthetic.backbone, "head": Path(aesthetic.head).name,
                                   "scale": "x10 (0..100)"})
-        else:
-            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
     validate(result, str(out_path))
     write_json(out_path, result)
     base, tuned = result["variants"]["base"]["value"], result["variants"]["agfsync"]["value"]

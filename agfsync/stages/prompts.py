@@ -28,6 +28,7 @@ from agfsync.llm.answers import BadOutput, ask_json, extract_json, run_concurren
 from agfsync.llm.base import Reply, Request
 from agfsync.llm.client import LLMClient
 from agfsync.core.categories import CATEGORIES, Category, category  # noqa: F401 (re-exported)
+from agfsync.core.ids import read_records
 from agfsync.core.seeds import derive_seed
 
 if TYPE_CHECKING:
@@ -109,6 +110,12 @@ class NearDuplicateFilter:
         self._keys: dict[str, str] = {}
         self._ids: list[str] = []
         self._vectors: np.ndarray | None = None
+        self._reserved: dict[str, str] = {}
+
+    def reserve(self, texts: Sequence[str], label: str) -> None:
+        """Texts no prompt may equal (after normalise): a match is dropped as
+        "evaluation prompt <label>" (prompts.exclude_eval_prompts)."""
+        self._reserved.update({normalise(t): label for t in texts})
 
     def filter(self, texts: Sequence[str], ids: Sequence[str]) -> list[str | None]:
         """For each text: None if kept, else the reason it was dropped."""
@@ -116,6 +123,9 @@ class NearDuplicateFilter:
         vectors = self.embed(list(texts)) if texts else None
         for i, (text, pid) in enumerate(zip(texts, ids)):
             key = normalise(text)
+            if key in self._reserved:
+                verdicts.append(f"evaluation prompt {self._reserved[key]}")
+                continue
             if key in self._keys:
                 verdicts.append(f"exact duplicate of {self._keys[key]}")
                 continue
@@ -136,9 +146,10 @@ class NearDuplicateFilter:
 
 def generate_prompts(
     prompts: PromptsSettings, client: LLMClient, embed: Embedder, *, seed: int,
-    progress: Callable[[int], object] | None = None,
+    progress: Callable[[int], object] | None = None, exclude: Sequence[dict] = (),
 ) -> tuple[list[dict], dict]:
     """Run the prompt-writing stage over the settings of `prompts`; request seeds derive from `seed`.
+    `exclude`: evaluation prompt records {id, prompt} that no kept prompt may equal.
 
     Returns (records, summary). Records are ordered by category, then by the order the
     model wrote them.
@@ -151,7 +162,11 @@ def generate_prompts(
     kept: dict[str, list[dict]] = {c.slug: [] for c in cats}
     batches = {c.slug: 0 for c in cats}
     filters = {c.slug: NearDuplicateFilter(embed, threshold) for c in cats}
-    counts = {c.slug: {"received": 0, "exact_duplicates": 0, "near_duplicates": 0, "surplus": 0} for c in cats}
+    for dedup in filters.values():
+        for record in exclude:
+            dedup.reserve([record["prompt"]], record["id"])
+    counts = {c.slug: {"received": 0, "exact_duplicates": 0, "near_duplicates": 0, "eval_prompts": 0, "surplus": 0}
+              for c in cats}
     skipped, dropped_examples = [], []
     outcomes = []  # every request's outcome, for the failure tally
     repaired = 0
@@ -196,7 +211,8 @@ def generate_prompts(
             verdicts = filters[cat.slug].filter(texts, ids)
             for position, (text, pid, verdict) in enumerate(zip(texts, ids, verdicts)):
                 if verdict is not None:
-                    counts[cat.slug]["exact_duplicates" if verdict.startswith("exact") else "near_duplicates"] += 1
+                    kind = verdict.split(" ", 1)[0]
+                    counts[cat.slug][{"exact": "exact_duplicates", "near": "near_duplicates"}.get(kind, "eval_prompts")] += 1
                     if len(dropped_examples) < 50:
                         dropped_examples.append({"prompt": text, "reason": verdict})
                     continue
@@ -232,6 +248,7 @@ def generate_prompts(
         "failures": tally_failures(outcomes),
         "dropped_examples": dropped_examples,
         "dedup": {"threshold": threshold, "embedder": prompts.dedup.embedder},
+        "excluded_eval_prompts": len(exclude),
         "llm": {"model": client.settings.model, "provider": client.settings.provider, **client.stats.as_dict()},
     }
     return records, summary
@@ -240,11 +257,17 @@ def generate_prompts(
 def run(settings: Settings, inputs: Mapping, outputs: Mapping, **wildcards) -> dict:
     """Rule prompts_generate (`agfsync prompts`): prompts into outputs["prompts"], the summary
     into outputs["summary"]. Recorded answers (prompts.llm.responses) are read from the
-    settings, not from inputs."""
-    return write_prompts(settings, outputs["prompts"], outputs["summary"])
+    settings, not from inputs; with prompts.exclude_eval_prompts, inputs["eval_prompts"] are
+    the evaluation benchmarks' prompt lists (results/eval/{bench}/prompts.jsonl)."""
+    exclude = []
+    if settings.prompts.exclude_eval_prompts:
+        paths = inputs.get("eval_prompts") or []
+        for path in [paths] if isinstance(paths, str) else paths:
+            exclude += read_records(path, required=("id", "prompt"))
+    return write_prompts(settings, outputs["prompts"], outputs["summary"], exclude=exclude)
 
 
-def write_prompts(settings: Settings, out_path, summary_path) -> dict:
+def write_prompts(settings: Settings, out_path, summary_path, exclude: Sequence[dict] = ()) -> dict:
     """Run the stage with the LLM of prompts.llm and the embedder of prompts.dedup, write the
     prompts (JSONL) and the summary (JSON) atomically. Returns the summary.
 
@@ -267,7 +290,8 @@ def write_prompts(settings: Settings, out_path, summary_path) -> dict:
     else:
         embed = ngram_embed
     with tqdm(desc="prompts: LLM requests", unit="req", mininterval=2.0) as bar:
-        records, summary = generate_prompts(prompts, client, embed, seed=settings.seed, progress=bar.update)
+        records, summary = generate_prompts(prompts, client, embed, seed=settings.seed, progress=bar.update,
+                                            exclude=exclude)
     client.log_summary()
     asked = summary["target_per_category"] * len(summary["per_category"])
     check_yield("prompts", produced=len(records), asked=asked, unit="prompts", tally=summary["failures"],

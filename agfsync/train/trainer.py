@@ -34,6 +34,8 @@ models.<model>, train), any other read raises.
   of that step is written. With train.max_nonfinite_steps N > 0, up to N steps whose loss is
   non-finite are skipped instead (their micro-batches contribute zero gradient and the step
   runs at lr 0, so the weights do not move); the next one stops the run.
+- train.snapshots: the UNet also saved at those fractions of the steps
+  (agfsync.train.snapshots), copied into the output's snapshots/ at the end.
 - outputs: unet/ in diffusers format (safetensors, fp32), metrics.jsonl (one line per
   step, appended with agfsync.core.io.append_jsonl), summary.json (steps, final metrics, wall
   time summed over resumed segments, peak memory, and `config_hash`: the --config-digest the
@@ -60,7 +62,7 @@ import torch
 
 from agfsync.core.io import DataError, append_jsonl, write_json
 from agfsync.core.seeds import derive_seed
-from agfsync.train import build
+from agfsync.train import build, snapshots
 from agfsync.train.build import TrainConfigError  # raised by the build steps, reported by main
 from agfsync.train.checkpoints import CheckpointError
 from agfsync.train.loss import LOSSES, METRICS, prediction_target
@@ -110,6 +112,7 @@ class DPOTrainer:
         self.loss_fn = LOSSES[self.train.loss]
         self.checkpointer = CheckpointManager(self.checkpoints, self.engine, self.rank, self.world)
         self.last_checkpoint, self.nonfinite_steps, self.skip_step = 0, 0, False
+        self.snapshot_steps = snapshots.snapshot_steps(self.train.snapshots, self.hp.steps)
 
     # ------------------------------------------------------------------ one micro-batch
 
@@ -267,6 +270,9 @@ class DPOTrainer:
                 if not self.skip_step:
                     log.info("train: step %d/%d loss %.4f acc %.3f margin %.3f lr %.3g", step + 1, total,
                              last["loss"], last["implicit_acc"], last["reward_margin"], last["lr"])
+            if step + 1 in self.snapshot_steps:  # before the checkpoint: a resume from it never lacks the snapshot
+                self._check_weights(step + 1)
+                snapshots.save(self.engine, self.train.zero_stage, bool(self.lora), self.rank, self.checkpoints, step + 1)
             if (step + 1) % every == 0 or step + 1 == total:
                 self._check_weights(step + 1)
                 self.checkpointer.save(step + 1, {"last": last, "nonfinite_steps": self.nonfinite_steps, "wall_seconds":
@@ -297,6 +303,7 @@ class DPOTrainer:
         shutil.rmtree(tmp, ignore_errors=True)
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         shutil.copy(self.checkpointer.metrics_path, tmp / "metrics.jsonl")
+        taken = snapshots.collect(self.checkpoints, tmp, self.snapshot_steps)
         peak = (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         summary = {
@@ -307,7 +314,7 @@ class DPOTrainer:
             "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "cpu rss",
             "processes": self.world, "grad_accum": self.grad_accum, "micro_batch": self.hp.micro_batch,
             "global_batch": self.hp.global_batch, "zero_stage": self.train.zero_stage,
-            "optimizer": self.train.optimizer, "loss": self.train.loss, "lora_rank": self.lora,
+            "optimizer": self.train.optimizer, "loss": self.train.loss, "lora_rank": self.lora, "snapshots": taken,
             "kernels": "triton" if self.kernels else "torch",  # what ran; the config may say auto
             "cpu_threads": torch.get_num_threads(),  # per process (OMP_NUM_THREADS from config cpu_threads)
             # agfsync.core.config.config_digest of the full config for this model, from the launcher (null without)

@@ -51,6 +51,7 @@ class Schedule:
     unet_steps: int = 2700
     unet_batch: int = 32
     unet_lr: float = 1e-3
+    unet_caption_noise: float = 0.5  # share of the UNet's captions with one fact wrong (scenes.mislabel): web alt-text
     blip2_steps: int = 900
     blip2_batch: int = 32
     blip2_questions: int = 4

@@ -23,25 +23,17 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from agfsync.world import captions, oracle, questions, scenes
-from agfsync.world.data import rng_for
+from agfsync.world import benchmark, oracle, questions, scenes
 from agfsync.world.grammar import CATEGORIES
+from agfsync.world.scenes import rng_for
 
 GENERATION = {"scheduler": "ddim", "steps": 20, "guidance_scale": 4.0}
 
 
 def held_out_prompts(seed: int, n: int, stream: str = "check") -> list[dict]:
     """`n` prompt records {id, prompt, category, split, qa, scene}: categories in turn, half
-    of them with a held-out color-shape pair."""
-    records = []
-    for i in range(n):
-        rng = rng_for(seed, stream, i)
-        category = CATEGORIES[i % len(CATEGORIES)]
-        split = "unseen" if i % 2 else "seen"
-        description, scene = scenes.sample_scene(rng, category, split)
-        records.append({"id": f"{stream}-{i:05d}", "prompt": captions.caption(description, rng), "category": category,
-                        "split": split, "qa": questions.questions(description, rng), "scene": scene})
-    return records
+    of them with a held-out color-shape pair (agfsync.world.benchmark.prompts)."""
+    return benchmark.prompts(seed, n, stream)
 
 
 def model_settings(pretrained: str):

@@ -1,4 +1,4 @@
-"""`agfsync world build|check`: the world's command line (added to agfsync's parser)."""
+"""`agfsync world build|check|benchmark`: the world's command line (added to agfsync's parser)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def _check(args) -> int:
     return 0
 
 
+def _benchmark(args) -> int:
+    from agfsync.world import benchmark
+
+    for path in benchmark.write(args.out, seed=args.seed, n=args.prompts, stream=args.stream):
+        print(path)
+    return 0
+
+
 def add_parser(sub) -> None:
     world = sub.add_parser("world", help="the miniature world: build its trained tiny models, measure them",
                            description="The miniature world (docs/world.md): procedural scenes of the "
@@ -79,3 +87,14 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", help="also write a PNG of 8 renders above the base model's images of their captions")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_check)
+
+    from agfsync.world.benchmark import DEFAULT
+
+    p = cmds.add_parser("benchmark", help="write the world's held-out benchmark in TIFA v1.0's file format",
+                        description="Held-out prompts with the oracle's questions and answers, as TIFA's "
+                        "text-inputs and question-answers files (data/world/benchmark/tifa is the shipped copy).")
+    p.add_argument("--out", required=True, help="output directory, e.g. data/world/benchmark/tifa")
+    p.add_argument("--seed", type=int, default=DEFAULT["seed"], help=f"seed (default {DEFAULT['seed']})")
+    p.add_argument("--prompts", type=int, default=DEFAULT["n"], help=f"prompts (default {DEFAULT['n']})")
+    p.add_argument("--stream", default=DEFAULT["stream"], help=f"name of the random stream (default {DEFAULT['stream']})")
+    p.set_defaults(func=_benchmark)

@@ -6,18 +6,13 @@ captions and questions, whatever ran before it.
 
 from __future__ import annotations
 
-import random
 
 import numpy as np
 import torch
 
-from agfsync.core.seeds import derive_seed
 from agfsync.world import captions, scenes
+from agfsync.world.scenes import rng_for  # noqa: F401 (the training loops import it from here)
 from agfsync.world.grammar import CATEGORIES
-
-
-def rng_for(seed: int, *identity) -> random.Random:
-    return random.Random(derive_seed(seed, "world", *identity))
 
 
 def to_tensor(images) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from agfsync.world import captions
+from agfsync.world import captions, scenes
 from agfsync.world.data import render_batch, rng_for, scene_batch, to_tensor
 from agfsync.world.grammar import IMAGE_SIZE
 
@@ -174,7 +174,9 @@ def train_unet(schedule, seed: int, tokenizer, descriptions, latents, scaling_fa
         rng = rng_for(seed, "unet", step)
         gen = torch.Generator().manual_seed(rng.getrandbits(63))
         index = torch.randint(0, len(descriptions), (schedule.unet_batch,), generator=gen)
-        texts = [captions.caption(descriptions[i], rng) for i in index.tolist()]
+        noisy = schedule.unet_caption_noise
+        texts = [captions.caption(scenes.mislabel(descriptions[i], rng) if noisy and rng.random() < noisy
+                                  else descriptions[i], rng) for i in index.tolist()]
         ids = _tokens(tokenizer, texts)
         drop = torch.rand(len(texts), generator=gen) < 0.1
         ids[drop] = empty

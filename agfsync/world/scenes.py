@@ -14,9 +14,17 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from agfsync.core.seeds import derive_seed
 from agfsync.world.grammar import (
     BACKGROUND_LEVELS, CATEGORIES, COLORS, HELD_OUT_PAIRS, IMAGE_SIZE, JITTER, POSITIONS, SHAPES, SIZES, relation_holds,
 )
+
+
+def rng_for(seed: int, *identity) -> random.Random:
+    """The world's random stream for (seed, identity): every draw of scenes, prompts and
+    training batches comes from one of these."""
+    return random.Random(derive_seed(seed, "world", *identity))
+
 
 SUPERSAMPLE = 4
 
@@ -161,6 +169,47 @@ def layout(description: Description, rng: random.Random, attempts: int = 200) ->
             return Scene(tuple(objects), rng.randint(*BACKGROUND_LEVELS))
     return None
 
+
+# The color a careless captioner names instead (the nearest hue): web captions confuse
+# neighbours, so the base model learns a bias that CFG does not wash out.
+CONFUSED_COLOR = {"red": "orange", "orange": "red", "yellow": "orange", "green": "blue", "blue": "purple",
+                  "purple": "blue"}
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
+            "small": "large", "large": "small"}
+
+
+def mislabel(description: Description, rng: random.Random) -> Description:
+    """The description with ONE fact made wrong, the way web alt-text misdescribes its
+    image: a mention's color (its neighbour, CONFUSED_COLOR), shape, count (2 <-> 3) or
+    stated size or position, or a relation reversed. The fact is chosen uniformly among
+    those the caption states; never a held-out color-shape pair (the unseen split stays
+    unseen: such a choice leaves the fact as it was and changes the shape instead)."""
+    facts = [(kind, i) for i, m in enumerate(description.mentions) for kind in ("color", "shape")]
+    facts += [("count", i) for i, m in enumerate(description.mentions) if m.count > 1]
+    facts += [(kind, i) for i, m in enumerate(description.mentions) for kind in ("size", "position")
+              if getattr(m, kind) is not None]
+    facts += [("relation", j) for j in range(len(description.relations))]
+    kind, i = rng.choice(facts)
+    if kind == "relation":
+        relations = list(description.relations)
+        a, relation, b = relations[i]
+        relations[i] = (a, OPPOSITE[relation], b)
+        return dataclasses.replace(description, relations=tuple(relations))
+    mention = description.mentions[i]
+    if kind == "color" and (CONFUSED_COLOR[mention.color], mention.shape) not in HELD_OUT_PAIRS:
+        wrong = dataclasses.replace(mention, color=CONFUSED_COLOR[mention.color])
+    elif kind in ("color", "shape"):
+        options = [s for s in SHAPES if s != mention.shape and (mention.color, s) not in HELD_OUT_PAIRS]
+        wrong = dataclasses.replace(mention, shape=rng.choice(options))
+    elif kind == "count":
+        wrong = dataclasses.replace(mention, count=5 - mention.count)  # 2 <-> 3
+    elif kind == "size":
+        wrong = dataclasses.replace(mention, size=OPPOSITE[mention.size])
+    else:
+        wrong = dataclasses.replace(mention, position=rng.choice([p for p in POSITIONS if p != mention.position]))
+    mentions = list(description.mentions)
+    mentions[i] = wrong
+    return dataclasses.replace(description, mentions=tuple(mentions))
 
 
 def sample_scene(rng: random.Random, category: str, split: str = "any") -> tuple[Description, Scene]:

@@ -8,6 +8,8 @@ rule prompts_generate:
         responses=llm_inputs("prompts"),
         models=tiny_models_input() if CLIP_DEDUP else [],
         downloads=needs(config["scores"]["clip"]["model"]) if CLIP_DEDUP else [],
+        # prompts.exclude_eval_prompts: no training prompt equals an evaluation prompt
+        eval_prompts=expand(layout.EVAL_PROMPTS, bench=EVAL_BENCHES) if config["prompts"]["exclude_eval_prompts"] else [],
     output:
         prompts=layout.PROMPTS,
         summary=layout.PROMPTS_SUMMARY,

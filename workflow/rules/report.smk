@@ -1,12 +1,14 @@
 # The report: results/report.html, one self-contained page over all run models
-# (agfsync.report.page). `snakemake --report report.html` adds Snakemake's own report, in
-# which this page and every metric file appear.
+# (agfsync.report.page), and results/metrics.tsv, every number of the result files in one
+# long table (agfsync.report.table). `snakemake --report report.html` adds Snakemake's own
+# report, in which this page, the table and every metric file appear.
 
 rule report:
     input:
         report_inputs,
     output:
-        report(layout.REPORT, caption="../report/report.rst", category="Report"),
+        report=report(layout.REPORT, caption="../report/report.rst", category="Report"),
+        tsv=report(layout.METRICS_TSV, category="Report"),
     log:
         layout.LOGS["report"],
     params:

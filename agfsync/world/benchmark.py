@@ -1,0 +1,72 @@
+"""The world's held-out benchmark, in TIFA v1.0's file format (pure: no torch).
+
+`prompts(seed, n, stream)` draws n prompt records {id, prompt, category, split, qa, scene}
+from their own random stream: the categories in turn, every second one ("unseen") with a
+color-shape pair that no training prompt of the world uses (grammar.HELD_OUT_PAIRS; the
+world writer only writes "seen" ones). `tifa_files` writes them as TIFA's two files, so the
+workflow's TIFA path (eval_prompts, eval_generate, eval_score) runs on them unchanged:
+
+  tifa_v1.0_text_inputs.json        [{id, caption, category, split}], id {category}_{index:05d} ("_" in a category -> "-")
+                                    (the workflow's TIFA group is the id's prefix: the category)
+  tifa_v1.0_question_answers.json   [{id, caption, question, choices, answer, element,
+                                      element_type}], element_type one of ELEMENT_TYPES
+
+`agfsync world benchmark --out DIR` writes them; data/world/benchmark/tifa/ is the
+shipped copy (300 prompts, seed 1, stream "benchmark"; tests/test_world_benchmark.py
+checks it is reproduced byte for byte). Questions and answers are the oracle's: the
+world's gold standard reads them back (agfsync.world.oracle.accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agfsync.world import captions, questions, scenes
+from agfsync.world.grammar import CATEGORIES
+
+ELEMENT_TYPES = ("object", "color", "shape", "size", "counting", "spatial")
+FILES = ("tifa_v1.0_text_inputs.json", "tifa_v1.0_question_answers.json")
+DEFAULT = {"seed": 1, "n": 300, "stream": "benchmark"}
+
+
+def prompts(seed: int, n: int, stream: str) -> list[dict]:
+    """`n` prompt records, the categories in turn, odd ones with a held-out color-shape pair."""
+    records = []
+    for i in range(n):
+        rng = scenes.rng_for(seed, stream, i)
+        category = CATEGORIES[i % len(CATEGORIES)]
+        split = "unseen" if i % 2 else "seen"
+        description, scene = scenes.sample_scene(rng, category, split)
+        records.append({"id": f"{stream}-{i:05d}", "prompt": captions.caption(description, rng), "category": category,
+                        "split": split, "qa": questions.questions(description, rng), "scene": scene})
+    return records
+
+
+def tifa_files(seed: int, n: int, stream: str) -> tuple[list[dict], list[dict]]:
+    """(text inputs, question-answer rows) in TIFA v1.0's format."""
+    inputs, rows = [], []
+    for i, record in enumerate(prompts(seed, n, stream)):
+        prompt_id = f"{record['category'].replace('_', '-')}_{i:05d}"  # TIFA's convention: the id's prefix is the group
+        inputs.append({"id": prompt_id, "caption": record["prompt"], "category": record["category"],
+                       "split": record["split"]})
+        for qa in record["qa"]:
+            if qa["element_type"] not in ELEMENT_TYPES:
+                raise ValueError(f"benchmark prompt {record['id']}: element_type {qa['element_type']!r} is not one of "
+                                 f"{ELEMENT_TYPES}")
+            rows.append({"id": prompt_id, "caption": record["prompt"], **qa})
+    return inputs, rows
+
+
+def write(out_dir, seed: int = DEFAULT["seed"], n: int = DEFAULT["n"], stream: str = DEFAULT["stream"]) -> list[Path]:
+    """Write the two files into out_dir (atomically); their paths."""
+    from agfsync.core.io import write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, content in zip(FILES, tifa_files(seed, n, stream)):
+        path = out / name
+        write_text(path, json.dumps(content, indent=1) + "\n")
+        paths.append(path)
+    return paths
