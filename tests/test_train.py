@@ -167,6 +167,27 @@ def test_checkpoints_of_another_config_are_not_resumed(solo_run, cache, tmp_path
     assert steps[0]["lr"] == pytest.approx(changed["models"]["sd15"]["train"]["lr"])
 
 
+def test_snapshots_survive_a_resume_and_hold_the_weights_of_their_step(solo_run, cache, tmp_path):
+    """train.snapshots [0.5] of 6 steps: a run stopped after step 2 and resumed saves the
+    step-3 snapshot, the output carries it, and it equals the final UNet of a 3-step run
+    (constant lr: the first 3 steps are the same)."""
+    cfg, _, _ = solo_run
+    six = with_steps(cfg, 6, snapshots=[0.5], checkpoint_every=2)
+    first = train_in_process(six, cache, tmp_path / "out", tmp_path / "ckpt", stop_after=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert not (tmp_path / "ckpt" / "snapshots").exists()
+    second = train_in_process(six, cache, tmp_path / "out", tmp_path / "ckpt")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["snapshots"] == [3]
+    three = train_in_process(with_steps(cfg, 3, checkpoint_every=3), cache, tmp_path / "out3", tmp_path / "ckpt3")
+    assert three.returncode == 0, three.stderr[-3000:]
+    snapshot = unet_weights(tmp_path / "out" / "snapshots" / "step-000003")
+    final = unet_weights(tmp_path / "out3")
+    assert snapshot.keys() == final.keys()
+    assert all(torch.equal(snapshot[k], final[k]) for k in final)
+    assert not all(torch.equal(snapshot[k], v) for k, v in unet_weights(tmp_path / "out").items())
+
+
 def multi_node_env(tmp_path, **extra) -> dict:
     from fake_slurm_cli import install
 
