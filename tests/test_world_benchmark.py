@@ -16,28 +16,45 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "world" / "benchmark" / "tifa"
 
 
-def test_the_shipped_benchmark_is_reproduced_byte_for_byte(tmp_path):
-    written = benchmark.write(tmp_path)
+CONTROL = REPO / "data" / "world" / "benchmark" / "control"
+
+
+@pytest.mark.parametrize("shipped, kwargs", [(SHIPPED, {}), (CONTROL, {"n": 600, "stream": "control"})],
+                         ids=["demo", "control"])
+def test_the_shipped_benchmarks_are_reproduced_byte_for_byte(tmp_path, shipped, kwargs):
+    written = benchmark.write(tmp_path, **kwargs)
     assert [p.name for p in written] == list(benchmark.FILES)
     for path in written:
-        assert path.read_bytes() == (SHIPPED / path.name).read_bytes(), path.name
+        assert path.read_bytes() == (shipped / path.name).read_bytes(), path.name
 
 
-def test_benchmark_format_counts_and_splits():
+def test_benchmark_format_and_counts():
     inputs = json.loads((SHIPPED / benchmark.FILES[0]).read_text())
     rows = json.loads((SHIPPED / benchmark.FILES[1]).read_text())
     assert len(inputs) == 300
     assert inputs[0] == {"id": "single-object_00000", "caption": inputs[0]["caption"], "category": "single_object",
                          "split": "seen"}
     assert {r["id"].split("_")[0] for r in inputs} == {c.replace("_", "-") for c in CATEGORIES}
-    assert sum(r["split"] == "unseen" for r in inputs) == 150
-    assert len(rows) == 1554  # the oracle's questions, 5.2 per prompt
+    assert {r["split"] for r in inputs} == {"seen"}  # the training distribution: the headline's prompts
+    assert len(rows) == 1576  # the oracle's questions, 5.3 per prompt
     assert {r["element_type"] for r in rows} == set(benchmark.ELEMENT_TYPES)
     assert {r["id"] for r in rows} == {r["id"] for r in inputs}
+
+
+def test_benchmark_splits_name_held_out_pairs_and_are_not_the_category():
+    records = benchmark.prompts(1, 120, "benchmark", "both")
+    counts = {}
+    for r in records:
+        counts[r["category"], r["split"]] = counts.get((r["category"], r["split"]), 0) + 1
+    assert counts == {(c, split): 10 for c in CATEGORIES for split in ("seen", "unseen")}
     # every unseen prompt names a held-out color-shape pair; no seen one does
-    for record in inputs:
-        pairs = captions.parse(record["caption"]).pairs()
-        assert bool(pairs & HELD_OUT_PAIRS) == (record["split"] == "unseen"), record
+    for split in ("both", "seen", "unseen"):
+        for record in benchmark.prompts(1, 60, "benchmark", split):
+            pairs = captions.parse(record["prompt"]).pairs()
+            assert bool(pairs & HELD_OUT_PAIRS) == (record["split"] == "unseen"), record
+            assert split == "both" or record["split"] == split
+    with pytest.raises(ValueError, match="benchmark split 'train': expected one of seen, unseen, both"):
+        benchmark.prompts(1, 1, "benchmark", "train")
 
 
 def test_benchmark_answers_are_the_scene_graphs_truth():

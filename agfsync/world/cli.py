@@ -53,7 +53,8 @@ def _check(args) -> int:
 def _benchmark(args) -> int:
     from agfsync.world import benchmark
 
-    for path in benchmark.write(args.out, seed=args.seed, n=args.prompts, stream=args.stream):
+    for path in benchmark.write(args.out, seed=args.seed, n=args.prompts, stream=args.stream,
+                                 split=args.split):
         print(path)
     return 0
 
@@ -88,7 +89,7 @@ def add_parser(sub) -> None:
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_check)
 
-    from agfsync.world.benchmark import DEFAULT
+    from agfsync.world.benchmark import DEFAULT, SPLITS
 
     p = cmds.add_parser("benchmark", help="write the world's held-out benchmark in TIFA v1.0's file format",
                         description="Held-out prompts with the oracle's questions and answers, as TIFA's "
@@ -97,4 +98,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT["seed"], help=f"seed (default {DEFAULT['seed']})")
     p.add_argument("--prompts", type=int, default=DEFAULT["n"], help=f"prompts (default {DEFAULT['n']})")
     p.add_argument("--stream", default=DEFAULT["stream"], help=f"name of the random stream (default {DEFAULT['stream']})")
+    p.add_argument("--split", default=DEFAULT["split"], choices=SPLITS,
+                   help="seen: the training distribution's color-shape pairs | unseen: held-out pairs only | both: "
+                   f"alternating rounds of the categories (default {DEFAULT['split']})")
     p.set_defaults(func=_benchmark)
