@@ -27,6 +27,18 @@ def test_hand_computed_single_pair():
     assert (float(m["mse_w"]), float(m["ref_mse_w"]), float(m["mse_l"]), float(m["ref_mse_l"])) == (1, 4, 1, 0)
 
 
+def test_control_sign_flipped_loss_is_the_swapped_pairs_loss():
+    """A DPO loss with its sign flipped (beta -> -beta) trains exactly what pairs.swap trains
+    (winner and loser exchanged): the swapped-pairs control run stands for that bug too."""
+    g = torch.Generator().manual_seed(3)
+    pw, pl, rw, rl, tw, tl = (torch.randn(4, 4, 8, 8, generator=g, dtype=torch.float64) for _ in range(6))
+    flipped, _ = diffusion_dpo_loss(pw, pl, rw, rl, tw, tl, beta=-5000.0)
+    swapped, _ = diffusion_dpo_loss(pl, pw, rl, rw, tl, tw, beta=5000.0)
+    right, _ = diffusion_dpo_loss(pw, pl, rw, rl, tw, tl, beta=5000.0)
+    assert float(flipped) == pytest.approx(float(swapped), rel=1e-12)
+    assert abs(float(flipped) - float(right)) > 1.0
+
+
 def test_hand_computed_batch_with_tie_and_loss():
     # pair 1: inside = 0 (policy = reference): loss log 2, accuracy 1/2
     # pair 2: mse_w 0, ref_w 1, mse_l 1, ref_l 0 -> inside = -0.5*1*((0-1)-(1-0)) = 1

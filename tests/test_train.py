@@ -149,6 +149,21 @@ def test_lora_adapters_start_from_the_config_seed_so_a_rerun_is_identical(demo_c
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_separate_noise_draws_a_second_noise_for_the_loser(solo_run, cache, tmp_path):
+    """train.noise: separate (the AGFSync code's draw) changes what is trained from the second
+    step on; the first step starts from the reference either way (loss log 2, margin 0)."""
+    cfg, _, _ = solo_run
+    curves = {}
+    for noise in ("shared", "separate"):
+        run = train_in_process(with_steps(cfg, 3, noise=noise), cache, tmp_path / noise / "out", tmp_path / noise / "ckpt")
+        assert run.returncode == 0, run.stderr[-3000:]
+        curves[noise] = metrics(tmp_path / noise / "out" / "metrics.jsonl")
+    for noise, steps in curves.items():
+        assert steps[0]["loss"] == pytest.approx(np.log(2), abs=1e-6), noise
+        assert steps[0]["reward_margin"] == pytest.approx(0.0, abs=1e-6), noise
+    assert [m["loss"] for m in curves["shared"][1:]] != [m["loss"] for m in curves["separate"][1:]]
+
+
 def test_checkpoints_of_another_config_are_not_resumed(solo_run, cache, tmp_path):
     """A stopped run, then a new learning rate: the rerun must start again, not continue
     the old run's weights and optimizer under the new name."""

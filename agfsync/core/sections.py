@@ -148,6 +148,7 @@ class TrainSettings(Section):
     max_nonfinite_steps: int = opt(0, 'steps with a non-finite loss that may be skipped before training stops', ge=0)
     lora_rank: int | None = opt(None, 'null: full UNet fine-tune (paper); N: LoRA of rank N on the attention layers', ge=1)
     loss: str = opt('dpo', "dpo: Wallace et al. (paper) | authors: the AGFSync code's unnormalised variant", choices=('dpo', 'authors'))
+    noise: str = opt('shared', "shared: one noise draw for winner and loser (Wallace et al., paper) | separate: two draws, as the AGFSync code (loss 'authors' always draws two)", choices=('shared', 'separate'))
     latents: str = opt('generation', 'generation: final latents kept with the candidates | vae: re-encode the images', choices=('generation', 'vae'))
     attention: str = opt('sdpa', 'sdpa | xformers | auto, as candidates.attention', choices=('sdpa', 'xformers', 'auto'))
     kernels: str = opt('auto', 'auto: our Triton kernels on GPU (fused GroupNorm+SiLU, DPO loss), torch on CPU | triton | torch', choices=('auto', 'triton', 'torch'))

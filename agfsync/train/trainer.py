@@ -136,8 +136,9 @@ class DPOTrainer:
         generator = torch.Generator("cpu").manual_seed(derive_seed(seed, "dpo", step, micro, self.rank))
         b = x_w.shape[0]
         noise_w = torch.randn(x_w.shape, generator=generator)
-        # One noise draw shared by winner and loser (Wallace et al.); the authors' variant draws two.
-        noise_l = torch.randn(x_l.shape, generator=generator) if self.train.loss == "authors" else noise_w
+        # One noise draw shared by winner and loser (Wallace et al.); the authors' code draws two.
+        separate = self.train.noise == "separate" or self.train.loss == "authors"
+        noise_l = torch.randn(x_l.shape, generator=generator) if separate else noise_w
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
         noise_w, noise_l, timesteps = noise_w.to(self.device), noise_l.to(self.device), timesteps.to(self.device)
         noisy = torch.cat([self.noise_scheduler.add_noise(x_w, noise_w, timesteps),
@@ -314,7 +315,8 @@ class DPOTrainer:
             "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda allocated" if self.device.type == "cuda" else "cpu rss",
             "processes": self.world, "grad_accum": self.grad_accum, "micro_batch": self.hp.micro_batch,
             "global_batch": self.hp.global_batch, "zero_stage": self.train.zero_stage,
-            "optimizer": self.train.optimizer, "loss": self.train.loss, "lora_rank": self.lora, "snapshots": taken,
+            "optimizer": self.train.optimizer, "loss": self.train.loss, "noise": self.train.noise,
+            "lora_rank": self.lora, "snapshots": taken,
             "kernels": "triton" if self.kernels else "torch",  # what ran; the config may say auto
             "cpu_threads": torch.get_num_threads(),  # per process (OMP_NUM_THREADS from config cpu_threads)
             # agfsync.core.config.config_digest of the full config for this model, from the launcher (null without)
