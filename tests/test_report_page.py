@@ -37,7 +37,9 @@ WARNING = ("Reward-hacking warning: from step 150 to step 300 the proxy reward r
 
 @pytest.fixture(scope="module")
 def world_config() -> dict:
-    return load_config(REPO / "config" / "demo.yaml")
+    cfg = load_config(REPO / "config" / "demo.yaml")
+    cfg["eval"]["shard_size"] = 100  # three shards per variant: the grids must find images in any of them
+    return cfg
 
 
 def ci(value, low, high, n=300, **extra) -> dict:
@@ -303,7 +305,7 @@ def test_the_rule_reads_every_file_the_page_reads(world_config):
     assert read <= inputs, sorted(read - inputs)
     assert layout.TRAINED.format(model="world") in inputs
     assert {"results/world/trajectory.json", "results/prompts/prompts_summary.json", "results/eval/tifa/prompts.jsonl",
-            "results/world/eval/agfsync/tifa/scores-00002.jsonl", "results/world/scores/shard-00002.jsonl"} <= inputs
+            "results/world/eval/agfsync/tifa/scores-00002.jsonl", "results/world/scores/shard-00001.jsonl"} <= inputs
     assert len(dag.report_inputs(world_config)) == len(inputs)  # no duplicates
     off = copy.deepcopy(world_config)
     off["eval"]["trajectory"]["enabled"] = False
