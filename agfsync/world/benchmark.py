@@ -5,8 +5,9 @@ scene} from their own random stream, the categories in turn. Split "seen": the t
 distribution (color-shape pairs that training prompts use; the world writer writes only
 these); "unseen": every one names a color-shape pair that no training text of the world
 uses (grammar.HELD_OUT_PAIRS), a test of composition beyond the training data; "both":
-every second round of the categories unseen, so that every category has as many prompts of
-each split (for n a multiple of 12) and the split is not confounded with the category.
+alternating, with the categories' roles swapped every round of them, so that every category
+has as many prompts of each split (n a multiple of 12) and the split is not confounded with
+the category.
 `tifa_files` writes them as TIFA's two files, so the workflow's TIFA path (eval_prompts,
 eval_generate, eval_score) runs on them unchanged:
 
@@ -45,7 +46,9 @@ def prompts(seed: int, n: int, stream: str, split: str = "both") -> list[dict]:
     for i in range(n):
         rng = scenes.rng_for(seed, stream, i)
         category = CATEGORIES[i % len(CATEGORIES)]
-        record_split = split if split != "both" else ("unseen" if (i // len(CATEGORIES)) % 2 else "seen")
+        # both: seen and unseen alternate, and swap places every round of the categories, so
+        # every category gets both and every prefix of the list is as balanced as it can be
+        record_split = split if split != "both" else ("unseen" if (i + i // len(CATEGORIES)) % 2 else "seen")
         description, scene = scenes.sample_scene(rng, category, record_split)
         records.append({"id": f"{stream}-{i:05d}", "prompt": captions.caption(description, rng), "category": category,
                         "split": record_split, "qa": questions.questions(description, rng), "scene": scene})

@@ -100,5 +100,5 @@ def add_parser(sub) -> None:
     p.add_argument("--stream", default=DEFAULT["stream"], help=f"name of the random stream (default {DEFAULT['stream']})")
     p.add_argument("--split", default=DEFAULT["split"], choices=SPLITS,
                    help="seen: the training distribution's color-shape pairs | unseen: held-out pairs only | both: "
-                   f"alternating rounds of the categories (default {DEFAULT['split']})")
+                   f"alternating, balanced per category (default {DEFAULT['split']})")
     p.set_defaults(func=_benchmark)
