@@ -359,3 +359,24 @@ def test_without_gold_the_grids_follow_the_vqa_verdicts(world_page):
     assert list(dict.fromkeys(re.findall(r"w-\d\d", html[:middle]))) == LOSSES
     assert list(dict.fromkeys(re.findall(r"w-\d\d", html[middle:]))) == GAINS
     assert "Largest gains in TIFA score (the VQA judge&#x27;s verdicts)" in html and "(VQA judge, +100 points)" in html
+
+
+def test_per_group_tables_of_hps_and_mjhq():
+    from agfsync.report.sections_results import detail_tables
+
+    def variants(key, field, base, tuned):
+        return {"base": {"details": {key: {g: {field: v} for g, v in base.items()}}},
+                "agfsync": {"details": {key: {g: {field: v} for g, v in tuned.items()}}}}
+
+    html = detail_tables({
+        "hpsv2": {"benchmark": {"version": "v2.1"},
+                  "variants": variants("styles", "mean", {"anime": 20.1, "photo": 22.5}, {"anime": 21.0, "photo": 22.0})},
+        "mjhq_fid": {"implementation": {"a": 1},
+                     "variants": variants("by_category", "fid", {"<x>": 12.345, "y": 9.0}, {"<x>": 11.0, "y": 9.5})}})
+    assert html == (
+        "<h4>HPS v2 per style (v2.1)</h4><table><tr><th>Style</th><th>Base</th><th>AGFSync</th><th>&Delta;</th></tr>"
+        "<tr><td>anime</td><td>20.10</td><td>21.00</td><td>+0.90</td></tr>"
+        "<tr><td>photo</td><td>22.50</td><td>22.00</td><td>-0.50</td></tr></table>"
+        "<h4>MJHQ-30K FID per category (lower is better)</h4><table><tr><th>Category</th><th>Base</th><th>AGFSync</th>"
+        "<th>&Delta;</th></tr><tr><td>&lt;x&gt;</td><td>12.35</td><td>11</td><td>-1.345</td></tr>"
+        "<tr><td>y</td><td>9</td><td>9.5</td><td>+0.5</td></tr></table><p class=\"note\">a: 1</p>")

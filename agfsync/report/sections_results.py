@@ -124,23 +124,27 @@ def _implementation(info: dict) -> str:
     return "; ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in info.items())
 
 
+def _per_group_table(title: str, group: str, base: dict, tuned: dict, key: str, fmt: str, note: str = "") -> str:
+    """Base, AGFSync and their difference per group (HPS v2 style, MJHQ category)."""
+    cells = "".join(f"<tr><td>{escape(g)}</td><td>{base[g][key]:{fmt}}</td><td>{tuned[g][key]:{fmt}}</td>"
+                    f"<td>{tuned[g][key] - base[g][key]:+{fmt}}</td></tr>" for g in base)
+    return (f"<h4>{title}</h4><table><tr><th>{group}</th><th>Base</th><th>AGFSync</th><th>&Delta;</th></tr>"
+            f"{cells}</table>{note}")
+
+
 def detail_tables(results: dict[str, dict]) -> str:
     out = []
     hps = results.get("hpsv2")
     if hps:
-        styles, tuned = hps["variants"]["base"]["details"]["styles"], hps["variants"]["agfsync"]["details"]["styles"]
-        cells = "".join(f"<tr><td>{escape(s)}</td><td>{styles[s]['mean']:.2f}</td><td>{tuned[s]['mean']:.2f}</td>"
-                        f"<td>{tuned[s]['mean'] - styles[s]['mean']:+.2f}</td></tr>" for s in styles)
-        out.append(f"<h4>HPS v2 per style ({escape(hps['benchmark']['version'])})</h4><table><tr><th>Style</th>"
-                   f"<th>Base</th><th>AGFSync</th><th>&Delta;</th></tr>{cells}</table>")
+        out.append(_per_group_table(f"HPS v2 per style ({escape(hps['benchmark']['version'])})", "Style",
+                                    hps["variants"]["base"]["details"]["styles"],
+                                    hps["variants"]["agfsync"]["details"]["styles"], "mean", ".2f"))
     fid = results.get("mjhq_fid")
     if fid:
-        cats, tuned = fid["variants"]["base"]["details"]["by_category"], fid["variants"]["agfsync"]["details"]["by_category"]
-        cells = "".join(f"<tr><td>{escape(c)}</td><td>{cats[c]['fid']:.4g}</td><td>{tuned[c]['fid']:.4g}</td>"
-                        f"<td>{tuned[c]['fid'] - cats[c]['fid']:+.4g}</td></tr>" for c in cats)
-        out.append(f"<h4>MJHQ-30K FID per category (lower is better)</h4><table><tr><th>Category</th><th>Base</th>"
-                   f"<th>AGFSync</th><th>&Delta;</th></tr>{cells}</table><p class=\"note\">"
-                   f"{_implementation(fid['implementation'])}</p>")
+        out.append(_per_group_table("MJHQ-30K FID per category (lower is better)", "Category",
+                                    fid["variants"]["base"]["details"]["by_category"],
+                                    fid["variants"]["agfsync"]["details"]["by_category"], "fid", ".4g",
+                                    f"<p class=\"note\">{_implementation(fid['implementation'])}</p>"))
     judge = results.get("judge")
     if judge:
         j = judge["judge"]
