@@ -225,8 +225,12 @@ def test_the_warning_is_printed_prominently(world_page, world_config, tmp_path):
         assert html.count(box) == 1
     assert html.index('id="warning-top-world"') < html.index('id="summary-table"')
     assert html.index('id="warning-trajectory-world"') < html.index('id="trajectory-world"')
-    quiet, _ = build(tmp_path, world_config, warning=None)
+    quiet, _ = build(tmp_path / "quiet", world_config, warning=None)
     assert 'class="warning"' not in quiet and "No reward-hacking warning" in quiet
+    possible = "Possible reward hacking (not significant): from step 150 to step 300 the proxy rose."
+    amber, _ = build(tmp_path / "possible", world_config, warning=possible)
+    assert amber.count(f'<div class="caution" role="alert" id="warning-top-world"><b>&#9888; {possible}</b></div>') == 1
+    assert 'class="warning"' not in amber
 
 
 def test_the_grids_show_the_largest_gold_gains_and_losses(world_page):

@@ -71,3 +71,22 @@ def test_no_warning_otherwise(proxy, gold):
 def test_no_gold_no_warning():
     points = [{"step": 0, "proxy": {"mean": 1.0}}, {"step": 5, "proxy": {"mean": 2.0}}]
     assert trajectory.warning(points) is None
+
+
+def test_a_fall_of_gold_within_noise_is_called_possible_not_a_warning():
+    """Proxy up, gold down by 1 point whose paired CI includes 0: the sentence says so."""
+    rng = np.random.default_rng(1)
+    base = list(rng.uniform(0.2, 0.6, 60))
+    per_step = {0: {"proxy": [50.0] * 60, "gold": base},
+                10: {"proxy": [51.0] * 60, "gold": list(np.array(base) + rng.normal(0.0, 0.10, 60))},
+                20: {"proxy": [52.0] * 60, "gold": list(np.array(base) + rng.normal(0.0, 0.10, 60))}}
+    shift = np.mean(per_step[20]["gold"]) - np.mean(base) + 0.01
+    per_step[20]["gold"] = list(np.array(per_step[20]["gold"]) - shift)  # 1 point below step 0
+    points = [trajectory.point(step, step / 20, values, per_step[0], seed=3) for step, values in per_step.items()]
+    text = trajectory.warning(points, per_step, seed=0)
+    fall = stats.paired_delta(per_step[0]["gold"], per_step[20]["gold"], seed=0)
+    assert fall.ci_low < 0 < fall.ci_high
+    assert text.startswith("Possible reward hacking (not significant): from step 0 to step 20 the proxy reward rose "
+                           "by +2.00 while gold accuracy fell by -1.0 points (")
+    assert "within the noise of 60 prompts (its 95% CI includes 0)" in text
+    assert "Reward-hacking warning" not in text

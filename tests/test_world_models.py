@@ -51,6 +51,30 @@ def test_shortened_rebuild_writes_the_shipped_layout_and_is_deterministic(shorte
     assert again["files"] == manifest["files"]
 
 
+def test_retraining_only_the_unet_keeps_every_other_model_and_records_its_base(shortened, tmp_path, monkeypatch):
+    """`agfsync world build OUT --unet-from DIR`: the judges and the text encoder are DIR's
+    bytes, the UNet is new (and deterministic), the manifest says what came from where."""
+    from agfsync.cli import main
+    from agfsync.world.build import Schedule
+
+    base, before = shortened
+    outs = []
+    for name in ("a", "b"):
+        argv = ["world", "build", str(tmp_path / name), "--unet-from", str(base), "--shorten", "0.002"]
+        monkeypatch.setattr("sys.argv", ["agfsync", *argv])
+        assert main(argv) == 0
+        outs.append(json.loads((tmp_path / name / "MANIFEST.json").read_text()))
+    after, again = outs
+    assert after["files"] == again["files"]
+    changed = sorted(name for name in before["files"] if after["files"][name] != before["files"][name])
+    assert changed == ["sd1/unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+                       "sd1/unet/diffusion_pytorch_model-00002-of-00002.safetensors", "sd1/vae/config.json"], changed
+    assert after["unet_retrained_on"] == {"base": str(base), "base_command": "test", "base_schedule": before["schedule"]}
+    assert after["schedule"]["unet_steps"] == Schedule().shortened(0.002).unet_steps != before["schedule"]["unet_steps"]
+    assert after["schedule"]["clip_steps"] == before["schedule"]["clip_steps"]
+    assert after["command"] == f"agfsync world build {tmp_path / 'a'} --unet-from {base} --shorten 0.002"
+
+
 @pytest.mark.parametrize("where", ["shipped", "shortened"])
 def test_world_models_load_through_the_normal_loaders(where, shortened):
     import torch

@@ -15,11 +15,13 @@ MEASURE_AXES = {"proxy": ("proxy reward (0-100)", 1.0), "gold": ("gold accuracy 
 
 
 def warning_box(model: str, trajectory: dict | None, where: str = "trajectory") -> str:
-    """The trajectory's reward-hacking sentence in a red box (id warning-{where}-{model})."""
+    """The trajectory's reward-hacking sentence in a red box (id warning-{where}-{model}); an
+    amber one when gold's fall is not significant (agfsync.core.trajectory.warning)."""
     text = (trajectory or {}).get("warning")
     if not text:
         return ""
-    return (f'<div class="warning" role="alert" id="warning-{where}-{escape(model)}"><b>&#9888; {escape(text)}</b>'
+    kind = "caution" if text.startswith("Possible") else "warning"
+    return (f'<div class="{kind}" role="alert" id="warning-{where}-{escape(model)}"><b>&#9888; {escape(text)}</b>'
             f'</div>')
 
 

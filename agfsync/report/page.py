@@ -43,6 +43,7 @@ td.up,td.down,td.flat{white-space:nowrap}
 .headline{font-size:17px;background:#f4f8fb;border-left:4px solid #1c7ed6;padding:8px 12px}
 .banner{background:#fff9db;border:1px solid #fab005;padding:8px 12px}
 .warning{background:#fff5f5;border:2px solid #c92a2a;color:#8f1d1d;padding:10px 14px;margin:10px 0;font-size:16px}
+.caution{background:#fff9db;border:2px solid #e67700;color:#7a4100;padding:10px 14px;margin:10px 0;font-size:16px}
 .charts{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:14px}
 figure{margin:0;border:1px solid #eee;padding:8px;background:#fafafa}figcaption{font-size:13px;color:#333;margin-top:6px}

@@ -48,7 +48,7 @@ class Schedule:
     aesthetic_images: int = 4096
     aesthetic_steps: int = 1000
     unet_images: int = 20000
-    unet_steps: int = 2700
+    unet_steps: int = 7200
     unet_batch: int = 32
     unet_lr: float = 1e-3
     unet_caption_noise: float = 0.5  # share of the UNet's captions with one fact wrong (scenes.mislabel): web alt-text
@@ -87,7 +87,6 @@ def vae_reconstruction_accuracy(vae, seed: int, scenes_n: int = 200) -> float:
 
 def build(out: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(), command: str = "") -> dict:
     """Train everything into `out` (built in a temporary sibling, then renamed)."""
-    from agfsync.core.io import sha256_file
     from agfsync.models import tokenizers
 
     torch.set_num_threads(schedule.threads)
@@ -144,15 +143,56 @@ def build(out: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(), co
     processor.save_pretrained(tmp / "clip")
     seconds["blip2"] = time.perf_counter() - start
 
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {
-        "seed": seed, "schedule": dataclasses.asdict(schedule), "command": command,
-        "torch": torch.__version__, "threads": schedule.threads,
-        "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
-        "bytes": sum(p.stat().st_size for p in files),
-        "seconds": {k: round(v, 1) for k, v in seconds.items()}, "measured": measured,
-    }
+    return _finish(tmp, out, {"seed": seed, "schedule": dataclasses.asdict(schedule), "command": command,
+                              "seconds": {k: round(v, 1) for k, v in seconds.items()}, "measured": measured})
+
+
+def _finish(tmp: Path, out: Path, manifest: dict) -> dict:
+    """MANIFEST.json (sha256 of every file) into `tmp`, then `tmp` renamed to `out`."""
+    from agfsync.core.io import sha256_file
+
+    files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+    manifest = {**manifest, "torch": torch.__version__, "threads": manifest["schedule"]["threads"],
+                "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
+                "bytes": sum(p.stat().st_size for p in files)}
     (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return manifest
+
+
+def retrain_unet(out: str | Path, base: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(),
+                 command: str = "") -> dict:
+    """Only the UNet again, on a finished build `base`: its VAE, text encoder and tokenizer
+    as saved (fp16 weights, run in fp32; the VAE's scaling factor measured again on their
+    latents), its judges copied byte for byte; the training set and the UNet's steps as
+    `build` makes them. The manifest keeps `base`'s schedule, seed
+    and times for what was copied, and records the UNet's own and where the rest came from."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch.set_num_threads(schedule.threads)
+    base, out = Path(base), Path(out)
+    before = json.loads((base / "MANIFEST.json").read_text())
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp)
+    start = time.perf_counter()
+    vae = AutoencoderKL.from_pretrained(base / "sd1" / "vae").float().eval()
+    text_encoder = CLIPTextModel.from_pretrained(base / "sd1" / "text_encoder").float().eval().requires_grad_(False)
+    tokenizer = CLIPTokenizer.from_pretrained(base / "sd1" / "tokenizer")
+    with torch.no_grad():
+        descriptions, latents = gen.encode_training_set(vae, schedule, seed)
+    scaling = float(1.0 / latents.std())  # as build does, of these latents (the fp16 VAE's: last digits differ)
+    unet = gen.train_unet(schedule, seed, tokenizer, descriptions, latents, scaling, text_encoder)
+    shutil.rmtree(tmp / "sd1" / "unet")
+    unet.to(torch.float16).save_pretrained(tmp / "sd1" / "unet", safe_serialization=True, max_shard_size=SHARD)
+    vae_config = tmp / "sd1" / "vae" / "config.json"  # the one value that changes, written as diffusers writes it
+    vae_config.write_text(json.dumps({**json.loads(vae_config.read_text()), "scaling_factor": scaling}, indent=2,
+                                     sort_keys=True) + "\n")
+    seconds = {**before["seconds"], "unet": round(time.perf_counter() - start, 1)}
+    unet_schedule = {k: v for k, v in dataclasses.asdict(schedule).items() if k.startswith("unet_")}
+    return _finish(tmp, out, {"seed": seed, "schedule": {**before["schedule"], **unet_schedule}, "command": command,
+                              "unet_retrained_on": {"base": str(base), "base_command": before["command"],
+                                                    "base_schedule": before["schedule"]},
+                              "seconds": seconds, "measured": {**before["measured"], "vae_scaling_factor": scaling}})

@@ -22,7 +22,7 @@ def _config_seed(path: str | None, seed: int | None) -> int:
 
 def _build(args) -> int:
     from agfsync.core.logs import job_logging
-    from agfsync.world.build import Schedule, build
+    from agfsync.world.build import Schedule, build, retrain_unet
 
     schedule = Schedule()
     if args.shorten != 1.0:
@@ -30,7 +30,10 @@ def _build(args) -> int:
     seed = _config_seed(args.config, args.seed)
     command = "agfsync world build " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     with job_logging(args.log):
-        manifest = build(args.out, seed=seed, schedule=schedule, command=command.strip())
+        if args.unet_from:
+            manifest = retrain_unet(args.out, args.unet_from, seed=seed, schedule=schedule, command=command.strip())
+        else:
+            manifest = build(args.out, seed=seed, schedule=schedule, command=command.strip())
     logging.getLogger(__name__).info("world build: %d files, %.1f MB, %s s into %s", len(manifest["files"]),
                                      manifest["bytes"] / 1e6, manifest["seconds"], args.out)
     return 0
@@ -72,6 +75,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML config; its world.seed is the seed")
     p.add_argument("--seed", type=int, help="seed (overrides --config; default 0)")
     p.add_argument("--shorten", type=float, default=1.0, help="scale every step count (tests: e.g. 0.01)")
+    p.add_argument("--unet-from", metavar="DIR",
+                   help="train only the UNet again, on the VAE, text encoder and tokenizer of the finished build "
+                   "DIR (its judges copied as they are); OUT may be DIR")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_build)
 
