@@ -75,6 +75,16 @@ def test_retraining_only_the_unet_keeps_every_other_model_and_records_its_base(s
     assert after["command"] == f"agfsync world build {tmp_path / 'a'} --unet-from {base} --shorten 0.002"
 
 
+def test_retraining_the_unet_of_a_directory_that_is_no_build_names_it(tmp_path, capsys):
+    from agfsync.cli import main
+
+    assert main(["world", "build", str(tmp_path / "out"), "--unet-from", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"agfsync world: error: --unet-from {tmp_path}: no {tmp_path / 'MANIFEST.json'}; it must be a finished "
+        "`agfsync world build` directory")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("where", ["shipped", "shortened"])
 def test_world_models_load_through_the_normal_loaders(where, shortened):
     import torch

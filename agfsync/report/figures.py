@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from html import escape
 
+from agfsync.core import trajectory as trajectory_watch
 from agfsync.core.pairs import SUBSCORES, weighted_total
 from agfsync.report import svg
 from agfsync.report.data import ModelData
@@ -20,7 +21,7 @@ def warning_box(model: str, trajectory: dict | None, where: str = "trajectory") 
     text = (trajectory or {}).get("warning")
     if not text:
         return ""
-    kind = "caution" if text.startswith("Possible") else "warning"
+    kind = "caution" if text.startswith(trajectory_watch.POSSIBLE) else "warning"
     return (f'<div class="{kind}" role="alert" id="warning-{where}-{escape(model)}"><b>&#9888; {escape(text)}</b>'
             f'</div>')
 

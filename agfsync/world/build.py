@@ -173,6 +173,11 @@ def retrain_unet(out: str | Path, base: str | Path, *, seed: int = 0, schedule: 
 
     torch.set_num_threads(schedule.threads)
     base, out = Path(base), Path(out)
+    if not (base / "MANIFEST.json").is_file():
+        from agfsync.core.io import DataError
+
+        raise DataError(f"--unet-from {base}: no {base / 'MANIFEST.json'}; it must be a finished `agfsync world "
+                        "build` directory")
     before = json.loads((base / "MANIFEST.json").read_text())
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
