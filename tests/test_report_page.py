@@ -291,6 +291,26 @@ def test_a_page_from_a_single_result_file(world_config, tmp_path):
     assert "No training metrics." in html and "No proxy-vs-gold trajectory (not computed yet)." in html
 
 
+def test_a_metric_that_gave_every_image_pair_the_same_score_is_left_out_with_the_reason(world_config, tmp_path):
+    """The world's BLIP-2 answers from the question: TIFA (VQA) differs by exactly 0 on every
+    prompt. Such a metric cannot measure what AGFSync changed; the page says so instead of a
+    "no measurable change" row, and metrics.tsv keeps its numbers."""
+    blind = result("tifa", 0.43, 0.43, ci(0.0, 0.0, 0.0), facets={
+        "by_element_type": {t: ci(0.0, 0.0, 0.0, n=100, base=0.3, agfsync=0.3) for t in TYPES}})
+    html, paths = build(tmp_path, world_config, results={"gold": GOLD, "proxy": PROXY, "tifa": blind, "clipscore": CLIP})
+    section = html[html.index('id="model-world"'):]
+    assert ('<div class="note" id="left-out-world">Left out of this report (the numbers stay in '
+            '<code>results/world/&lt;metric&gt;.json</code> and <code>results/metrics.tsv</code>):<ul><li>TIFA (VQA): it '
+            'gave the base and the AGFSync image the same score on every one of its 300 prompts (difference exactly 0, '
+            '95% CI [0, 0]), so it did not respond to what AGFSync changed and cannot measure it.</li></ul></div>') in section
+    assert "TIFA (VQA) &uarr;" not in html and "TIFA score" not in html  # no row, no headline phrase, no facet column
+    assert "Gold accuracy (world oracle) &uarr;" in html and "CLIP score &uarr;" in html
+    # a difference of 0 whose CI is not [0, 0] is a measured "no change", and stays
+    flat = result("tifa", 0.43, 0.43, ci(0.0, -0.01, 0.01))
+    html, _ = build(tmp_path / "flat", world_config, results={"gold": GOLD, "tifa": flat})
+    assert "TIFA (VQA) &uarr;" in html and 'id="left-out-world"' not in html
+
+
 # ----------------------------------------------------------------------------- inputs and charts
 
 

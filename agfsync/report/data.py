@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from agfsync.core.io import read_json, read_jsonl
+from agfsync.report.verdicts import left_out_reason, unresponsive
 
 
 @dataclasses.dataclass
@@ -29,6 +30,18 @@ class ModelData:
     prompts_summary: dict | None
     candidate_shards: dict[str, Path]          # shard name (00000) -> candidate images
     score_shards: dict[str, Path]              # shard name -> their sub-scores
+
+    @property
+    def left_out(self) -> dict[str, str]:
+        """Metrics the page leaves out, with the reason (verdicts.unresponsive); their numbers
+        stay in their result files and in metrics.tsv."""
+        return {m: left_out_reason(m, r) for m, r in self.results.items()
+                if isinstance(r.get("difference"), dict) and unresponsive(r["difference"])}
+
+    @property
+    def shown(self) -> dict[str, dict]:
+        """The results the page shows: all but the left-out ones."""
+        return {m: r for m, r in self.results.items() if m not in self.left_out}
 
     @property
     def gold(self) -> bool:

@@ -96,17 +96,27 @@ def run_note(settings: Settings) -> str:
     return ""
 
 
+def left_out_note(d: report_data.ModelData) -> str:
+    """Why a metric of the result files is not on the page (report_data.ModelData.left_out)."""
+    if not d.left_out:
+        return ""
+    items = "".join(f"<li>{escape(reason)}.</li>" for reason in d.left_out.values())
+    return (f'<div class="note" id="left-out-{escape(d.model)}">Left out of this report (the numbers stay in '
+            f'<code>results/{escape(d.model)}/&lt;metric&gt;.json</code> and <code>results/metrics.tsv</code>):'
+            f'<ul>{items}</ul></div>')
+
+
 def model_section(settings: Settings, d: report_data.ModelData) -> str:
     m = escape(d.model)
     enabled = settings.eval.trajectory.enabled and settings.eval.tifa.enabled
     grid_kind = "gold accuracy" if d.accuracy_key() == "gold_correct" else "TIFA score"
     return (
         f'<section id="model-{m}"><h2>{m} <small class="note">{escape(settings.models[d.model].pretrained)}</small></h2>'
-        f'{verdicts.headline_html(d.model, d.results, world=settings.eval.tifa.gold == "world")}'
+        f'{verdicts.headline_html(d.model, d.shown, world=settings.eval.tifa.gold == "world")}'
         f'{scale_text(settings, d)}'
-        f'<h3 id="results-head-{m}">Results: base vs AGFSync</h3>{sections_results.results_table(d.model, d.results)}'
-        f'{sections_results.forest_chart(d.model, d.results)}'
-        f'{sections_results.facet_tables(d.model, d.results)}{sections_results.detail_tables(d.results)}'
+        f'<h3 id="results-head-{m}">Results: base vs AGFSync</h3>{sections_results.results_table(d.model, d.shown)}'
+        f'{left_out_note(d)}{sections_results.forest_chart(d.model, d.shown)}'
+        f'{sections_results.facet_tables(d.model, d.shown)}{sections_results.detail_tables(d.shown)}'
         f'<h3 id="trajectory-head-{m}">Proxy and gold along training</h3>'
         f'{figures.trajectory_section(d.model, d.trajectory, enabled)}'
         f'<h3>Training curves</h3>{figures.training_section(d.model, d)}'
@@ -146,8 +156,8 @@ def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str 
     world = settings.eval.tifa.gold == "world"
     tops = []
     for d in loaded:
-        up, down, with_ci = sections_results.measurable(d.results)
-        tops.append(f"{verdicts.headline_html(d.model, d.results, world=world, ident='summary-headline')}"
+        up, down, with_ci = sections_results.measurable(d.shown)
+        tops.append(f"{verdicts.headline_html(d.model, d.shown, world=world, ident='summary-headline')}"
                     f"{figures.warning_box(d.model, d.trajectory, 'top')}"
                     f'<p class="note">{escape(d.model)}: {up} of {with_ci} metrics with a CI improved, {down} got '
                     f"worse, the rest did not measurably change.</p>")
@@ -157,7 +167,7 @@ def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str 
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head><body>"
         f"<h1>AGFSync: did it work, and how sure are we?</h1>{run_note(settings)}"
         f"<div id=\"summary\">{''.join(tops)}</div><nav>Models: {nav}</nav>"
-        f"<h2 id=\"all-models\">All models</h2>{sections_results.summary_table({d.model: d.results for d in loaded})}"
+        f"<h2 id=\"all-models\">All models</h2>{sections_results.summary_table({d.model: d.shown for d in loaded})}"
         f"{''.join(model_section(settings, d) for d in loaded)}{provenance(config_hash, loaded)}"
         "</body></html>\n"
     )

@@ -115,9 +115,11 @@ def facet_tables(model: str, results: dict[str, dict]) -> str:
                    f"<th rowspan=\"2\">{escape(facet.replace('_', ' '))}</th>{head}</tr><tr>{sub}</tr>{rows}</table>")
     if not out:
         return ""
+    sources = {"gold": "Gold: the oracle's answers", "tifa": "TIFA (VQA): the AI judge's (BLIP-2) answers to the "
+               "same questions"}
     return ("".join(out) + '<p class="note">Per prompt, the accuracy over its questions of that part; prompts '
-            'without it are left out (Prompts = those that have it). Gold: the oracle\'s answers; TIFA (VQA): the '
-            'AI judge\'s (BLIP-2) answers to the same questions.</p>')
+            'without it are left out (Prompts = those that have it). '
+            f'{escape("; ".join(sources[m] for m in metrics))}.</p>')
 
 
 def _implementation(info: dict) -> str:

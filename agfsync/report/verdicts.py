@@ -34,6 +34,23 @@ def interval(diff: dict) -> stats.Interval | None:
                           float(diff.get("level", stats.LEVEL)))
 
 
+def unresponsive(diff: dict) -> bool:
+    """True when every paired difference was exactly 0: the difference and both ends of its
+    bootstrap CI are 0 over at least 2 prompts (a resample mean of differences that are not
+    all 0 would not be 0 every time). A metric like that gave the base and the AGFSync
+    image of every prompt the same score: it did not respond to what changed, so it cannot
+    measure it (the world's BLIP-2 answers from the question alone)."""
+    ci = interval(diff)
+    return ci is not None and ci.n >= 2 and ci.value == ci.ci_low == ci.ci_high == 0.0
+
+
+def left_out_reason(metric: str, result: dict) -> str:
+    n = result["difference"].get("n", result.get("count", {}).get("prompts"))
+    return (f"{TITLES.get(metric, metric)}: it gave the base and the AGFSync image the same score on every one of its {n} "
+            f"prompts (difference exactly 0, 95% CI [0, 0]), so it did not respond to what AGFSync changed and "
+            f"cannot measure it")
+
+
 def direction(diff: dict) -> int | None:
     """+1 (the CI is above zero), -1 (below), 0 (it holds zero), None (no CI)."""
     ci = interval(diff)
