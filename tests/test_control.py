@@ -10,7 +10,8 @@ only what the change touches (the pairs, the training cache, the training and th
 model's evaluation). Gold is the world's oracle; every difference is the paired bootstrap 95%
 CI of results/world/gold.json (10,000 resamples over prompts, seed 0).
 
-Measured on 2 cores (2026-11-29): the positive run about 23 minutes, each rerun about 7.
+Measured on 2 cores (2026-11-29, a fresh-clone CI run): the positive run 24 minutes, the swapped
+rerun 5.5, the broken one 6.
 Gold: AGFSync +4.4 points (95% CI +2.2 to +6.7); swapped and broken runs in docs/world.md,
 "Fourth round".
 
@@ -34,7 +35,7 @@ from workflow_helpers import snakemake, workdir
 CONTROL = "config/control.yaml"
 GOLD = "results/world/gold.json"
 PAIRS = "results/world/pairs.jsonl"
-TIMEOUT = 2700  # one Snakemake run; the positive one takes ~23 minutes on 2 cores
+TIMEOUT = 2700  # one Snakemake run; the positive one takes ~24 minutes on 2 cores
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3 * TIMEOUT)]
 

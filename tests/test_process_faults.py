@@ -71,8 +71,17 @@ def family(root: psutil.Process, count: int, timeout: float = 30) -> list[psutil
     raise AssertionError(f"expected {count} descendants, found {root.children(recursive=True)}")
 
 
+def _running(process: psutil.Process) -> bool:
+    """Running and not a zombie; a process that exits between the two reads is gone (the
+    status read raised NoSuchProcess in CI on 2026-11-29)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [p for p in processes if _running(p)]
 
 
 def wait_gone(processes: list[psutil.Process], timeout: float = 10) -> list[psutil.Process]:
