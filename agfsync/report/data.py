@@ -41,7 +41,8 @@ class ModelData:
     @property
     def shown(self) -> dict[str, dict]:
         """The results the page shows: all but the left-out ones."""
-        return {m: r for m, r in self.results.items() if m not in self.left_out}
+        left_out = self.left_out
+        return {m: r for m, r in self.results.items() if m not in left_out}
 
     @property
     def gold(self) -> bool:

@@ -45,10 +45,10 @@ def unresponsive(diff: dict) -> bool:
 
 
 def left_out_reason(metric: str, result: dict) -> str:
-    n = result["difference"].get("n", result.get("count", {}).get("prompts"))
-    return (f"{TITLES.get(metric, metric)}: it gave the base and the AGFSync image the same score on every one of its {n} "
-            f"prompts (difference exactly 0, 95% CI [0, 0]), so it did not respond to what AGFSync changed and "
-            f"cannot measure it")
+    ci = interval(result["difference"])
+    return (f"{TITLES.get(metric, metric)}: it gave the base and the AGFSync image the same score on every one of its "
+            f"{ci.n} prompts (difference exactly 0, {ci.level:.0%} CI [0, 0]), so it did not respond to what AGFSync "
+            f"changed and cannot measure it")
 
 
 def direction(diff: dict) -> int | None:
