@@ -13,7 +13,8 @@ splits, with the paired bootstrap CI of agfsync.core.stats.
 Training settings (key=value): pick (judges | gold | clip), lr, beta, steps, batch, tmin,
 tmax (timestep range), swap (1: winner and loser swapped), dpo and sft (weights of the DPO
 loss and of a plain denoising loss on the winner), wd, clip (gradient norm), seed, evals
-(steps at which to measure), n (use only the first n prompts of the cache).
+(steps at which to measure), n (use only the first n prompts of the cache), sched (constant, or
+cosine: the rate decays to 0 over the steps, as the workflow's train.lr_schedule cosine).
 """
 
 from __future__ import annotations
@@ -28,14 +29,21 @@ import numpy as np
 import torch
 
 DEFAULTS = dict(dpo=1.0, pick="judges", lr=2e-5, beta=5000.0, steps=300, batch=16, sft=0.0, tmin=0, tmax=1000,
-                swap=0, evals="300", wd=0.0, seed=0, clip=1.0, n=0)
+                swap=0, evals="300", wd=0.0, seed=0, clip=1.0, n=0, sched="constant")
+
+
+GEN_STEPS = [20]  # DDIM steps of every image the probe draws (--gen-steps)
 
 
 def generator(models: Path, seed: int, n: int, sigma: float, keep_latents: bool = True):
+    import dataclasses
+
     from agfsync.stages.candidates import CandidateGenerator
     from agfsync.world import check
 
-    return CandidateGenerator("world", check.model_settings(str(models / "sd1")), seed=seed, num_per_prompt=n,
+    settings = check.model_settings(str(models / "sd1"))
+    settings = dataclasses.replace(settings, generation=dataclasses.replace(settings.generation, steps=GEN_STEPS[0]))
+    return CandidateGenerator("world", settings, seed=seed, num_per_prompt=n,
                               sigma=sigma, clean_first=False, pooled_noise="sigma", shared_latents=False,
                               keep_latents=keep_latents, attention="sdpa", device="cpu")
 
@@ -135,6 +143,9 @@ def train(models: Path, files: list[str], base_path: str, o: dict) -> None:
     base_unet = pipe.unet
     noise_scheduler = DDPMScheduler(**BETAS)
     opt = torch.optim.AdamW(unet.parameters(), lr=o["lr"], weight_decay=o["wd"])
+    if o["sched"] not in ("constant", "cosine"):
+        raise SystemExit(f"sched={o['sched']!r}: constant or cosine")
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, o["steps"]) if o["sched"] == "cosine" else None
     gen = torch.Generator().manual_seed(o["seed"])
     held = check.held_out_prompts(1, 300)
     base = np.load(base_path)
@@ -157,6 +168,8 @@ def train(models: Path, files: list[str], base_path: str, o: dict) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), o["clip"])
         opt.step()
+        if decay is not None:
+            decay.step()
         hist.append([m["loss"].item(), m["implicit_acc"].item(), m["reward_margin"].item()])
         if step % 50 == 0:
             h = np.mean(hist[-50:], 0)
@@ -187,7 +200,9 @@ def main(argv=None) -> None:
     parser.add_argument("--cands", help="train: cache files, comma-separated")
     parser.add_argument("--base", help="train: the base model's gold (.npy of `base`)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gen-steps", type=int, default=20, help="DDIM steps of candidates and held-out images")
     args = parser.parse_intermixed_args(argv)
+    GEN_STEPS[0] = args.gen_steps
     torch.set_num_threads(args.threads)
     if args.mode == "pairs":
         draw_pairs(args.models, args.start, args.stop, args.out)
