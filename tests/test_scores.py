@@ -44,7 +44,7 @@ def test_vqa_fast_path_agrees_with_one_generate_per_question(blip2):
     model, processor, device = blip2
     images = random_images(8)
     fast = VQAScorer(model, processor, device, method="fast", batch_size=7)  # awkward batch: chunks split images
-    generated = VQAScorer(model, processor, device, method="authors").answer(images, QUESTIONS)
+    generated = VQAScorer(model, processor, device).generate_answers(images, QUESTIONS)  # greedy, BLIP-2's prompt
     generated = [[text.split()[0] for text in row] for row in generated]  # the first generated word
     decided = fast.answer(images, QUESTIONS)
     assert {a for row in generated for a in row} == {"yes", "no"}  # both answers occur: the test can fail
@@ -88,6 +88,38 @@ def test_multiple_choice_picks_the_most_likely_choice(tiny_models):
             loss = model(**inputs, labels=labels).loss
         totals.append(-float(loss) * labels.shape[1])  # mean NLL x tokens = total log-likelihood
     assert picked == question["choices"][int(np.argmax(totals))]
+
+
+def test_vqa_authors_method_asks_with_their_prompt_text_and_generation_limit(blip2):
+    """Their scoring script: "Question: {q} Choices:['yes','no'] Answer:", greedy, up to 512
+    new tokens, wrong when the answer contains "no" or "b"."""
+    model, processor, device = blip2
+    texts, limits = [], []
+
+    class SpyProcessor:
+        def __call__(self, *args, **kwargs):
+            texts.append(kwargs["text"])
+            return processor(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(processor, name)
+
+    def spy_generate(**kwargs):
+        limits.append((kwargs["max_new_tokens"], kwargs["do_sample"]))
+        return original(**{**kwargs, "max_new_tokens": 3})  # the tiny model never stops by itself
+
+    original = model.generate
+    scorer = VQAScorer(model, processor, device, method="authors")
+    scorer.processor = SpyProcessor()
+    model.generate = spy_generate
+    try:
+        correct = scorer.correct(random_images(2), QUESTIONS[:2])
+    finally:
+        del model.generate
+    assert texts == ["Question: is there a fox? Choices:['yes','no'] Answer:",
+                     "Question: is the fox red? Choices:['yes','no'] Answer:"] * 2
+    assert limits == [(512, False)] * 4
+    assert correct.shape == (2, 2) and correct.dtype == bool
 
 
 def test_authors_rule():

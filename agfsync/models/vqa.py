@@ -12,10 +12,12 @@ Fast path (scores.vqa.method = fast):
     greedy generation answers yes or no, and never produces an off-list answer;
   - a multiple-choice question picks the choice with the highest teacher-forced
     log-likelihood log p(choice tokens, </s> | image, question).
-Authors' rule (method = authors): free generation per (image, question); the answer
-counts as wrong if its text contains "no" or "b" (their yes-only questions).
+Authors' method (method = authors), as their released scoring script does it: free greedy
+generation per (image, question) of up to 512 new tokens from their prompt text
+"Question: {q} Choices:['yes','no'] Answer:" (the same choices for every question), and the
+answer counts as wrong if its text contains "no" or "b" (their yes-only questions).
 
-The prompt is BLIP-2's VQA format "Question: {q} Answer:".
+The fast path's prompt is BLIP-2's VQA format "Question: {q} Answer:".
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROMPT = "Question: {question} Answer:"
+# The authors' scoring script: its prompt text, verbatim, and its generate() limit
+AUTHORS_PROMPT = "Question: {question} Choices:['yes','no'] Answer:"
+AUTHORS_MAX_NEW_TOKENS = 512
 
 
 def is_yes_no(choices: list[str]) -> bool:
@@ -100,7 +105,7 @@ class VQAScorer:
         """answers[i][j]: the model's answer to question j about image i (a choice, or for
         the authors' method the generated text)."""
         if self.method == "authors":
-            return self._answer_by_generation(images, qa)
+            return self.generate_answers(images, qa, template=AUTHORS_PROMPT, max_new_tokens=AUTHORS_MAX_NEW_TOKENS)
         features = self.model.get_image_features(pixel_values=self._pixel_values(images), return_dict=True).pooler_output
         ids = self._question_ids([q["question"] for q in qa])
         pairs = [(i, j) for i in range(len(images)) for j in range(len(qa))]
@@ -146,16 +151,20 @@ class VQAScorer:
         total = (logp * (labels != -100)).sum(dim=1)
         return choices[int(torch.argmax(total))]
 
-    def _answer_by_generation(self, images, qa: list[dict]) -> list[list[str]]:
-        """One generate() call per (image, question): the authors' approach."""
+    @torch.no_grad()
+    def generate_answers(self, images, qa: list[dict], *, template: str = PROMPT,
+                         max_new_tokens: int = 10) -> list[list[str]]:
+        """One greedy generate() call per (image, question) on `template`'s text: the
+        authors' approach (their template and limit), and with BLIP-2's own VQA prompt the
+        reference the fast path is checked against."""
         answers = []
         for image in images:
             row = []
             for q in qa:
-                inputs = self.processor(images=image, text=PROMPT.format(question=q["question"]), return_tensors="pt")
+                inputs = self.processor(images=image, text=template.format(question=q["question"]), return_tensors="pt")
                 inputs = inputs.to(self.device)
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-                out = self.model.generate(**inputs, max_new_tokens=10, do_sample=False)
+                out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
                 row.append(self.processor.batch_decode(out, skip_special_tokens=True)[0].strip())
             answers.append(row)
         return answers

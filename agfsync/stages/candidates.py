@@ -13,6 +13,7 @@ not depend on batch size, shard layout or machine, and a rerun reproduces it.
 Paper (docs/method.md, Candidates) vs authors' code, as config switches:
   clean_first     authors' code keeps candidate 0 noise-free (default: all N noised, the paper)
   pooled_noise    'unit' reproduces the authors' sigma-1 noise on the SDXL pooled embedding
+                  (of every candidate: clean_first keeps candidate 0's tokens clean, not its pooled)
   shared_latents  reproduces the authors' bug of one set of N latents shared by all prompts
 
 Entry point: `run(settings, inputs, outputs, model=, shard=)`, called by the rule's script and
@@ -181,7 +182,8 @@ class CandidateGenerator:
                 if self.sdxl:
                     pooled_sigma = {"sigma": sigma, "none": 0.0, "unit": 1.0}[self.pooled_noise]
                     pool_seed = derive_seed(seed, "pooled_noise", record["id"], k)
-                    pools.append(perturb(pooled[p], pooled_sigma, pool_seed, clean))
+                    # the authors' script noises every pooled embedding, candidate 0's too
+                    pools.append(perturb(pooled[p], pooled_sigma, pool_seed, clean and self.pooled_noise != "unit"))
                 latents.append(gaussian(latent_shape, seeds.latent))
                 generators.append(torch.Generator(self.device).manual_seed(seeds.sampler))
                 rows.append(self.manifest_row(record, k, seeds, clean))
