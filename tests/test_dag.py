@@ -39,7 +39,7 @@ def test_stage_config_is_the_named_sections_plus_the_global_keys(demo):
         "scores": {"aesthetic": {"backbone": "resources/tiny_models/aesthetic/backbone",
                                  "head": "resources/tiny_models/aesthetic/head.pth"},
                    "clip": {"gamma": 100, "model": "resources/tiny_models/clip"},
-                   "vqa": {"batch_size": 64, "load_in_8bit": False, "method": "fast",
+                   "vqa": {"batch_size": 64, "choice_likelihood": "sum", "load_in_8bit": False, "method": "fast",
                            "model": "resources/tiny_models/blip2"}}}
 
 

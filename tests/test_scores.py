@@ -90,6 +90,29 @@ def test_multiple_choice_picks_the_most_likely_choice(tiny_models):
     assert picked == question["choices"][int(np.argmax(totals))]
 
 
+def test_multiple_choice_length_normalised_likelihood_is_the_mean_per_token(tiny_models):
+    """scores.vqa.choice_likelihood mean: the choice whose tokens have the highest mean
+    log-likelihood (the model's own mean loss), where sum favours the short choices."""
+    model, processor, device = models.load_blip2(str(tiny_models / "blip2"), device="cpu")
+    by_sum, by_mean = VQAScorer(model, processor, device), VQAScorer(model, processor, device, choice_likelihood="mean")
+    question = {"question": "what is in the picture?", "answer": "a fox",
+                "choices": ["a fox", "a small grey fox sitting in deep snow under a tree", "snow"]}
+    picks = []
+    for image in random_images(6, seed=9):
+        mean_loglik = []
+        for choice in question["choices"]:
+            inputs = processor(images=image, text=f"Question: {question['question']} Answer:", return_tensors="pt")
+            labels = processor.tokenizer(choice, return_tensors="pt").input_ids
+            with torch.no_grad():
+                mean_loglik.append(-float(model(**inputs, labels=labels).loss))
+        picked = by_mean.answer([image], [question])[0][0]
+        assert picked == question["choices"][int(np.argmax(mean_loglik))]
+        picks.append((by_sum.answer([image], [question])[0][0], picked))
+    assert any(s != m for s, m in picks), picks  # the two rules differ here: the test can fail
+    with pytest.raises(ValueError, match="unknown choice likelihood 'max'"):
+        VQAScorer(model, processor, device, choice_likelihood="max")
+
+
 def test_vqa_authors_method_asks_with_their_prompt_text_and_generation_limit(blip2):
     """Their scoring script: "Question: {q} Choices:['yes','no'] Answer:", greedy, up to 512
     new tokens, wrong when the answer contains "no" or "b"."""

@@ -52,7 +52,7 @@ DECLARED: dict[str, tuple[str, ...]] = {
     "eval_score": ("cpu_threads", "eval.{bench}"),  # HPS v2 model, MJHQ feature extractor
     "eval_reference_mjhq": ("cpu_threads", "eval.mjhq"),
     "eval_metric": ("models.{model}.pretrained", "models.{model}.resolution", "eval", "scores.vqa.model",
-                    "scores.vqa.method", "scores.clip.model", "scores.aesthetic",
+                    "scores.vqa.method", "scores.vqa.choice_likelihood", "scores.clip.model", "scores.aesthetic",
                     "scores.weights"),  # proxy: the stage-3 weighted total
     "eval_judge": ("models.{model}.pretrained", "eval.judge", "eval.{judge_bench}.version"),
     "eval_trajectory": ("cpu_threads", *_GEN, "candidates.attention", "eval.prompts_per_batch", "eval.trajectory",

@@ -93,6 +93,9 @@ class ScoreWeights(Section):
 class VQAScoreSettings(Section):
     model: str = opt(REQUIRED, 'paper')
     method: str = opt('fast', 'fast: yes/no logits and choice likelihoods; authors: free generation', choices=('fast', 'authors'))
+    choice_likelihood: str = opt('sum', "multiple choice (fast path): a choice's log-likelihood summed over its "
+                                 "tokens (favours short choices) or their mean (length-normalised)",
+                                 choices=('sum', 'mean'))
     load_in_8bit: bool = opt(False, 'bitsandbytes 8-bit weights (~12 GB instead of ~24 GB in bf16)')
     batch_size: int = opt(64, '(image, question) pairs per language-model call', ge=1)
 

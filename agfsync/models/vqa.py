@@ -11,7 +11,9 @@ Fast path (scores.vqa.method = fast):
     tokens (ids from the tokenizer) are compared. This equals greedy generation whenever
     greedy generation answers yes or no, and never produces an off-list answer;
   - a multiple-choice question picks the choice with the highest teacher-forced
-    log-likelihood log p(choice tokens, </s> | image, question).
+    log-likelihood log p(choice tokens, </s> | image, question): summed over the tokens
+    (choice_likelihood = sum), which favours short choices, or their mean per token
+    (choice_likelihood = mean, length-normalised).
 Authors' method (method = authors), as their released scoring script does it: free greedy
 generation per (image, question) of up to 512 new tokens from their prompt text
 "Question: {q} Choices:['yes','no'] Answer:" (the same choices for every question), and the
@@ -51,11 +53,14 @@ def authors_rule_correct(text: str) -> bool:
 
 
 class VQAScorer:
-    def __init__(self, model, processor, device: torch.device, *, method: str = "fast", batch_size: int = 64):
+    def __init__(self, model, processor, device: torch.device, *, method: str = "fast", batch_size: int = 64,
+                 choice_likelihood: str = "sum"):
         if method not in ("fast", "authors"):
             raise ValueError(f"unknown VQA method {method!r} (expected 'fast' or 'authors')")
+        if choice_likelihood not in ("sum", "mean"):
+            raise ValueError(f"unknown choice likelihood {choice_likelihood!r} (expected 'sum' or 'mean')")
         self.model, self.processor, self.device = model, processor, device
-        self.method, self.batch_size = method, batch_size
+        self.method, self.batch_size, self.choice_likelihood = method, batch_size, choice_likelihood
         self.tokenizer = processor.tokenizer
         self.image_token_id = self.tokenizer.convert_tokens_to_ids("<image>")
         self.num_query_tokens = model.config.num_query_tokens
@@ -149,6 +154,8 @@ class VQAScorer:
         ).logits.float()
         logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         total = (logp * (labels != -100)).sum(dim=1)
+        if self.choice_likelihood == "mean":
+            total = total / (labels != -100).sum(dim=1)
         return choices[int(torch.argmax(total))]
 
     @torch.no_grad()
@@ -194,4 +201,5 @@ def load_vqa_scorer(vqa: VQAScoreSettings, device=None, *, method: str | None = 
     from agfsync.models.loaders import load_blip2
 
     model, processor, device = load_blip2(vqa.model, device=device, load_in_8bit=vqa.load_in_8bit)
-    return VQAScorer(model, processor, device, method=method or vqa.method, batch_size=vqa.batch_size)
+    return VQAScorer(model, processor, device, method=method or vqa.method, batch_size=vqa.batch_size,
+                     choice_likelihood=vqa.choice_likelihood)

@@ -184,7 +184,8 @@ def score_tifa_shard(scores: ScoresSettings, shard_path, prompts_path, out_path,
             vqa = load_vqa_scorer(scores.vqa, device=device, method="fast")  # TIFA: the choices are scored
             # the VQA score of stage 3 (scores.vqa.method): the same weights, so another method reuses them
             stage3 = vqa if scores.vqa.method == "fast" else VQAScorer(
-                vqa.model, vqa.processor, vqa.device, method=scores.vqa.method, batch_size=scores.vqa.batch_size)
+                vqa.model, vqa.processor, vqa.device, method=scores.vqa.method, batch_size=scores.vqa.batch_size,
+                choice_likelihood=scores.vqa.choice_likelihood)
             clip = load_clip_scorer(scores.clip, device=device)
             aesthetic = load_aesthetic_scorer(scores.aesthetic, device=device)
         for record, row in tqdm(items, desc=f"tifa {shard_path}", unit="image", disable=not progress, mininterval=2):

@@ -101,7 +101,8 @@ def proxy_result(model: str, settings: Settings, config_hash: str, rows_by_varia
     return mean_result("proxy", "proxy", model, settings, config_hash, rows, {
         "weights": weights, "total": "agfsync.core.pairs.weighted_total, as pair selection (stage 4)",
         "vqa": f"stage-3 VQA score of the TIFA questions ({settings.scores.vqa.model}, method "
-               f"{settings.scores.vqa.method})", "clip_model": settings.scores.clip.model,
+               f"{settings.scores.vqa.method}, choice likelihood {settings.scores.vqa.choice_likelihood})",
+        "clip_model": settings.scores.clip.model,
         "aesthetic_head": Path(settings.scores.aesthetic.head).name})
 
 

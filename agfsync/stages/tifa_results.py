@@ -95,7 +95,8 @@ def accuracy_result(metric: str, key: str, model: str, settings: Settings, confi
 def tifa_result(model: str, settings: Settings, config_hash: str, rows_by_variant: dict[str, list[dict]]) -> dict:
     return accuracy_result("tifa", "correct", model, settings, config_hash, rows_by_variant, {
         "vqa_model": settings.scores.vqa.model,
-        "answering": "choice scoring (yes/no logits; multiple choice by choice likelihood)"})
+        "answering": "choice scoring (yes/no logits; multiple choice by choice likelihood)",
+        "choice_likelihood": settings.scores.vqa.choice_likelihood})
 
 
 def gold_result(model: str, settings: Settings, config_hash: str, rows_by_variant: dict[str, list[dict]]) -> dict:
