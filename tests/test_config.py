@@ -103,6 +103,10 @@ BAD = [
      "llm section (a vision model endpoint)"),
     ("unknown HPS version", "eval.hpsv2.version", "v3", "key 'eval.hpsv2.version': expected one of 'v2.0', 'v2.1'; "
      "got 'v3'"),
+    ("HPS checkpoint of another version", "eval.hpsv2.version", "v2.1", "key 'eval.hpsv2.checkpoint': "
+     "HPS_v2_compressed.pt is HPS v2.0, but eval.hpsv2.version is 'v2.1': their scores are on different scales"),
+    ("HPS v2.1 checkpoint as v2.0", "eval.hpsv2.checkpoint", "w/HPS_v2.1_compressed.pt", "key "
+     "'eval.hpsv2.checkpoint': HPS_v2.1_compressed.pt is HPS v2.1, but eval.hpsv2.version is 'v2.0'"),
     ("unknown MJHQ category", "eval.mjhq.categories", ["animals", "cars"], "key 'eval.mjhq.categories[1]': expected "
      "one of 'animals'"),
     ("unknown gold answerer", "eval.tifa.gold", "oracle", "key 'eval.tifa.gold': expected one of 'world', None; "

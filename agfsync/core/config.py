@@ -150,6 +150,10 @@ def _bad_values(value, path: list) -> list[tuple[list, float | str]]:
     return []
 
 
+# The released HPS checkpoints' file names and the version each is (eval.hpsv2.version)
+HPS_CHECKPOINTS = {"HPS_v2_compressed.pt": "v2.0", "HPS_v2.1_compressed.pt": "v2.1"}
+
+
 def _semantic_errors(cfg: dict) -> list[str]:
     """Checks that a JSON schema cannot express."""
 
@@ -173,6 +177,12 @@ def _semantic_errors(cfg: dict) -> list[str]:
     if judge.get("enabled") and not evaluation.get(judge.get("benchmark"), {}).get("enabled"):
         errors.append(f"key 'eval.judge.benchmark': the judge compares images of {judge.get('benchmark')!r}, "
                       f"which is not enabled (eval.{judge.get('benchmark')}.enabled)")
+    hpsv2 = evaluation.get("hpsv2", {})
+    released = HPS_CHECKPOINTS.get(os.path.basename(str(hpsv2.get("checkpoint") or "")))
+    if hpsv2.get("enabled") and released and released != hpsv2.get("version"):
+        errors.append(f"key 'eval.hpsv2.checkpoint': {os.path.basename(hpsv2['checkpoint'])} is HPS {released}, but "
+                      f"eval.hpsv2.version is {hpsv2.get('version')!r}: their scores are on different scales; "
+                      "set the version the checkpoint is")
     tifa = evaluation.get("tifa", {})
     if tifa.get("gold") and not tifa.get("enabled"):
         errors.append(f"key 'eval.tifa.gold': {tifa['gold']!r} reads the TIFA images, but TIFA is not enabled "

@@ -190,7 +190,7 @@ class HPSv2Settings(Section):
     version: str = opt('v2.0', 'v2.0 (published numbers: docs/method.md) | v2.1: scales differ, recorded', choices=('v2.0', 'v2.1'))
     model: str = opt('ViT-H-14', 'open_clip architecture of the HPS checkpoint')
     model_config: str | None = opt(None, "only for architectures open_clip does not ship (the demo's tiny one)")
-    checkpoint: str = opt('resources/weights/HPS_v2_compressed.pt', 'must match version (HPS_v2.1_compressed.pt for v2.1)')
+    checkpoint: str = opt('resources/weights/HPS_v2_compressed.pt', 'must match version (HPS_v2.1_compressed.pt for v2.1; the released names are checked)')
 
 
 @dataclass(frozen=True)
