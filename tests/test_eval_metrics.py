@@ -84,6 +84,43 @@ def test_feature_extraction_batches_by_size_and_matches_single_calls(tiny_models
     np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
 
 
+def test_fid_resize_conventions_are_applied_and_recorded(tiny_models, monkeypatch, tmp_path):
+    """eval.mjhq.resize: torchmetrics (antialiased bilinear) or torch-fidelity (TF 1.x bilinear),
+    named in the extractor's description, which the FID result records."""
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    features, infos = {}, {}
+    for how in ("torchmetrics", "torch-fidelity"):
+        net, infos[how] = fid.load_extractor(MJHQSettings(features=str(tiny_models / "fid"), resize=how), "cpu")
+        features[how] = fid.extract(images, net, "cpu")
+    assert infos["torchmetrics"]["resize"].startswith("torchmetrics: bilinear, antialiased")
+    assert infos["torch-fidelity"]["resize"].startswith("torch-fidelity: bilinear as TensorFlow 1.x")
+    assert not np.allclose(features["torchmetrics"], features["torch-fidelity"])  # 64 -> 32 px: the two differ
+    x = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2)
+    tf1 = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(32, 32), align_corners=False)
+    torch.testing.assert_close(fid.resize(x, 32, "torch-fidelity"), tf1)
+    antialiased = torch.nn.functional.interpolate(x.float(), size=(32, 32), mode="bilinear", antialias=True)
+    torch.testing.assert_close(fid.resize(x, 32, "torchmetrics"), antialiased)
+    # the Inception network gets the same choice (torchmetrics' antialias flag)
+    seen = {}
+
+    class FakeInception(torch.nn.Module):
+        def __init__(self, **kwargs):
+            super().__init__()
+            seen.update(kwargs)
+
+    monkeypatch.setattr("torchmetrics.image.fid.NoTrainInceptionV3", FakeInception)
+    weights = tmp_path / "w.pth"
+    torch.save({"w": torch.zeros(1)}, weights)
+    for how, antialias in (("torchmetrics", True), ("torch-fidelity", False)):
+        _, info = fid.load_extractor(MJHQSettings(inception_weights=str(weights), resize=how), "cpu")
+        assert seen["antialias"] is antialias and info["resize"].startswith(how + ":")
+    with pytest.raises(ValueError, match="key 'resize': 'bicubic' is not one of torchmetrics, torch-fidelity"):
+        MJHQSettings(resize="bicubic")
+
+
 def test_inception_weights_missing_names_the_key(tmp_path):
     section = MJHQSettings(features="inception", inception_weights=str(tmp_path / "nope.pth"))
     with pytest.raises(FileNotFoundError, match=r"eval.mjhq.inception_weights: .*nope.pth not found"):
@@ -162,7 +199,7 @@ def test_fid_result_per_category_and_overall(demo_config):
     assert result["variants"]["base"]["value"] == pytest.approx(4.0, rel=1e-6)  # shift of 1 in 4 dimensions
     assert result["variants"]["base"]["details"]["by_category"]["food"]["fid"] == pytest.approx(4.0, rel=1e-6)
     assert result["higher_is_better"] is False and result["difference"]["value"] == pytest.approx(-4.0, rel=1e-6)
-    assert result["implementation"]["torchmetrics"] and result["implementation"]["features"] == "test"
+    assert result["implementation"]["name"].startswith("Fréchet distance") and result["implementation"]["features"] == "test"
 
 
 def test_result_schema_rejects_a_broken_file(demo_config):
@@ -426,6 +463,27 @@ def test_gold_metric_from_files_with_the_declared_settings(demo_config, tmp_path
     assert json.loads((tmp_path / "gold.json").read_text()) == result
     with pytest.raises(DataError, match=r"base.jsonl, line 1: .*vqa"):  # a scores file of an older version
         results.write_metric(s, "sd15", "proxy", inputs, tmp_path / "proxy.json", "0" * 16)
+
+
+def test_fid_refuses_features_extracted_with_another_resize_than_the_reference(demo_config, tmp_path):
+    from agfsync.stages.evaluate import save_features
+
+    rng = np.random.default_rng(4)
+    ids, groups = [f"a{i}" for i in range(20)], ["animals"] * 20
+    info = {"features": "tiny random conv net (4)", "weights": "w", "resize": "torchmetrics: bilinear, antialiased"}
+    save_features(tmp_path / "ref.npz", ids, groups, rng.normal(size=(20, 4)), info)
+    save_features(tmp_path / "base.npz", ids, groups, rng.normal(size=(20, 4)), info)
+    other = {**info, "resize": "torch-fidelity: bilinear as TensorFlow 1.x"}
+    save_features(tmp_path / "tuned.npz", ids, groups, rng.normal(size=(20, 4)), other)
+    s = settings(demo_config, "eval_metric", model="sd15")
+    inputs = {"base": [str(tmp_path / "base.npz")], "agfsync": [str(tmp_path / "tuned.npz")],
+              "reference": str(tmp_path / "ref.npz")}
+    with pytest.raises(DataError, match=r"mjhq_fid \(sd15, agfsync\): .*tuned.npz was extracted with another resize "
+                                        r"than the reference \('torch-fidelity: .*' vs 'torchmetrics: .*'\)"):
+        results.write_metric(s, "sd15", "mjhq_fid", inputs, tmp_path / "fid.json", "0" * 16)
+    save_features(tmp_path / "tuned.npz", ids, groups, rng.normal(size=(20, 4)), info)
+    result = results.write_metric(s, "sd15", "mjhq_fid", inputs, tmp_path / "fid.json", "0" * 16)
+    assert result["implementation"]["resize"] == info["resize"]
 
 
 def test_metrics_tsv_long_format(demo_config, tmp_path):

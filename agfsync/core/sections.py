@@ -201,6 +201,9 @@ class MJHQSettings(Section):
     categories: tuple[str, ...] | None = opt(None, 'null = all 10 categories')
     per_category: int | None = opt(None, 'null = all 3,000 per category; N = the first N ids of each (sorted)', ge=2)
     features: str = opt('inception', "torch-fidelity InceptionV3 pool3 (2048-d), as torchmetrics' FID")
+    resize: str = opt('torchmetrics', "images to the network's input: torchmetrics (bilinear, antialiased) | "
+                      "torch-fidelity (bilinear as TensorFlow 1.x); absolute FIDs differ, recorded",
+                      choices=('torchmetrics', 'torch-fidelity'))
     inception_weights: str = opt('resources/weights/weights-inception-2015-12-05-6726825d.pth', 'FID InceptionV3 weights')
     batch_size: int = opt(64, 'images per feature-extractor call', ge=1)
 

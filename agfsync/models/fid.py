@@ -2,16 +2,23 @@
 
 Features: eval.mjhq.features
   inception   the standard FID network: torch-fidelity's InceptionV3 (TF-ported
-              weights-inception-2015-12-05-6726825d.pth, 2048-d pool features) as
-              torchmetrics' FrechetInceptionDistance uses it (uint8 input, bilinear
-              antialiased resize to 299). The weight file is checked to load with
-              torch.load(weights_only=True) before torch-fidelity (which loads it without
-              that flag) reads it.
+              weights-inception-2015-12-05-6726825d.pth, 2048-d pool features), uint8 input,
+              through torchmetrics' NoTrainInceptionV3. The weight file is checked to load
+              with torch.load(weights_only=True) before torch-fidelity (which loads it
+              without that flag) reads it.
   <directory> a small feature network saved by `agfsync tiny-models` (family fid):
               offline demo and tests only; its FIDs are not comparable with published ones.
-Distance: torchmetrics' Fréchet distance (its `_compute_fid`) on float64 means and
-covariances, so the numbers are those of torchmetrics' FrechetInceptionDistance on the
-same features; implementation names and versions are recorded with every result.
+Resize to the network's input (eval.mjhq.resize; absolute FIDs differ between them, so the
+result records it under `implementation.resize`):
+  torchmetrics    bilinear with antialiasing (torch.nn.functional.interpolate), torchmetrics'
+                  FrechetInceptionDistance default
+  torch-fidelity  bilinear as TensorFlow 1.x computes it (no antialiasing), as torch-fidelity
+                  and the original TF FID code
+Distance: the Fréchet distance of the two Gaussians in float64, our own code:
+|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)), the last trace from the
+eigenvalues of S_a^(1/2) S_b S_a^(1/2) (symmetric positive semi-definite, so no complex
+square roots); tests check it against torchmetrics' FrechetInceptionDistance and against
+scipy's sqrtm (pytorch-fid's way).
 """
 
 from __future__ import annotations
@@ -32,12 +39,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+RESIZES = {
+    "torchmetrics": "bilinear, antialiased (torch.nn.functional.interpolate; torchmetrics' default)",
+    "torch-fidelity": "bilinear as TensorFlow 1.x (torch_fidelity.interpolate_compat_tensorflow; torch-fidelity, TF FID)",
+}
+
+
+def resize(images_BCHW: torch.Tensor, size: int, how: str) -> torch.Tensor:
+    """Float images resized to size x size by the convention `how` (RESIZES)."""
+    if how == "torchmetrics":
+        return nn.functional.interpolate(images_BCHW.float(), size=(size, size), mode="bilinear", align_corners=False,
+                                         antialias=True)
+    if how == "torch-fidelity":
+        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+        return interpolate_bilinear_2d_like_tensorflow1x(images_BCHW.float(), size=(size, size), align_corners=False)
+    raise ValueError(f"unknown FID resize {how!r} (expected one of {', '.join(RESIZES)})")
+
+
 class TinyFeatureNet(nn.Module):
     """Random two-layer conv net with the FID extractor's interface: uint8 (B,3,H,W) -> (B,D)."""
 
     def __init__(self, input_size: int = 32, num_features: int = 16):
         super().__init__()
         self.input_size, self.num_features = input_size, num_features
+        self.resize = "torchmetrics"  # set by load_extractor (eval.mjhq.resize)
         self.body = nn.Sequential(
             nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(8, num_features, 3, stride=2, padding=1), nn.ReLU(),
@@ -45,8 +71,7 @@ class TinyFeatureNet(nn.Module):
         )
 
     def forward(self, images_BCHW: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.interpolate(images_BCHW.float(), size=(self.input_size, self.input_size), mode="bilinear",
-                                      align_corners=False, antialias=True)
+        x = resize(images_BCHW, self.input_size, self.resize)
         return self.body((x - 128.0) / 128.0)
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -70,7 +95,7 @@ class TinyFeatureNet(nn.Module):
 
 def load_extractor(mjhq: MJHQSettings, device) -> tuple[nn.Module, dict]:
     """(module mapping uint8 (B,3,H,W) to (B,D) features, its description for the results),
-    as eval.mjhq.features says."""
+    as eval.mjhq.features and eval.mjhq.resize say."""
     if mjhq.features == "inception":
         from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -78,12 +103,16 @@ def load_extractor(mjhq: MJHQSettings, device) -> tuple[nn.Module, dict]:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"eval.mjhq.inception_weights: {weights} not found (download rule download_file fetches it)")
         torch.load(weights, map_location="cpu", weights_only=True)  # refuses pickled code before torch-fidelity loads it
-        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights)
-        info = {"features": "inception-v3-compat pool3 (2048)", "weights": Path(weights).name,
-                "torch_fidelity": version("torch-fidelity")}
+        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights,
+                                 antialias=mjhq.resize == "torchmetrics")
+        info = {"features": "inception-v3-compat pool3 (2048), torch-fidelity's network through torchmetrics' "
+                            "NoTrainInceptionV3", "weights": Path(weights).name,
+                "torch_fidelity": version("torch-fidelity"), "torchmetrics": version("torchmetrics")}
     else:
         net = TinyFeatureNet.from_pretrained(mjhq.features)
+        net.resize = mjhq.resize
         info = {"features": f"tiny random conv net ({net.num_features})", "weights": mjhq.features}
+    info["resize"] = f"{mjhq.resize}: {RESIZES[mjhq.resize]}"
     return net.to(device).eval(), info
 
 
@@ -115,17 +144,23 @@ def statistics(features_ND: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """FID between two feature sets, by torchmetrics' formula in float64."""
-    from torchmetrics.image.fid import _compute_fid
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a covariance matrix (negative rounding-error eigenvalues as 0)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """FID between two feature sets (the module docstring's formula), in float64."""
     mu_a, cov_a = statistics(features_a)
     mu_b, cov_b = statistics(features_b)
-    value = _compute_fid(torch.from_numpy(mu_a), torch.from_numpy(np.atleast_2d(cov_a)),
-                         torch.from_numpy(mu_b), torch.from_numpy(np.atleast_2d(cov_b)))
-    return float(value)
+    cov_a, cov_b = np.atleast_2d(cov_a), np.atleast_2d(cov_b)
+    root_a = _sqrt_psd(cov_a)
+    middle = root_a @ cov_b @ root_a
+    trace_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum())
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt)
 
 
 def implementation() -> dict:
-    return {"name": "torchmetrics FrechetInceptionDistance (Fréchet distance, float64)",
-            "torchmetrics": version("torchmetrics")}
+    return {"name": "Fréchet distance of the feature Gaussians, float64 (agfsync.models.fid: eigenvalues of "
+                    "S_a^1/2 S_b S_a^1/2)"}

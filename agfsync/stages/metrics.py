@@ -234,15 +234,22 @@ def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_
     if metric == "mjhq_fid":
         from agfsync.stages.evaluate import load_features
 
-        features = {}
+        features, reference = {}, load_features(inputs["reference"])
         for variant in VARIANTS:
             parts = [load_features(p) for p in inputs[variant]]
+            for path, part in zip(inputs[variant], parts):
+                differ = sorted(k for k in set(part["info"]) | set(reference["info"])
+                                if part["ids"] and part["info"].get(k) != reference["info"].get(k))
+                if differ:  # features of another network or resize are not comparable
+                    raise DataError(f"mjhq_fid ({model}, {variant}): {path} was extracted with another {differ[0]} than "
+                                    f"the reference ({part['info'].get(differ[0])!r} vs "
+                                    f"{reference['info'].get(differ[0])!r}); rerun both with the same eval.mjhq")
             parts = [p for p in parts if p["ids"]]
             if not parts:
                 raise DataError(f"mjhq_fid ({model}, {variant}): no features in {len(inputs[variant])} shard file(s)")
             features[variant] = {"ids": sum((p["ids"] for p in parts), []), "groups": sum((p["groups"] for p in parts), []),
                                  "features": np.concatenate([p["features"] for p in parts])}
-        result = fid_result(model, settings, config_hash, features, load_features(inputs["reference"]))
+        result = fid_result(model, settings, config_hash, features, reference)
     else:
         if metric not in FIELDS:
             raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
