@@ -119,7 +119,7 @@ def check_evaluation(cwd: Path) -> None:
             "anime": 3, "concept-art": 3, "paintings": 3, "photo": 3}
         fid = json.loads((cwd / f"results/{model}/mjhq_fid.json").read_text())
         assert sorted(fid["variants"]["base"]["details"]["by_category"]) == ["animals", "food", "landscape"]
-        assert fid["implementation"]["torchmetrics"] and fid["variants"]["base"]["value"] > 0
+        assert fid["implementation"]["resize"].startswith("torchmetrics:") and fid["variants"]["base"]["value"] > 0
         judge = json.loads((cwd / f"results/{model}/judge.json").read_text())
         # 12 recorded verdicts: 1 repaired (kept), 1 invalid twice (skipped)
         assert judge["judge"]["pairs_judged"] == 11 and judge["judge"]["skipped"] == 1
