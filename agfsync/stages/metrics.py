@@ -238,8 +238,10 @@ def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_
         for variant in VARIANTS:
             parts = [load_features(p) for p in inputs[variant]]
             for path, part in zip(inputs[variant], parts):
+                if not part["ids"]:
+                    continue
                 differ = sorted(k for k in set(part["info"]) | set(reference["info"])
-                                if part["ids"] and part["info"].get(k) != reference["info"].get(k))
+                                if part["info"].get(k) != reference["info"].get(k))
                 if differ:  # features of another network or resize are not comparable
                     raise DataError(f"mjhq_fid ({model}, {variant}): {path} was extracted with another {differ[0]} than "
                                     f"the reference ({part['info'].get(differ[0])!r} vs "
