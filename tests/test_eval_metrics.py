@@ -156,6 +156,7 @@ def test_tifa_result_golden(demo_config):
     }
     result = results.tifa_result("sd15", cfg_for_results(demo_config), "0123456789abcdef", rows)
     results.validate(result)
+    assert result["implementation"]["choice_likelihood"] == "sum"  # scores.vqa.choice_likelihood, recorded
     assert result["variants"]["base"]["value"] == pytest.approx(0.25)  # (1/2 + 0) / 2
     assert result["variants"]["agfsync"]["value"] == pytest.approx(0.5)  # (1 + 0) / 2
     assert result["difference"]["value"] == pytest.approx(0.25)
