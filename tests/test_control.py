@@ -12,8 +12,9 @@ CI of results/world/gold.json (10,000 resamples over prompts, seed 0).
 
 Measured on 2 cores (2026-11-29, a fresh-clone CI run): the positive run 24 minutes, the swapped
 rerun 5.5, the broken one 6.
-Gold: AGFSync +4.4 points (95% CI +2.2 to +6.7); swapped and broken runs in docs/world.md,
-"Fourth round".
+Gold: AGFSync +2.8 points (95% CI +0.5 to +5.1) with the BLIP-2 that looks at the image
+(2026-11-30; the blind one's run gained +4.4, CI +2.2 to +6.7); swapped and broken runs in
+docs/world.md, "Fourth round" and "Sixth round".
 
 The breakage goes through the real code, not a patched copy of it: results/world/pairs.jsonl
 rewritten with every pair's prompt text moved to the next pair, so the training cache (which

@@ -292,8 +292,8 @@ def test_a_page_from_a_single_result_file(world_config, tmp_path):
 
 
 def test_a_metric_that_gave_every_image_pair_the_same_score_is_left_out_with_the_reason(world_config, tmp_path):
-    """The world's BLIP-2 answers from the question: TIFA (VQA) differs by exactly 0 on every
-    prompt. Such a metric cannot measure what AGFSync changed; the page says so instead of a
+    """A VQA judge that answers from the question alone (the world's BLIP-2 until 2026-11-30):
+    TIFA (VQA) differs by exactly 0 on every prompt. Such a metric cannot measure what AGFSync changed; the page says so instead of a
     "no measurable change" row, and metrics.tsv keeps its numbers."""
     blind = result("tifa", 0.43, 0.43, ci(0.0, 0.0, 0.0), facets={
         "by_element_type": {t: ci(0.0, 0.0, 0.0, n=100, base=0.3, agfsync=0.3) for t in TYPES}})
@@ -404,3 +404,40 @@ def test_per_group_tables_of_hps_and_mjhq():
         "<h4>MJHQ-30K FID per category (lower is better)</h4><table><tr><th>Category</th><th>Base</th><th>AGFSync</th>"
         "<th>&Delta;</th></tr><tr><td>&lt;x&gt;</td><td>12.35</td><td>11</td><td>-1.345</td></tr>"
         "<tr><td>y</td><td>9</td><td>9.5</td><td>+0.5</td></tr></table><p class=\"note\">a: 1</p>")
+
+
+def _hps_result(version="v2.0", pretrained="CompVis/stable-diffusion-v1-4", prompts=3200) -> dict:
+    styles = {"anime": 27.5, "concept-art": 26.0, "paintings": 26.5, "photo": 27.1}
+    details = {"styles": {s: {"mean": v, "num_images": prompts // 4} for s, v in styles.items()}}
+    return {"metric": "hpsv2", "model": "sd14", "pretrained": pretrained,
+            "benchmark": {"name": "HPS v2", "version": version}, "higher_is_better": True,
+            "variants": {"base": {"value": 26.78, "details": details}, "agfsync": {"value": 27.0, "details": details}},
+            "difference": {"value": 0.22, "by_group": {s: 0.0 for s in styles}}, "count": {"prompts": prompts}}
+
+
+def test_published_hps_numbers_sit_beside_ours_only_where_benchmark_protocol_and_model_match():
+    from agfsync.report.sections_results import detail_tables
+    from agfsync.report.table import result_rows
+
+    html = detail_tables({"hpsv2": _hps_result()})
+    assert ("<h4>HPS v2: published vs ours, base model</h4><table><tr><th>Part</th><th>Published</th>"
+            "<th>Ours, base</th><th>Ours &minus; published</th></tr>"
+            "<tr><td>average</td><td>26.95</td><td>26.78</td><td>-0.17</td></tr>"
+            "<tr><td>anime</td><td>27.26</td><td>27.50</td><td>+0.24</td></tr>"
+            "<tr><td>concept-art</td><td>26.61</td><td>26.00</td><td>-0.61</td></tr>"
+            "<tr><td>paintings</td><td>26.66</td><td>26.50</td><td>-0.16</td></tr>"
+            "<tr><td>photo</td><td>27.27</td><td>27.10</td><td>-0.17</td></tr></table>"
+            "<p class=\"note\">Published: tgxs002/HPSv2 README, benchmark table (HPS v2.0, SD v1.4); the same "
+            "benchmark version (v2.0), base model (CompVis/stable-diffusion-v1-4) and all 3,200 prompts. Its sampler "
+            "and seeds are the authors', ours are the config's.</p>") in html
+    published = [(r["metric"], r["value"], r["n"], r["ci_low"]) for r in result_rows(_hps_result())
+                 if r["variant"] == "published"]
+    assert published == [("hpsv2", 26.95, None, None), ("hpsv2/style=anime", 27.26, None, None),
+                         ("hpsv2/style=concept-art", 26.61, None, None), ("hpsv2/style=paintings", 26.66, None, None),
+                         ("hpsv2/style=photo", 27.27, None, None)]
+    v21 = [(r["metric"], r["value"]) for r in result_rows(_hps_result("v2.1")) if r["variant"] == "published"]
+    assert v21 == [("hpsv2", 25.35)]
+    # another base model (no published row), or a subset of the prompts: nothing beside ours
+    for other in (_hps_result(pretrained="stable-diffusion-v1-5/stable-diffusion-v1-5"), _hps_result(prompts=400)):
+        assert "published vs ours" not in detail_tables({"hpsv2": other})
+        assert not [r for r in result_rows(other) if r["variant"] == "published"]

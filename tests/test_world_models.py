@@ -51,38 +51,92 @@ def test_shortened_rebuild_writes_the_shipped_layout_and_is_deterministic(shorte
     assert again["files"] == manifest["files"]
 
 
-def test_retraining_only_the_unet_keeps_every_other_model_and_records_its_base(shortened, tmp_path, monkeypatch):
-    """`agfsync world build OUT --unet-from DIR`: the judges and the text encoder are DIR's
-    bytes, the UNet is new (and deterministic), the manifest says what came from where."""
+UNET_SHARDS = ["sd1/unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+               "sd1/unet/diffusion_pytorch_model-00002-of-00002.safetensors"]
+
+
+@pytest.mark.parametrize("part, changes", [("unet", [*UNET_SHARDS, "sd1/vae/config.json"]),
+                                           ("blip2", ["blip2/model.safetensors"])])
+def test_retraining_one_part_keeps_every_other_model_and_records_its_base(part, changes, shortened, tmp_path,
+                                                                          monkeypatch):
+    """`agfsync world build OUT --unet-from DIR` / `--blip2-from DIR`: everything else is
+    DIR's bytes, the part is new (and deterministic), the manifest says what came from where."""
     from agfsync.cli import main
     from agfsync.world.build import Schedule
 
     base, before = shortened
     outs = []
     for name in ("a", "b"):
-        argv = ["world", "build", str(tmp_path / name), "--unet-from", str(base), "--shorten", "0.002"]
+        argv = ["world", "build", str(tmp_path / name), f"--{part}-from", str(base), "--shorten", "0.002"]
         monkeypatch.setattr("sys.argv", ["agfsync", *argv])
         assert main(argv) == 0
         outs.append(json.loads((tmp_path / name / "MANIFEST.json").read_text()))
     after, again = outs
     assert after["files"] == again["files"]
     changed = sorted(name for name in before["files"] if after["files"][name] != before["files"][name])
-    assert changed == ["sd1/unet/diffusion_pytorch_model-00001-of-00002.safetensors",
-                       "sd1/unet/diffusion_pytorch_model-00002-of-00002.safetensors", "sd1/vae/config.json"], changed
-    assert after["unet_retrained_on"] == {"base": str(base), "base_command": "test", "base_schedule": before["schedule"]}
-    assert after["schedule"]["unet_steps"] == Schedule().shortened(0.002).unet_steps != before["schedule"]["unet_steps"]
+    assert changed == changes, changed
+    assert after[f"{part}_retrained_on"] == {"base": str(base), "base_command": "test",
+                                             "base_schedule": before["schedule"]}
+    assert [k for k in after if k.endswith("_retrained_on")] == [f"{part}_retrained_on"]
+    steps = f"{part}_steps"
+    assert after["schedule"][steps] == getattr(Schedule().shortened(0.002), steps) != before["schedule"][steps]
     assert after["schedule"]["clip_steps"] == before["schedule"]["clip_steps"]
-    assert after["command"] == f"agfsync world build {tmp_path / 'a'} --unet-from {base} --shorten 0.002"
+    assert after["command"] == f"agfsync world build {tmp_path / 'a'} --{part}-from {base} --shorten 0.002"
 
 
-def test_retraining_the_unet_of_a_directory_that_is_no_build_names_it(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--unet-from", "--blip2-from"])
+def test_retraining_a_part_of_a_directory_that_is_no_build_names_it(flag, tmp_path, capsys):
     from agfsync.cli import main
 
-    assert main(["world", "build", str(tmp_path / "out"), "--unet-from", str(tmp_path)]) == 2
+    assert main(["world", "build", str(tmp_path / "out"), flag, str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"agfsync world: error: --unet-from {tmp_path}: no {tmp_path / 'MANIFEST.json'}; it must be a finished "
+        f"agfsync world: error: {flag} {tmp_path}: no {tmp_path / 'MANIFEST.json'}; it must be a finished "
         "`agfsync world build` directory")
     assert not (tmp_path / "out").exists()
+
+
+def test_shipped_blip2_answers_from_the_image_not_from_the_question_alone():
+    """On clean renders of held-out scenes the world's BLIP-2 answers most questions right,
+    and far fewer when every question is asked about another scene's render: a judge that
+    answered from the question's wording alone (as the BLIP-2 shipped before 2026-11-30 did,
+    0.43 either way) fails."""
+    import torch
+
+    from agfsync.models.loaders import load_blip2
+    from agfsync.models.vqa import VQAScorer
+    from agfsync.world import check, scenes
+
+    torch.set_num_threads(2)
+    records = check.held_out_prompts(7, 60)
+    renders = [scenes.render(r["scene"]) for r in records]
+    vqa = VQAScorer(*load_blip2(str(SHIPPED / "blip2"), device="cpu"))
+
+    def accuracy(images):
+        right = [vqa.correct([image], r["qa"])[0] for r, image in zip(records, images)]
+        return float(sum(x.sum() for x in right) / sum(x.size for x in right))
+
+    own, other = accuracy(renders), accuracy(renders[1:] + renders[:1])
+    assert own >= 0.75 and own - other >= 0.3, (own, other)
+
+
+def test_blip2_scene_facts_name_each_color_with_its_shapes_sizes_and_positions():
+    from agfsync.world import judges
+    from agfsync.world.grammar import COLORS, POSITIONS, SHAPES, SIZES
+    from agfsync.world.scenes import Obj, Scene
+
+    red, blue = list(COLORS).index("red"), list(COLORS).index("blue")
+    scene = Scene(objects=(Obj("circle", "red", "small", "left", 16, 32), Obj("circle", "red", "large", "right", 48, 32),
+                           Obj("square", "blue", "small", "top", 32, 16)), background=200)
+    facts = judges.scene_facts([scene])[0]
+    assert facts.shape == (len(COLORS) * (len(SHAPES) + len(SIZES) + len(POSITIONS)),)
+    by_size = len(COLORS) * len(SHAPES)
+    by_position = by_size + len(COLORS) * len(SIZES)
+    expected = {red * 3 + 0: 2 / 3, blue * 3 + 1: 1 / 3,
+                by_size + red * 2 + 0: 1.0, by_size + red * 2 + 1: 1.0, by_size + blue * 2 + 0: 1.0,
+                by_position + red * 5 + list(POSITIONS).index("left"): 1.0,
+                by_position + red * 5 + list(POSITIONS).index("right"): 1.0,
+                by_position + blue * 5 + list(POSITIONS).index("top"): 1.0}
+    assert {i: round(float(v), 6) for i, v in enumerate(facts) if v} == {i: round(v, 6) for i, v in expected.items()}
 
 
 @pytest.mark.parametrize("where", ["shipped", "shortened"])

@@ -39,7 +39,8 @@ def unresponsive(diff: dict) -> bool:
     bootstrap CI are 0 over at least 2 prompts (a resample mean of differences that are not
     all 0 would not be 0 every time). A metric like that gave the base and the AGFSync
     image of every prompt the same score: it did not respond to what changed, so it cannot
-    measure it (the world's BLIP-2 answers from the question alone)."""
+    measure it (a VQA judge that answers from the question alone, as the world's BLIP-2 did
+    until 2026-11-30)."""
     ci = interval(diff)
     return ci is not None and ci.n >= 2 and ci.value == ci.ci_low == ci.ci_high == 0.0
 

@@ -56,6 +56,7 @@ class Schedule:
     blip2_batch: int = 32
     blip2_questions: int = 4
     blip2_lr: float = 1e-3
+    blip2_scene_loss: float = 3.0  # weight of the Q-Former's scene loss (judges.train_blip2)
     threads: int = 2
 
     def shortened(self, factor: float) -> Schedule:
@@ -161,43 +162,83 @@ def _finish(tmp: Path, out: Path, manifest: dict) -> dict:
     return manifest
 
 
-def retrain_unet(out: str | Path, base: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(),
-                 command: str = "") -> dict:
-    """Only the UNet again, on a finished build `base`: its VAE, text encoder and tokenizer
-    as saved (fp16 weights, run in fp32; the VAE's scaling factor measured again on their
-    latents), its judges copied byte for byte; the training set and the UNet's steps as
-    `build` makes them. The manifest keeps `base`'s schedule, seed
-    and times for what was copied, and records the UNet's own and where the rest came from."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer
-
+def _retrain(out, base, *, part: str, flag: str, seed: int, schedule: Schedule, command: str, train) -> dict:
+    """One part of a finished build `base` trained again, everything else copied byte for
+    byte: `train(base, tmp)` replaces the part in the copy `tmp` and returns its seconds and
+    measurements. The manifest keeps `base`'s schedule, seed and times for what was copied,
+    and records the part's own schedule and, under `<part>_retrained_on`, where the rest came
+    from."""
     torch.set_num_threads(schedule.threads)
     base, out = Path(base), Path(out)
     if not (base / "MANIFEST.json").is_file():
         from agfsync.core.io import DataError
 
-        raise DataError(f"--unet-from {base}: no {base / 'MANIFEST.json'}; it must be a finished `agfsync world "
+        raise DataError(f"{flag} {base}: no {base / 'MANIFEST.json'}; it must be a finished `agfsync world "
                         "build` directory")
     before = json.loads((base / "MANIFEST.json").read_text())
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base, tmp)
     start = time.perf_counter()
-    vae = AutoencoderKL.from_pretrained(base / "sd1" / "vae").float().eval()
-    text_encoder = CLIPTextModel.from_pretrained(base / "sd1" / "text_encoder").float().eval().requires_grad_(False)
-    tokenizer = CLIPTokenizer.from_pretrained(base / "sd1" / "tokenizer")
-    with torch.no_grad():
-        descriptions, latents = gen.encode_training_set(vae, schedule, seed)
-    scaling = float(1.0 / latents.std())  # as build does, of these latents (the fp16 VAE's: last digits differ)
-    unet = gen.train_unet(schedule, seed, tokenizer, descriptions, latents, scaling, text_encoder)
-    shutil.rmtree(tmp / "sd1" / "unet")
-    unet.to(torch.float16).save_pretrained(tmp / "sd1" / "unet", safe_serialization=True, max_shard_size=SHARD)
-    vae_config = tmp / "sd1" / "vae" / "config.json"  # the one value that changes, written as diffusers writes it
-    vae_config.write_text(json.dumps({**json.loads(vae_config.read_text()), "scaling_factor": scaling}, indent=2,
-                                     sort_keys=True) + "\n")
-    seconds = {**before["seconds"], "unet": round(time.perf_counter() - start, 1)}
-    unet_schedule = {k: v for k, v in dataclasses.asdict(schedule).items() if k.startswith("unet_")}
-    return _finish(tmp, out, {"seed": seed, "schedule": {**before["schedule"], **unet_schedule}, "command": command,
-                              "unet_retrained_on": {"base": str(base), "base_command": before["command"],
-                                                    "base_schedule": before["schedule"]},
-                              "seconds": seconds, "measured": {**before["measured"], "vae_scaling_factor": scaling}})
+    measured = train(base, tmp)
+    own = {k: v for k, v in dataclasses.asdict(schedule).items() if k.startswith(f"{part}_")}
+    kept = {k: v for k, v in before.items() if k.endswith("_retrained_on")}
+    return _finish(tmp, out, {**kept, "seed": seed, "schedule": {**before["schedule"], **own}, "command": command,
+                              f"{part}_retrained_on": {"base": str(base), "base_command": before["command"],
+                                                       "base_schedule": before["schedule"]},
+                              "seconds": {**before["seconds"], part: round(time.perf_counter() - start, 1)},
+                              "measured": {**before["measured"], **measured}})
+
+
+def retrain_unet(out: str | Path, base: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(),
+                 command: str = "") -> dict:
+    """Only the UNet again, on a finished build `base`: its VAE, text encoder and tokenizer
+    as saved (fp16 weights, run in fp32; the VAE's scaling factor measured again on their
+    latents), its judges copied byte for byte; the training set and the UNet's steps as
+    `build` makes them."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    def train(base: Path, tmp: Path) -> dict:
+        vae = AutoencoderKL.from_pretrained(base / "sd1" / "vae").float().eval()
+        text_encoder = CLIPTextModel.from_pretrained(base / "sd1" / "text_encoder").float().eval()
+        text_encoder.requires_grad_(False)
+        tokenizer = CLIPTokenizer.from_pretrained(base / "sd1" / "tokenizer")
+        with torch.no_grad():
+            descriptions, latents = gen.encode_training_set(vae, schedule, seed)
+        scaling = float(1.0 / latents.std())  # as build does, of these latents (the fp16 VAE's: last digits differ)
+        unet = gen.train_unet(schedule, seed, tokenizer, descriptions, latents, scaling, text_encoder)
+        shutil.rmtree(tmp / "sd1" / "unet")
+        unet.to(torch.float16).save_pretrained(tmp / "sd1" / "unet", safe_serialization=True, max_shard_size=SHARD)
+        vae_config = tmp / "sd1" / "vae" / "config.json"  # the one value that changes, written as diffusers writes it
+        vae_config.write_text(json.dumps({**json.loads(vae_config.read_text()), "scaling_factor": scaling},
+                                         indent=2, sort_keys=True) + "\n")
+        return {"vae_scaling_factor": scaling}
+
+    return _retrain(out, base, part="unet", flag="--unet-from", seed=seed, schedule=schedule, command=command,
+                    train=train)
+
+
+def retrain_blip2(out: str | Path, base: str | Path, *, seed: int = 0, schedule: Schedule = Schedule(),
+                  command: str = "") -> dict:
+    """Only BLIP-2 again, on a finished build `base`: its vision encoder started from
+    `base`'s CLIP and its round-trip images through `base`'s VAE, both as saved (fp16
+    weights, run in fp32; a full build uses them before they are rounded to fp16, so its
+    bytes differ); everything else copied byte for byte."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPModel
+
+    from agfsync.models import tokenizers
+
+    def train(base: Path, tmp: Path) -> dict:
+        vae = AutoencoderKL.from_pretrained(base / "sd1" / "vae").float().eval()
+        clip_model = CLIPModel.from_pretrained(base / "clip").float()
+        blip2, processor = judges.train_blip2(schedule, seed, tokenizers.t5_tokenizer(all_words()), clip_model,
+                                              gen.roundtrip(vae))
+        shutil.rmtree(tmp / "blip2")
+        blip2.to(torch.float16).save_pretrained(tmp / "blip2", safe_serialization=True)
+        processor.save_pretrained(tmp / "blip2")
+        return {}
+
+    return _retrain(out, base, part="blip2", flag="--blip2-from", seed=seed, schedule=schedule, command=command,
+                    train=train)

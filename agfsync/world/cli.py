@@ -22,7 +22,7 @@ def _config_seed(path: str | None, seed: int | None) -> int:
 
 def _build(args) -> int:
     from agfsync.core.logs import job_logging
-    from agfsync.world.build import Schedule, build, retrain_unet
+    from agfsync.world.build import Schedule, build, retrain_blip2, retrain_unet
 
     schedule = Schedule()
     if args.shorten != 1.0:
@@ -32,6 +32,8 @@ def _build(args) -> int:
     with job_logging(args.log):
         if args.unet_from:
             manifest = retrain_unet(args.out, args.unet_from, seed=seed, schedule=schedule, command=command.strip())
+        elif args.blip2_from:
+            manifest = retrain_blip2(args.out, args.blip2_from, seed=seed, schedule=schedule, command=command.strip())
         else:
             manifest = build(args.out, seed=seed, schedule=schedule, command=command.strip())
     logging.getLogger(__name__).info("world build: %d files, %.1f MB, %s s into %s", len(manifest["files"]),
@@ -75,9 +77,13 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML config; its world.seed is the seed")
     p.add_argument("--seed", type=int, help="seed (overrides --config; default 0)")
     p.add_argument("--shorten", type=float, default=1.0, help="scale every step count (tests: e.g. 0.01)")
-    p.add_argument("--unet-from", metavar="DIR",
-                   help="train only the UNet again, on the VAE, text encoder and tokenizer of the finished build "
-                   "DIR (its judges copied as they are); OUT may be DIR")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--unet-from", metavar="DIR",
+                       help="train only the UNet again, on the VAE, text encoder and tokenizer of the finished "
+                       "build DIR (its judges copied as they are); OUT may be DIR")
+    again.add_argument("--blip2-from", metavar="DIR",
+                       help="train only BLIP-2 again, on the CLIP and VAE of the finished build DIR (everything "
+                       "else copied as it is); OUT may be DIR")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_build)
 
