@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from html import escape
 
+from agfsync.core import published
 from agfsync.report import svg
 from agfsync.report.verdicts import (DISPLAY, TITLES, delta_text, direction, improved, interval, scale_of, value_text,
                                      verdict_cell)
@@ -134,6 +135,21 @@ def _per_group_table(title: str, group: str, base: dict, tuned: dict, key: str, 
             f"{cells}</table>{note}")
 
 
+def published_table(result: dict) -> str:
+    """The published numbers of the same benchmark, protocol and base model beside our base
+    model's: whether our evaluation reproduces them."""
+    entry = published.for_result(result)
+    cells = "".join(f"<tr><td>{escape(part)}</td><td>{value:.2f}</td>"
+                    f"<td>{'-' if ours is None else f'{ours:.2f}'}</td>"
+                    f"<td>{'-' if ours is None else f'{ours - value:+.2f}'}</td></tr>"
+                    for part, value, ours in published.beside(result))
+    return (f"<h4>{escape(TITLES[entry.metric])}: published vs ours, base model</h4><table><tr><th>Part</th>"
+            f"<th>Published</th><th>Ours, base</th><th>Ours &minus; published</th></tr>{cells}</table>"
+            f"<p class=\"note\">Published: {escape(entry.source)}; the same benchmark version ({escape(entry.version)}), "
+            f"base model ({escape(entry.pretrained)}) and all {entry.prompts:,} prompts. Its sampler and seeds "
+            "are the authors', ours are the config's.</p>")
+
+
 def detail_tables(results: dict[str, dict]) -> str:
     out = []
     hps = results.get("hpsv2")
@@ -141,6 +157,7 @@ def detail_tables(results: dict[str, dict]) -> str:
         out.append(_per_group_table(f"HPS v2 per style ({escape(hps['benchmark']['version'])})", "Style",
                                     hps["variants"]["base"]["details"]["styles"],
                                     hps["variants"]["agfsync"]["details"]["styles"], "mean", ".2f"))
+    out += [published_table(r) for r in results.values() if published.for_result(r)]
     fid = results.get("mjhq_fid")
     if fid:
         out.append(_per_group_table("MJHQ-30K FID per category (lower is better)", "Category",

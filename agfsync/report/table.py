@@ -21,7 +21,9 @@ ci_high, n.
              which AGFSync's image scores higher than the base image. Split a name at the first
              "/" only: a name may hold one (TIFA's element type animal/human).
   variant    base | agfsync | delta (agfsync - base; for the judge: win rate - loss rate, the
-             base row being the loss rate and the agfsync row the win rate)
+             base row being the loss rate and the agfsync row the win rate) | published (the
+             number the benchmark's authors published for the same base model, protocol and
+             prompts, agfsync.core.published; no CI, n empty)
   value      in the metric's own scale (TIFA and gold accuracies are fractions 0..1; CLIP,
              aesthetic, proxy 0..100; HPS v2 100 x cos; FID)
   ci_low, ci_high  the 95% bootstrap CI (paired over prompts for delta rows, of the mean for
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agfsync.core import published
 from agfsync.core.benchmarks import METRICS, NAMES, SOURCE
 from agfsync.core.io import read_json, write_text
 
@@ -92,6 +95,9 @@ def result_rows(result: dict) -> list[dict]:
     if "better_than_base_fraction" in t:
         rows.append(_row(model, bench, f"{metric}/better_than_base_fraction", "delta",
                          t["better_than_base_fraction"], prompts))
+    entry = published.for_result(result)
+    for part, value, _ in published.beside(result):
+        rows.append(_row(model, bench, published.tsv_name(entry, part), "published", value, None))
     return rows
 
 
