@@ -135,7 +135,37 @@ def provenance(config_hash: str, loaded: list[report_data.ModelData]) -> str:
             f'files: {", ".join(f"<code>{escape(h)}</code>" for h in hashes) or "none"} (per model: the config less the '
             f'other models\' settings); training: {", ".join(f"<code>{escape(h)}</code>" for h in trained) or "none"}. '
             f'CIs: 95% percentile bootstrap over prompts, 10,000 resamples, paired for differences '
-            f'(agfsync.core.stats). Files: results/&lt;model&gt;/&lt;metric&gt;.json, every number in results/metrics.tsv.</p>')
+            f'(agfsync.core.stats). Files: results/&lt;model&gt;/&lt;metric&gt;.json, every number in results/metrics.tsv.</p>'
+            f'{code_states(loaded)}')
+
+
+SHOWN_PACKAGES = ("torch", "diffusers", "transformers", "open_clip_torch", "deepspeed", "bitsandbytes")
+
+
+def code_state_text(p: dict) -> str:
+    """One result file's provenance (agfsync.core.provenance) in a line."""
+    git = p.get("git", {})
+    commit = "no git checkout" if not git.get("commit") else (
+        f"git {git['commit'][:12]}" + (" with uncommitted changes" if git.get("dirty") else ""))
+    versions = ", ".join(f"{k} {v}" for k, v in p.get("packages", {}).items() if k in SHOWN_PACKAGES and v)
+    hw = p.get("hardware", {})
+    where = f"{hw.get('machine', '?')}, {hw.get('cpus', '?')} CPUs" + (
+        f", GPUs: {', '.join(hw['gpus'])}" if hw.get("gpus") else ", no GPU")
+    return f"agfsync {p.get('agfsync', '?')} ({commit}); Python {p.get('python', '?')}, {versions}; written on {where}"
+
+
+def code_states(loaded: list[report_data.ModelData]) -> str:
+    """The distinct code states and machines that wrote the result files, each with its files."""
+    states: dict[str, list[str]] = {}
+    for d in loaded:
+        for metric, result in d.results.items():
+            if result.get("provenance"):
+                states.setdefault(code_state_text(result["provenance"]), []).append(f"{d.model}/{metric}")
+    if not states:
+        return ""
+    items = "".join(f"<li>{escape(text)}: {escape(', '.join(files))}</li>" for text, files in states.items())
+    warn = " (more than one: the results come from different code or machines)" if len(states) > 1 else ""
+    return f'<div class="note" id="code-states">Result files written by{warn}:<ul>{items}</ul></div>'
 
 
 def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, paths: dict, config_hash: str) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from agfsync.core import stats
+from agfsync.core import provenance, stats
 from agfsync.core.benchmarks import VARIANTS
 from agfsync.core.io import DataError
 from agfsync.core.seeds import derive_seed
@@ -52,7 +52,7 @@ def envelope(metric: str, model: str, settings: Settings, config_hash: str, *, b
         "variants": {v: values[v] for v in VARIANTS},
         "difference": {"value": values["agfsync"]["value"] - values["base"]["value"]},
         "count": {"prompts": prompts, "images": images},
-        "implementation": implementation, "config_hash": config_hash,
+        "implementation": implementation, "config_hash": config_hash, "provenance": provenance.collect(),
     }
     if by_group:
         result["difference"]["by_group"] = by_group
