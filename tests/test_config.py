@@ -391,3 +391,21 @@ def test_a_lone_surrogate_escape_in_the_config_is_named(tmp_path, monkeypatch):
         load_config(path)
     assert str(err.value) == (f"{path}: invalid config (1 problem(s)):\n"
                               "  - key 'models.sd15.generation.negative_prompt': a string holds a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode")
+
+
+def test_exponent_numbers_that_yaml_11_reads_as_strings_are_numbers(tmp_path, monkeypatch):
+    """`lr: 1e-4` is a float in YAML 1.2 but a string to PyYAML and Snakemake's loader (YAML
+    1.1 needs a dot and a signed exponent); a number-valued key reads it as the number, a
+    string key keeps its text, and a word is still refused naming the key."""
+    monkeypatch.chdir(REPO)
+    assert yaml.safe_load("lr: 1e-4\n") == {"lr": "1e-4"}  # the loaders' reading
+    path = tmp_path / "exp.yaml"
+    path.write_text("models:\n  sd15:\n    train:\n      lr: 1e-4\n      beta_dpo: 2.5E3\n"
+                    "candidates:\n  sigma: '1.0e-1'\nprompts:\n  llm:\n    model: 1e5\n")
+    cfg = load_config(path)
+    assert cfg["models"]["sd15"]["train"]["lr"] == 1e-4 and cfg["models"]["sd15"]["train"]["beta_dpo"] == 2500.0
+    assert cfg["candidates"]["sigma"] == 0.1
+    assert cfg["prompts"]["llm"]["model"] == "1e5"  # a model name is text
+    path.write_text("models:\n  sd15:\n    train:\n      lr: 1e-4x\n")
+    with pytest.raises(ConfigError, match=r"key 'models.sd15.train.lr': expected number, got str '1e-4x'"):
+        load_config(path)

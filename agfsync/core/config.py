@@ -15,6 +15,7 @@ import copy
 import functools
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,20 @@ def _is_integer(checker, instance) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+# A number in exponent notation without a dot ("1e-4") or without the exponent's sign
+# ("1.0e4"): YAML 1.2 reads a float, PyYAML and Snakemake's loader (YAML 1.1) a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
+def _wants_number(subschema: dict) -> bool:
+    kind = subschema.get("type")
+    return kind == "number" or (isinstance(kind, list) and "number" in kind and "string" not in kind)
+
+
 def _validator_with_defaults():
     """Draft-7 validator that fills `default` values of missing properties while validating,
-    with a strict "integer" type (_is_integer)."""
+    reads a string such as "1e-4" at a number-valued key as the number YAML 1.2 means, with
+    a strict "integer" type (_is_integer)."""
     base = jsonschema.Draft7Validator
     validate_properties = base.VALIDATORS["properties"]
 
@@ -57,6 +69,9 @@ def _validator_with_defaults():
             for name, subschema in properties.items():
                 if "default" in subschema and name not in instance:
                     instance[name] = copy.deepcopy(subschema["default"])
+                value = instance.get(name)
+                if isinstance(value, str) and _wants_number(subschema) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+                    instance[name] = float(value)
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(base, {"properties": set_defaults},
