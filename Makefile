@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete
+	@echo "agfsync demo: the report is results/report.html, every number in results/metrics.tsv (the experiment: docs/world.md)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
