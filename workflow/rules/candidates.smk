@@ -3,6 +3,7 @@
 
 
 rule candidates_generate:
+    """Stage 2: N candidate images per prompt of one shard, Gaussian noise on the text embedding."""
     input:
         qa=rules.qa_generate.output.qa,
         models=tiny_models_input(),
@@ -26,6 +27,7 @@ rule candidates_generate:
 
 # The sub-scores only: their weighted total is pairs_select's (new weights rerun no scoring).
 rule candidates_score:
+    """Stage 3: VQA, CLIP and aesthetic sub-scores of one shard's candidates."""
     input:
         shard=rules.candidates_generate.output[0],
         qa=rules.qa_generate.output.qa,
@@ -49,6 +51,7 @@ rule candidates_score:
 
 
 rule pairs_select:
+    """Stage 4: best vs worst candidate of each prompt by the weighted total: the preference pairs."""
     input:
         scores=expand(layout.SCORES_SHARD, shard=SHARDS, allow_missing=True),
         shards=expand(rules.candidates_generate.output[0], shard=SHARDS, allow_missing=True),

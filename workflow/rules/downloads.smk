@@ -17,6 +17,7 @@ if DOWNLOAD_FILES:
         download_file,
 
     rule download_file:
+        """One file of downloads.files (benchmark data, scorer weights), checked against its sha256 where pinned."""
         output:
             "{download}",
         wildcard_constraints:
@@ -39,6 +40,7 @@ if HUB_REPOS:
         download_hub,
 
     rule download_hub:
+        """A snapshot of one hub repository (a diffusion model or a scorer) at its revision."""
         output:
             "resources/hub/{repo}.json",
         wildcard_constraints:
@@ -57,5 +59,6 @@ if HUB_REPOS:
 
 
 rule downloads:
+    """Every download the config needs; run it once where there is internet."""
     input:
         sorted(DOWNLOAD_FILES) + [hub_marker(repo) for repo in HUB_REPOS],

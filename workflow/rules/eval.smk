@@ -11,6 +11,7 @@ if EVAL_BENCHES:
         variant="|".join(VARIANTS),
 
     rule eval_prompts:
+        """The prompts of one benchmark (TIFA, HPS v2, MJHQ-30K) as records with ids and groups."""
         input:
             benchmark_files,
         output:
@@ -25,6 +26,7 @@ if EVAL_BENCHES:
             "../scripts/eval_prompts.py"
 
     rule eval_generate:
+        """One shard of benchmark images from the base or the fine-tuned model, same seeds for both."""
         input:
             prompts=rules.eval_prompts.output[0],
             unet=eval_unet,
@@ -50,6 +52,7 @@ if EVAL_BENCHES:
     # features-{shard}.npz) of one image shard: {kind} and {ext} follow {bench}
     # (layout.PER_IMAGE; eval_score_downloads refuses any other pairing).
     rule eval_score:
+        """Scores of one shard of benchmark images (TIFA answers and gold, CLIP, aesthetic, HPS v2, FID features)."""
         input:
             shard=rules.eval_generate.output[0],
             prompts=rules.eval_prompts.output[0],
@@ -78,6 +81,7 @@ if EVAL_BENCHES:
 if "mjhq" in EVAL_BENCHES:
 
     rule eval_reference_mjhq:
+        """Inception features of the MJHQ-30K reference images, FID's reference."""
         input:
             prompts=layout.EVAL_PROMPTS.format(bench="mjhq"),
             images=config["eval"]["mjhq"]["images"],
@@ -103,6 +107,7 @@ if "mjhq" in EVAL_BENCHES:
 if [m for m in EVAL_METRICS if m != "judge"]:
 
     rule eval_metric:
+        """One metric of one model: base vs AGFSync with paired bootstrap 95% CIs."""
         input:
             unpack(metric_inputs),
         output:
@@ -124,6 +129,7 @@ if "judge" in EVAL_METRICS:
     JUDGE_BENCH = config["eval"]["judge"]["benchmark"]
 
     rule eval_judge:
+        """The VLM judge: base vs AGFSync image pairs, win / tie / loss rates with Wilson intervals."""
         input:
             base=lambda w: eval_outputs(w.model, "base", JUDGE_BENCH, "shard"),
             agfsync=lambda w: eval_outputs(w.model, "agfsync", JUDGE_BENCH, "shard"),

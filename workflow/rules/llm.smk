@@ -4,6 +4,7 @@ CLIP_DEDUP = config["prompts"]["dedup"]["embedder"] == "clip"  # the CLIP scorer
 
 
 rule prompts_generate:
+    """Stage 1a: diverse prompts over the configured categories from the LLM, de-duplicated."""
     input:
         responses=llm_inputs("prompts"),
         models=tiny_models_input() if CLIP_DEDUP else [],
@@ -26,6 +27,7 @@ rule prompts_generate:
 
 
 rule qa_generate:
+    """Stage 1b: TIFA-style question / answer pairs for each prompt from the LLM."""
     input:
         prompts=rules.prompts_generate.output.prompts,
         responses=llm_inputs("qa"),

@@ -4,6 +4,7 @@ from agfsync.core.dag import TINY_FAMILIES
 
 
 rule models_tiny:
+    """Tiny random models in the real checkpoints' layouts (plumbing runs and tests; no download)."""
     output:
         directory(TINY_MODELS),
     log:
@@ -23,6 +24,7 @@ rule models_tiny:
 # world.build_dir, ~25 minutes on 2 CPU cores. Only an explicit target runs it:
 #   snakemake world_build --cores 2
 rule world_build:
+    """The miniature world's models (text-to-image, CLIP, BLIP-2, aesthetic head), trained from the seed."""
     output:
         models=directory(config["world"]["build_dir"]),
     log:

@@ -4,6 +4,7 @@
 # report, in which this page, the table and every metric file appear.
 
 rule report:
+    """The report page results/report.html and every number in results/metrics.tsv."""
     input:
         report_inputs,
     output:

@@ -4,6 +4,7 @@
 
 
 rule train_cache:
+    """The preference pairs encoded once for training (latents and text embeddings)."""
     input:
         pairs=rules.pairs_select.output.pairs,
         shards=rules.pairs_select.input.shards,
@@ -27,6 +28,7 @@ rule train_cache:
 
 
 rule train_dpo:
+    """Stage 5: Diffusion-DPO fine-tuning of the UNet on the pairs, resumable from its checkpoints."""
     input:
         cache=rules.train_cache.output[0],
         models=tiny_models_input(),

@@ -7,6 +7,7 @@
 if dag.trajectory_enabled(config):
 
     rule eval_trajectory:
+        """Proxy vs gold at the training snapshots: the reward-hacking watch."""
         input:
             prompts=layout.EVAL_PROMPTS.format(bench="tifa"),
             trained=rules.train_dpo.output[0],
