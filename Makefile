@@ -14,6 +14,8 @@ CORES ?= 2
 env: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
+	@py=$(BIN)/python; test -x $$py || py=$(PYTHON); $$py -c 'import sys; v = sys.version_info[:2]; \
+	  sys.exit(0 if v >= (3, 11) else "agfsync needs Python 3.11 or newer; %s is %d.%d (make PYTHON=python3.12 ..., after rm -rf $(VENV) if it was made with it)" % (sys.executable, *v))'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e .
 	touch $(STAMP)
