@@ -8,6 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.agfsync-installed
 CORES ?= 2
+# xformers has wheels for Linux x86_64 only; elsewhere the default attention (SDPA) needs none
+EXTRAS ?= test$(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),$(comma)xformers)
+comma := ,
 
 .PHONY: demo test env dryrun lint unlock clean-demo
 
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@py=$(BIN)/python; test -x $$py || py=$(PYTHON); $$py -c 'import sys; v = sys.version_info[:2]; \
 	  sys.exit(0 if v >= (3, 11) else "agfsync needs Python 3.11 or newer; %s is %d.%d (make PYTHON=python3.12 ..., after rm -rf $(VENV) if it was made with it)" % (sys.executable, *v))'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: $(STAMP)

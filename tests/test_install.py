@@ -24,8 +24,18 @@ def lock() -> dict[str, str]:
 
 
 def direct_dependencies() -> list[str]:
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    """The package's requirements and those of its extras (make installs test and, on Linux
+    x86_64, xformers)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
     return [canonical(re.split(r"[<>=!~ \[]", d)[0]) for d in deps]
+
+
+def test_gpu_only_and_test_packages_are_extras():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    required = [canonical(re.split(r"[<>=!~ \[]", d)[0]) for d in project["dependencies"]]
+    assert not {"xformers", "pytest", "pytest-timeout"} & set(required)
+    assert sorted(project["optional-dependencies"]) == ["test", "xformers"]
 
 
 def test_every_dependency_is_pinned_in_the_lock():
