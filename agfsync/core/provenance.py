@@ -1,8 +1,9 @@
 """What produced a result file (pure; imports no torch): agfsync's version, the git commit of
 the checkout and whether its tracked files differed from it, Python and the versions of the
 packages that shape the numbers, and the machine that wrote the file (on a cluster the
-metric jobs may run on other nodes than the generation; the jobs' own logs name theirs). Written under `provenance` into every
-results/{model}/{metric}.json (agfsync.stages.result_parts.envelope) and shown by the report.
+metric jobs may run on other nodes than the generation; the jobs' own logs name theirs).
+Written under `provenance` into every results/{model}/{metric}.json
+(agfsync.stages.result_parts.envelope) and shown by the report.
 
 Versions come from the installed distributions' metadata (importlib.metadata), so reading
 them imports nothing; the GPU names come from `nvidia-smi -L` where it exists. A checkout

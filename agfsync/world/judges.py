@@ -17,7 +17,7 @@ known content, but with the soft corners and tints generated images have.
   query outputs (which colors appear with which shape, size and position), in place of
   BLIP-2's first, representation-learning stage. Without it the language model learns the
   answers' priors from the question alone, the Q-Former's output stops depending on the
-  image, and the judge is blind (docs/world.md, "A BLIP-2 that looks").
+  image, and the judge is blind (docs/world.md, "Sixth round").
 """
 
 from __future__ import annotations
