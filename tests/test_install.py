@@ -91,3 +91,28 @@ def test_every_cli_command_has_help(capsys):
             main([*command.split(), "--help"])
         assert info.value.code == 0
         assert f"usage: agfsync {command}" in capsys.readouterr().out
+
+
+def test_license_and_citation_agree_with_the_package():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == {"text": "Apache-2.0"}
+    assert (REPO / "LICENSE").read_text().lstrip().startswith("Apache License\n                           Version 2.0")
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert (citation["cff-version"], citation["license"], citation["version"]) == ("1.2.0", "Apache-2.0",
+                                                                                project["version"])
+    paper = citation["references"][0]
+    assert paper["title"].startswith("AGFSync: Leveraging AI-Generated Feedback") and paper["year"] == 2025
+    assert [a["family-names"] for a in paper["authors"]][:2] == ["An", "Zhu"]
+
+
+def test_every_rule_says_what_it_does():
+    """`snakemake --list-rules` shows a rule's docstring: every rule has one, first in its body."""
+    missing = []
+    for path in [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+        lines = path.read_text().splitlines()
+        for n, line in enumerate(lines):
+            if re.match(r"^\s*(rule|checkpoint) \w+:\s*$", line):
+                body = lines[n + 1].strip() if n + 1 < len(lines) else ""
+                if not (body.startswith('"""') and body.endswith('"""') and len(body) > 10):
+                    missing.append(f"{path.name}:{n + 1}: {line.strip()}")
+    assert missing == []
