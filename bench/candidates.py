@@ -67,7 +67,7 @@ def main() -> None:
     models_dir = Path(args.models) if args.models else Path(tempfile.mkdtemp()) / "tiny"
     if not args.models:
         build_all(models_dir, families=(args.family,))
-    cfg = copy.deepcopy(load_config(ROOT / "config" / "demo.yaml"))
+    cfg = copy.deepcopy(load_config(ROOT / "config" / "config.yaml"))  # the paper config, models sd15 and sdxl
     name = "sd15" if args.family == "sd1" else "sdxl"
     cfg["models"][name]["pretrained"] = str(models_dir / args.family)
     cfg["models"][name]["resolution"] = args.resolution

@@ -38,13 +38,14 @@ def peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def make_config(pretrained: Path, args) -> dict:
+def make_config(pretrained: Path, args, model: str = "sd15") -> dict:
+    """The paper config (config/config.yaml) with models.<model> at `pretrained` and the benchmark's settings."""
     from agfsync.core.config import load_config
 
-    cfg = copy.deepcopy(load_config(ROOT / "config" / "demo.yaml"))
+    cfg = copy.deepcopy(load_config(ROOT / "config" / "config.yaml"))
     cfg["device"] = "auto"
-    cfg["models"]["sd15"]["pretrained"] = str(pretrained)
-    cfg["models"]["sd15"]["train"].update({"global_batch": args.global_batch, "micro_batch": args.micro_batch,
+    cfg["models"][model]["pretrained"] = str(pretrained)
+    cfg["models"][model]["train"].update({"global_batch": args.global_batch, "micro_batch": args.micro_batch,
                                             "steps": 10**6, "lr": 1e-4})
     cfg["train"].update({"zero_stage": args.zero_stage, "gradient_checkpointing": args.checkpointing,
                          "lr_schedule": "constant", "optimizer": "adamw8bit", "precision": "auto",
@@ -65,10 +66,10 @@ def real_sized_pretrained(arch: str, out: Path) -> Path:
     return out
 
 
-def run_ours(settings, cache, steps) -> float:
+def run_ours(settings, cache, steps, model="sd15") -> float:
     from agfsync.train.trainer import DPOTrainer
 
-    trainer = DPOTrainer(settings, "sd15", cache, tempfile.mkdtemp(), tempfile.mkdtemp())
+    trainer = DPOTrainer(settings, model, cache, tempfile.mkdtemp(), tempfile.mkdtemp())
     for micro in range(trainer.grad_accum):  # warm-up step
         trainer.micro_step(0, micro)
     start = time.perf_counter()
@@ -78,7 +79,7 @@ def run_ours(settings, cache, steps) -> float:
     return time.perf_counter() - start
 
 
-def run_plain(settings, cache_dir, steps) -> float:
+def run_plain(settings, cache_dir, steps, model="sd15") -> float:
     import bitsandbytes as bnb
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -87,7 +88,7 @@ def run_plain(settings, cache_dir, steps) -> float:
     from agfsync.core.seeds import derive_seed
     from agfsync.train.data import PairCache, batch_indices
 
-    hp, pretrained, train = settings.models["sd15"].train, settings.models["sd15"].pretrained, settings.train
+    hp, pretrained, train = settings.models[model].train, settings.models[model].pretrained, settings.train
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = device.type == "cuda"
     unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet").to(device).train()
@@ -138,7 +139,7 @@ def child(args) -> None:
     from agfsync.core.sections import Settings
 
     settings = Settings.from_json(Path(args.child_config).read_text())  # as the trainer reads its stage config
-    seconds = (run_ours if args.variant == "ours" else run_plain)(settings, args.cache, args.steps)
+    seconds = (run_ours if args.variant == "ours" else run_plain)(settings, args.cache, args.steps, args.model)
     print(json.dumps({"seconds": seconds, "peak_memory_bytes": peak_memory()}))
 
 
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--variant", choices=["ours", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="sd15", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         return child(args)
@@ -183,13 +185,15 @@ def main() -> None:
                           resolution=resolution)
     from agfsync.core.sections import Settings
 
-    cfg = make_config(pretrained, args)
+    model = "sdxl" if args.arch == "sdxl" else "sd15"
+    cfg = make_config(pretrained, args, model)
     (work / "cfg.json").write_text(Settings.from_dict(cfg).to_json())  # as the launcher writes the stage config
     samples = {"plain": [], "ours": []}
     for _ in range(args.repeats):
         for variant in ("plain", "ours"):
             out = subprocess.run([sys.executable, __file__, "--variant", variant, "--child-config",
-                                  str(work / "cfg.json"), "--cache", str(cache), "--steps", str(args.steps)],
+                                  str(work / "cfg.json"), "--cache", str(cache), "--steps", str(args.steps),
+                                  "--model", model],
                                  capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if out.returncode != 0:
                 raise SystemExit(out.stderr[-3000:])
