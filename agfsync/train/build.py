@@ -158,9 +158,11 @@ def build_kernels(unet: UNet2DConditionModel, reference: UNet2DConditionModel | 
     return True, dpo_loss
 
 
-def build_deepspeed(unet: UNet2DConditionModel, train: TrainSettings, hp: ModelTrainSettings, grad_accum: int):
-    """The DeepSpeed engine around the policy (agfsync.train.engine: optimizer, lr schedule, ZeRO)."""
+def build_deepspeed(unet: UNet2DConditionModel, train: TrainSettings, hp: ModelTrainSettings, grad_accum: int,
+                    autocast: bool = False):
+    """The DeepSpeed engine around the policy (agfsync.train.engine: optimizer, lr schedule, ZeRO,
+    the policy's bf16 autocast)."""
     from agfsync.train.engine import build_engine
 
     return build_engine(unet, train, hp.lr, micro_batch=hp.micro_batch, grad_accum=grad_accum,
-                        warmup_steps=hp.warmup_steps, total_steps=hp.steps)
+                        warmup_steps=hp.warmup_steps, total_steps=hp.steps, autocast=autocast)

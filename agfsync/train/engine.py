@@ -48,6 +48,30 @@ def make_optimizer(params, train: TrainSettings, lr: float):
     raise ValueError(f"unknown optimizer {train.optimizer!r} (expected 'adamw8bit' or 'adamw')")
 
 
+# bitsandbytes' 8-bit optimizer kernels take a tensor's length as a 32-bit int (its CUDA backend:
+# ct.c_int32(g.numel())), and ZeRO stage 1/2 flattens each param group into one tensor per rank
+# that the client optimizer steps as one parameter: SDXL's 2.57B parameters as one group on one
+# GPU would overflow. Groups of at most 2^30 elements change nothing in the update.
+MAX_GROUP_ELEMENTS = 2**30
+
+
+def param_groups(params, limit: int | None = None) -> list[dict]:
+    """The parameters, in order, as consecutive optimizer param groups of at most `limit`
+    (default MAX_GROUP_ELEMENTS) elements each; a single larger parameter gets a group of its own."""
+    limit = limit or MAX_GROUP_ELEMENTS
+    groups: list[dict] = []
+    current, size = [], 0
+    for p in params:
+        if current and size + p.numel() > limit:
+            groups.append({"params": current})
+            current, size = [], 0
+        current.append(p)
+        size += p.numel()
+    if current:
+        groups.append({"params": current})
+    return groups
+
+
 def init_distributed(backend: str) -> tuple[int, int, int]:
     """(rank, world size, local rank), from torchrun's environment or a single process."""
     import deepspeed
@@ -68,10 +92,14 @@ def init_distributed(backend: str) -> tuple[int, int, int]:
 
 
 def build_engine(model, train: TrainSettings, lr: float, *, micro_batch: int, grad_accum: int, warmup_steps: int,
-                 total_steps: int):
+                 total_steps: int, autocast: bool = False):
+    """The engine; `autocast`: the trainer runs the policy's forward under bf16 autocast, which
+    DeepSpeed must be told of (torch_autocast), or it switches CUDA autocast off inside the
+    engine's forward (deepspeed.runtime.torch_autocast.autocast_if_enabled) and the policy
+    runs in fp32."""
     import deepspeed
 
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train, lr)
+    optimizer = make_optimizer(param_groups(p for p in model.parameters() if p.requires_grad), train, lr)
     schedule = train.lr_schedule
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup_steps, total_steps, schedule))
@@ -85,6 +113,9 @@ def build_engine(model, train: TrainSettings, lr: float, *, micro_batch: int, gr
     }
     if train.grad_clip:
         config["gradient_clipping"] = train.grad_clip
+    if autocast:
+        # no lower-precision-safe modules: gradients are reduced in fp32, as without autocast
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
     from agfsync.train.checkpoints import install_safe_loader
 

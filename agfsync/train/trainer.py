@@ -108,7 +108,7 @@ class DPOTrainer:
         self.reference = None if self.lora else build.build_reference(unet, self.device, self.autocast)
         build.place_models(unet, self.reference, self.train, self.device)
         self.kernels, self.fused_loss = build.build_kernels(unet, self.reference, self.train, self.device)
-        self.engine = build.build_deepspeed(unet, self.train, self.hp, self.grad_accum)  # optimizer, ZeRO
+        self.engine = build.build_deepspeed(unet, self.train, self.hp, self.grad_accum, self.autocast)  # optimizer, ZeRO
         self.loss_fn = LOSSES[self.train.loss]
         self.checkpointer = CheckpointManager(self.checkpoints, self.engine, self.rank, self.world)
         self.last_checkpoint, self.nonfinite_steps, self.skip_step = 0, 0, False
