@@ -72,11 +72,19 @@ def run_ours(settings, cache, steps, model="sd15") -> float:
     trainer = DPOTrainer(settings, model, cache, tempfile.mkdtemp(), tempfile.mkdtemp())
     for micro in range(trainer.grad_accum):  # warm-up step
         trainer.micro_step(0, micro)
+    sync()
     start = time.perf_counter()
     for step in range(1, steps + 1):
         for micro in range(trainer.grad_accum):
             trainer.micro_step(step, micro)
+    sync()
     return time.perf_counter() - start
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that the clock reads what ran between two points."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def run_plain(settings, cache_dir, steps, model="sd15") -> float:
@@ -129,9 +137,11 @@ def run_plain(settings, cache_dir, steps, model="sd15") -> float:
         optimizer.zero_grad(set_to_none=True)
 
     step_fn(0)  # warm-up
+    sync()
     start = time.perf_counter()
     for step in range(1, steps + 1):
         step_fn(step)
+    sync()
     return time.perf_counter() - start
 
 

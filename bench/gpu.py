@@ -145,7 +145,7 @@ def markdown(result: dict) -> str:
             for v in s.get("runs", []):
                 value = (f"{v['seconds_per_pair']} s/pair, peak {v['peak_gib']} GiB "
                          f"(~{v['estimated_peak_gib_8_gpus_zero2']} GiB/GPU on 8 GPUs)" if "seconds_per_pair" in v
-                         else "error: " + v.get("error", "").strip().splitlines()[-1][:120] if v.get("error") else "-")
+                         else "error: " + v["error"].strip().splitlines()[-1][:120] if v.get("error", "").strip() else "-")
                 row(name, f"{v['arch']} {v['resolution']} px, kernels {v['kernels']}", value)
         elif name == "vqa" and "fast_questions_per_s" in s:
             row(name, f"{s['model']}: {s['questions']} questions, fast vs generate()",
@@ -201,8 +201,11 @@ def main(argv=None) -> int:
     result = {"benchmark": "bench/gpu.sh: kernels, generation, DPO step, VQA (issue 19)",
               "date": datetime.date.today().isoformat(), "smoke": args.smoke, "budget_s": args.budget_s,
               "order": order, "machine": machine(), "steps": {}}
+    carry = 0.0  # seconds a step left unused go to the next ones
     for name in order:
-        result["steps"][name] = run_step(name, out, args.smoke, budgets[name])
+        budget = budgets[name] + carry
+        result["steps"][name] = run_step(name, out, args.smoke, budget)
+        carry = max(0.0, budget - result["steps"][name]["seconds"])
         write_atomic(out / "gpu.json", json.dumps(result, indent=2, default=str) + "\n")
         write_atomic(out / "gpu.md", markdown(result))
     print((out / "gpu.md").read_text(), flush=True)
