@@ -59,3 +59,21 @@ def settings(cfg: dict, rule: str | None = None, **wildcards):
 
     cfg = check_config(copy.deepcopy(cfg), source="test config")  # defaults filled, as a workflow's config
     return dag.stage_settings(cfg, rule, **wildcards) if rule else Settings.from_dict(cfg)
+
+
+def on_tiny_models(demo_config: dict, tiny_models) -> dict:
+    """A copy of the tiny config whose models and scorers are the tiny models built at `tiny_models`."""
+    import copy
+
+    cfg = copy.deepcopy(demo_config)
+    root = str(tiny_models)
+    cfg["models"]["sd15"]["pretrained"] = f"{root}/sd1"
+    cfg["models"]["sdxl"]["pretrained"] = f"{root}/sdxl"
+    cfg["scores"]["vqa"]["model"] = f"{root}/blip2"
+    cfg["scores"]["clip"]["model"] = f"{root}/clip"
+    cfg["scores"]["aesthetic"].update(backbone=f"{root}/aesthetic/backbone", head=f"{root}/aesthetic/head.pth")
+    cfg["eval"]["hpsv2"].update(model_config=f"{root}/hps/agfsync-tiny-ViT.json", checkpoint=f"{root}/hps/HPS_tiny.pt")
+    cfg["eval"]["mjhq"]["features"] = f"{root}/fid"
+    cfg["eval"]["tifa"]["sbert"] = f"{root}/sbert"
+    cfg["candidates"]["attention"] = "sdpa"
+    return cfg

@@ -89,7 +89,8 @@ def test_declarations_fill_their_wildcards_and_are_the_params(demo):
         "cpu_threads", "models.sdxl.pretrained", "models.sdxl.revision", "models.sdxl.family",
         "models.sdxl.resolution", "models.sdxl.generation", "candidates")
     assert dag.declared(demo, "eval_score", bench="tifa") == ("cpu_threads", "scores.vqa", "scores.clip",
-                                                             "scores.aesthetic", "eval.tifa.gold")
+                                                             "scores.aesthetic", "eval.tifa.gold",
+                                                             "eval.tifa.answering", "eval.tifa.sbert")
     assert dag.declared(demo, "eval_score", bench="mjhq") == ("cpu_threads", "eval.mjhq")
     assert dag.declared(demo, "eval_judge", model="sd15") == ("models.sd15.pretrained", "eval.judge",
                                                               "eval.hpsv2.version")
@@ -158,9 +159,11 @@ def test_benchmark_files_and_downloads(demo, paper):
         f"data/demo/benchmarks/hpsv2/{style}.json" for style in ("anime", "concept-art", "paintings", "photo")]
     assert dag.benchmark_files(demo, "tifa") == [demo["eval"]["tifa"]["text_inputs"], demo["eval"]["tifa"]["questions"]]
     assert dag.benchmark_files(paper, "mjhq") == [paper["eval"]["mjhq"]["meta"]]
-    assert dag.eval_score_values(paper, "tifa") == dag.scorer_values(paper) == [
+    assert dag.scorer_values(paper) == [
         "Salesforce/blip2-flan-t5-xxl", "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14",
         "resources/weights/sac+logos+ava1-l14-linearMSE.pth"]
+    # the official TIFA answering's sentence embedder (eval.tifa.answering: tifa, the default)
+    assert dag.eval_score_values(paper, "tifa") == dag.scorer_values(paper) + ["sentence-transformers/all-mpnet-base-v2"]
     assert dag.eval_score_values(paper, "hpsv2") == [paper["eval"]["hpsv2"]["checkpoint"]]
     assert dag.eval_score_values(paper, "mjhq") == [paper["eval"]["mjhq"]["features"],
                                                     paper["eval"]["mjhq"]["inception_weights"]]
@@ -230,7 +233,8 @@ def test_gold_is_a_target_only_with_eval_tifa_gold(demo):
     targets = dag.final_targets(cfg)
     assert targets.index("results/sd15/gold.json") == targets.index("results/sd15/proxy.json") + 1
     assert dag.metric_inputs(cfg, "sd15", "gold") == dag.metric_inputs(cfg, "sd15", "tifa")
-    assert dag.stage_params(cfg, "eval_score", bench="tifa")["eval"] == {"tifa": {"gold": "world"}}
+    assert dag.stage_params(cfg, "eval_score", bench="tifa")["eval"] == {
+        "tifa": {"gold": "world", "answering": "tifa", "sbert": "resources/tiny_models/sbert"}}
     assert "gold" not in dag.stage_params(cfg, "eval_score", bench="hpsv2")["eval"]["hpsv2"]
     cfg["eval"]["tifa"]["enabled"] = False
     assert not [t for t in dag.final_targets(cfg) if t.endswith(("/gold.json", "/proxy.json", "/tifa.json"))]

@@ -118,8 +118,8 @@ def test_hub_repositories_come_from_the_config(repo):
     paper = load_config(repo / "config" / "config.yaml")
     assert hub_repos(paper) == {
         "CompVis/stable-diffusion-v1-4": None, "Salesforce/blip2-flan-t5-xxl": None, "openai/clip-vit-base-patch16": None,
-        "openai/clip-vit-large-patch14": None, "stabilityai/stable-diffusion-xl-base-1.0": None,
-        "stable-diffusion-v1-5/stable-diffusion-v1-5": None,
+        "openai/clip-vit-large-patch14": None, "sentence-transformers/all-mpnet-base-v2": None,
+        "stabilityai/stable-diffusion-xl-base-1.0": None, "stable-diffusion-v1-5/stable-diffusion-v1-5": None,
     }
     assert hub_repos(load_config(repo / "config" / "tiny.yaml")) == {}  # tiny local models: nothing to fetch
     assert hub_marker("openai/clip-vit-base-patch16") == "resources/hub/openai--clip-vit-base-patch16.json"

@@ -3,13 +3,12 @@ only by the UNet, and each scorer writes what the metric files read."""
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import settings
+from helpers import on_tiny_models, settings
 
 from agfsync.core.io import read_jsonl, write_jsonl
 from agfsync.core.shards import Shard
@@ -23,17 +22,7 @@ RECORDS = [{"id": f"photo-{i:03d}", "prompt": p, "group": "photo"} for i, p in e
 
 @pytest.fixture
 def cfg(demo_config, tiny_models):
-    cfg = copy.deepcopy(demo_config)
-    root = str(tiny_models)
-    cfg["models"]["sd15"]["pretrained"] = f"{root}/sd1"
-    cfg["models"]["sdxl"]["pretrained"] = f"{root}/sdxl"
-    cfg["scores"]["vqa"]["model"] = f"{root}/blip2"
-    cfg["scores"]["clip"]["model"] = f"{root}/clip"
-    cfg["scores"]["aesthetic"].update(backbone=f"{root}/aesthetic/backbone", head=f"{root}/aesthetic/head.pth")
-    cfg["eval"]["hpsv2"].update(model_config=f"{root}/hps/agfsync-tiny-ViT.json", checkpoint=f"{root}/hps/HPS_tiny.pt")
-    cfg["eval"]["mjhq"]["features"] = f"{root}/fid"
-    cfg["candidates"]["attention"] = "sdpa"
-    return cfg
+    return on_tiny_models(demo_config, tiny_models)
 
 
 def generate_eval_shard(cfg: dict, model: str, *args, **kwargs) -> dict:

@@ -144,6 +144,8 @@ def test_inception_weights_with_pickled_code_are_refused(tmp_path):
 def cfg_for_results(demo_config):
     cfg = copy.deepcopy(demo_config)
     cfg["eval"]["tifa"]["enabled"] = cfg["eval"]["hpsv2"]["enabled"] = cfg["eval"]["mjhq"]["enabled"] = True
+    # synthetic rows carry our answers only; the official answering's result: tests/test_tifa_answering.py
+    cfg["eval"]["tifa"]["answering"] = "choices"
     return settings(cfg)
 
 
@@ -565,6 +567,7 @@ def scorer_config(demo_config, tiny_models, **tifa):
     cfg["scores"]["vqa"]["model"] = f"{root}/blip2"
     cfg["scores"]["clip"]["model"] = f"{root}/clip"
     cfg["scores"]["aesthetic"].update(backbone=f"{root}/aesthetic/backbone", head=f"{root}/aesthetic/head.pth")
+    cfg["eval"]["tifa"]["sbert"] = f"{root}/sbert"
     cfg["eval"]["tifa"].update(tifa)
     return cfg
 

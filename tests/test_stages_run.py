@@ -5,7 +5,6 @@ for byte."""
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO
+from helpers import on_tiny_models
 from snakemake.iocontainers import Namedlist
 
 from agfsync.cli import main
@@ -33,16 +33,9 @@ RECORDS = [{"id": f"animals-{i:010d}", "category": "Animals", "prompt": p,
 @pytest.fixture
 def cfg(demo_config, tiny_models, tmp_path) -> dict:
     """The demo config on the tiny models, its data files by absolute path, its LLM cache in tmp_path."""
-    cfg = copy.deepcopy(demo_config)
-    root = str(tiny_models)
-    cfg["models"]["sd15"]["pretrained"] = f"{root}/sd1"
-    cfg["models"]["sdxl"]["pretrained"] = f"{root}/sdxl"
-    cfg["scores"]["vqa"]["model"] = f"{root}/blip2"
-    cfg["scores"]["clip"]["model"] = f"{root}/clip"
-    cfg["scores"]["aesthetic"].update(backbone=f"{root}/aesthetic/backbone", head=f"{root}/aesthetic/head.pth")
+    cfg = on_tiny_models(demo_config, tiny_models)
     evaluation = cfg["eval"]
-    evaluation["hpsv2"].update(prompts_dir=str(REPO / evaluation["hpsv2"]["prompts_dir"]),
-                               model_config=f"{root}/hps/agfsync-tiny-ViT.json", checkpoint=f"{root}/hps/HPS_tiny.pt")
+    evaluation["hpsv2"]["prompts_dir"] = str(REPO / evaluation["hpsv2"]["prompts_dir"])
     for key in ("text_inputs", "questions"):
         evaluation["tifa"][key] = str(REPO / evaluation["tifa"][key])
     evaluation["tifa"]["max_prompts"] = 2
@@ -50,7 +43,6 @@ def cfg(demo_config, tiny_models, tmp_path) -> dict:
     evaluation["mjhq"]["per_category"] = 2
     for key in ("meta", "images"):
         evaluation["mjhq"][key] = str(REPO / evaluation["mjhq"][key])
-    evaluation["mjhq"]["features"] = f"{root}/fid"
     evaluation["judge"]["llm"]["responses"] = str(REPO / evaluation["judge"]["llm"]["responses"])
     evaluation["shard_size"] = 12  # one shard per benchmark
     cfg["candidates"].update({"num_per_prompt": 2, "shard_size": 2, "attention": "sdpa"})

@@ -186,7 +186,7 @@ def test_demo_runs_end_to_end_and_a_rerun_does_nothing(demo_run):
     for log in ("logs/prompts/prompts_generate.log", "logs/prompts/qa_generate.log", "logs/models/models_tiny.log"):
         assert (cwd / log).stat().st_size > 0, log
     manifest = json.loads((cwd / "resources/tiny_models/MANIFEST.json").read_text())
-    assert sorted(manifest["families"]) == ["aesthetic", "blip2", "clip", "fid", "hps", "sd1", "sdxl"]
+    assert sorted(manifest["families"]) == ["aesthetic", "blip2", "clip", "fid", "hps", "sbert", "sd1", "sdxl"]
 
     for model in ("sd15", "sdxl"):
         pairs = [json.loads(line) for line in (cwd / f"results/{model}/pairs.jsonl").read_text().splitlines()]

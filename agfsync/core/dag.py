@@ -48,7 +48,8 @@ DECLARED: dict[str, tuple[str, ...]] = {
     "train_dpo": ("cpu_threads", "models.{model}", "train"),
     "eval_prompts": ("eval.{bench}",),
     "eval_generate": ("cpu_threads", *_GEN, "candidates.attention", "eval.shard_size", "eval.prompts_per_batch"),
-    "eval_score:tifa": ("cpu_threads", *SCORER_SECTIONS, "eval.tifa.gold"),  # the stage-3 scorers, the gold answerer
+    # the stage-3 scorers, the gold answerer, the answering protocol
+    "eval_score:tifa": ("cpu_threads", *SCORER_SECTIONS, "eval.tifa.gold", "eval.tifa.answering", "eval.tifa.sbert"),
     "eval_score": ("cpu_threads", "eval.{bench}"),  # HPS v2 model, MJHQ feature extractor
     "eval_reference_mjhq": ("cpu_threads", "eval.mjhq"),
     "eval_metric": ("models.{model}.pretrained", "models.{model}.resolution", "eval", "scores.vqa.model",
@@ -166,7 +167,7 @@ def eval_shards(config: dict) -> dict[str, list[str]]:
 
 # The model families agfsync.demo.tiny_models builds (rule models_tiny's params: a new family
 # rebuilds the directory). Here, not in the demo wing, because the workflow reads it at parse time.
-TINY_FAMILIES = ("sd1", "sdxl", "clip", "blip2", "aesthetic", "hps", "fid")
+TINY_FAMILIES = ("sd1", "sdxl", "clip", "blip2", "aesthetic", "hps", "fid", "sbert")
 
 
 def tiny_models_input(config: dict) -> list[str]:
@@ -192,10 +193,16 @@ def scorer_values(config: dict) -> list:
 def eval_score_values(config: dict, bench: str) -> list:
     """Config values behind the weights an eval_score job of this benchmark loads."""
     if bench == "tifa":
-        return scorer_values(config)
+        return scorer_values(config) + tifa_answering_values(config)
     if bench == "hpsv2":
         return [config["eval"]["hpsv2"]["checkpoint"]]
     return mjhq_feature_values(config)
+
+
+def tifa_answering_values(config: dict) -> list:
+    """Config values behind the weights of TIFA's official answering (its sentence embedder)."""
+    tifa = config["eval"]["tifa"]
+    return [tifa["sbert"]] if tifa.get("enabled") and tifa.get("answering") == "tifa" else []
 
 
 def mjhq_feature_values(config: dict) -> list:

@@ -180,6 +180,8 @@ class TIFASettings(Section):
     max_prompts: int | None = opt(None, 'null = all 4,081; N = the first N', ge=1)
     version: str = opt('v1.0', 'recorded in the results')
     gold: str | None = opt(None, "null: none | world: the world's oracle answers every TIFA question on the image (gold.json); only meaningful on the world benchmark (data/world/benchmark/tifa)", choices=('world', None))
+    answering: str = opt('tifa', "tifa: the official protocol (tifascore: BLIP-2 generates a free-form answer, beam 5, <= 30 tokens, mapped to the nearest choice by eval.tifa.sbert); choices: ours (yes/no logits, choice likelihood of scores.vqa.choice_likelihood). With tifa the result also says how often the two disagree", choices=('tifa', 'choices'))
+    sbert: str = opt('sentence-transformers/all-mpnet-base-v2', "the sentence embedder of answering: tifa (tifascore's; hub id or local directory)")
 
 
 @dataclass(frozen=True)

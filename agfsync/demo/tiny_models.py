@@ -262,6 +262,19 @@ def build_hps(out: Path) -> None:
     torch.save({"state_dict": model.state_dict()}, out / "HPS_tiny.pt")
 
 
+def build_sbert(out: Path) -> None:
+    """The sentence embedder of TIFA's official answering (the real one: all-mpnet-base-v2, MPNet)."""
+    from transformers import MPNetConfig, MPNetModel
+
+    tokenizer = tokenizers.wordpiece_tokenizer(_corpus_words())
+    _seeded("sbert")
+    model = MPNetModel(MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=37, max_position_embeddings=130,
+                                   pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
 def build_fid(out: Path) -> None:
     """FID feature network for the demo (the real one is torch-fidelity's InceptionV3)."""
     from agfsync.models.fid import TinyFeatureNet
@@ -273,6 +286,7 @@ def build_fid(out: Path) -> None:
 BUILDERS = {
     "sd1": build_sd1, "sdxl": build_sdxl, "clip": build_clip,
     "blip2": build_blip2, "aesthetic": build_aesthetic, "hps": build_hps, "fid": build_fid,
+    "sbert": build_sbert,
 }
 
 

@@ -90,3 +90,17 @@ def t5_tokenizer(words: list[str]):
     tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
     tokenizer.model_max_length = 512
     return tokenizer
+
+
+def wordpiece_tokenizer(words: list[str]):
+    """An MPNet (WordPiece) tokenizer, as sentence-transformers' all-mpnet-base-v2 uses: `words`
+    whole, plus every single character alone and as a continuation (##c), so any text encodes."""
+    from transformers import MPNetTokenizer
+
+    vocab: dict[str, int] = {}
+    for token in ("<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>", *words):
+        vocab.setdefault(token, len(vocab))
+    for ch in "abcdefghijklmnopqrstuvwxyz0123456789.,?!'\"-:;()/&":
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(f"##{ch}", len(vocab))
+    return MPNetTokenizer(vocab=vocab)

@@ -127,6 +127,17 @@ def _implementation(info: dict) -> str:
     return "; ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in info.items())
 
 
+def _disagreement(tifa: dict) -> str:
+    """How often the official answering and ours chose differently, per variant (answering: tifa)."""
+    parts = []
+    for variant, name in (("base", "base"), ("agfsync", "AGFSync")):
+        d = tifa["variants"][variant]["details"].get("answering_disagreement")
+        if d and d["questions"]:
+            parts.append(f"{name} {d['rate']:.1%} of {d['questions']:,} questions")
+    return (f". Our choice scoring picks another answer than the official protocol on the same images: "
+            f"{'; '.join(parts)}") if parts else ""
+
+
 def _per_group_table(title: str, group: str, base: dict, tuned: dict, key: str, fmt: str, note: str = "") -> str:
     """Base, AGFSync and their difference per group (HPS v2 style, MJHQ category)."""
     cells = "".join(f"<tr><td>{escape(g)}</td><td>{base[g][key]:{fmt}}</td><td>{tuned[g][key]:{fmt}}</td>"
@@ -158,6 +169,10 @@ def detail_tables(results: dict[str, dict]) -> str:
                                     hps["variants"]["base"]["details"]["styles"],
                                     hps["variants"]["agfsync"]["details"]["styles"], "mean", ".2f"))
     out += [published_table(r) for r in results.values() if published.for_result(r)]
+    tifa = results.get("tifa")
+    if tifa:
+        out.append(f"<p class=\"note\">TIFA answering: {escape(str(tifa['implementation'].get('answering', '-')))}"
+                   f"{_disagreement(tifa)}</p>")
     fid = results.get("mjhq_fid")
     if fid:
         out.append(_per_group_table("MJHQ-30K FID per category (lower is better)", "Category",

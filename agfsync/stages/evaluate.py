@@ -47,7 +47,7 @@ from agfsync.core.shards import Shard, shard_records
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from agfsync.core.sections import HPSv2Settings, MJHQSettings, ScoresSettings, Settings
+    from agfsync.core.sections import HPSv2Settings, MJHQSettings, ScoresSettings, Settings, TIFASettings
 
 log = logging.getLogger(__name__)
 # A gold answerer (eval.tifa.gold): its answer (one of the choices, or anything else for "cannot
@@ -99,7 +99,7 @@ def run_score(settings: Settings, inputs: Mapping, outputs: Mapping, *, bench: s
             raise ValueError(f"eval.tifa.gold is {wanted!r}, but no gold answerer was given to the TIFA scoring "
                              f"(workflow/scripts/eval_score.py and `agfsync eval-score` pass the world's oracle)")
         return score_tifa_shard(settings.scores, shard, prompts, outputs["scores"], device=settings.device,
-                                progress=progress, gold=gold if wanted else None)
+                                progress=progress, gold=gold if wanted else None, tifa=settings.eval.tifa)
     if bench == "hpsv2":
         return score_hps_shard(settings.eval.hpsv2, shard, prompts, outputs["scores"], device=settings.device,
                                progress=progress)
@@ -165,10 +165,13 @@ def _open(shard_path, prompts_path):
 
 
 def score_tifa_shard(scores: ScoresSettings, shard_path, prompts_path, out_path, *, device=None,
-                     progress: bool = True, gold: GoldAnswer | None = None) -> int:
-    """Per image: `correct` (TIFA: the choices scored), `tifa`, the stage-3 sub-scores `vqa`,
-    `clip` and `aesthetic`, the prompt's `split` when it has one, and with `gold` the gold
-    answerer's `gold_correct` (same order as `correct`) and `gold` (their mean)."""
+                     progress: bool = True, gold: GoldAnswer | None = None, tifa: TIFASettings | None = None) -> int:
+    """Per image: `correct` (TIFA, by eval.tifa.answering: `tifa`, the official free-form answers
+    mapped to a choice, or `choices`, ours; without `tifa` settings, ours), `tifa`, the stage-3
+    sub-scores `vqa`, `clip` and `aesthetic`, the prompt's `split` when it has one, and with
+    `gold` the gold answerer's `gold_correct` (same order as `correct`) and `gold` (their mean).
+    With the official answering also `free_form` (BLIP-2's text), `answers` (the mapped choices)
+    and `choices_answers` (ours, on the same image): how often the protocols disagree."""
     from tqdm import tqdm
 
     from agfsync.models.aesthetic import load_aesthetic_scorer
@@ -176,31 +179,42 @@ def score_tifa_shard(scores: ScoresSettings, shard_path, prompts_path, out_path,
     from agfsync.models.loaders import pick_device
     from agfsync.models.vqa import VQAScorer, load_vqa_scorer
 
+    official = tifa is not None and tifa.answering == "tifa"
     started = time.perf_counter()
     rows = []
     with _open(shard_path, prompts_path) as (shard, items):
         if items:
             device = pick_device(device)
-            vqa = load_vqa_scorer(scores.vqa, device=device, method="fast")  # TIFA: the choices are scored
+            vqa = load_vqa_scorer(scores.vqa, device=device, method="fast")  # our answering: the choices scored
             # the VQA score of stage 3 (scores.vqa.method): the same weights, so another method reuses them
             stage3 = vqa if scores.vqa.method == "fast" else VQAScorer(
                 vqa.model, vqa.processor, vqa.device, method=scores.vqa.method, batch_size=scores.vqa.batch_size,
                 choice_likelihood=scores.vqa.choice_likelihood)
+            if official:
+                from agfsync.models.tifa_answer import TifaAnswerer, load_sentence_embedder
+
+                answerer = TifaAnswerer(vqa.model, vqa.processor, vqa.device, load_sentence_embedder(tifa.sbert, device))
             clip = load_clip_scorer(scores.clip, device=device)
             aesthetic = load_aesthetic_scorer(scores.aesthetic, device=device)
         for record, row in tqdm(items, desc=f"tifa {shard_path}", unit="image", disable=not progress, mininterval=2):
-            image = shard.image(row)
-            vqa_scores, correct = vqa.score([image], record["qa"])
-            if stage3 is not vqa:
-                vqa_scores = stage3.score([image], record["qa"])[0]
-            correct = correct[0]
-            out = {
-                "prompt_id": record["id"], "group": record["group"],
-                "correct": [bool(c) for c in correct], "element_types": [q["element_type"] for q in record["qa"]],
-                "tifa": float(np.mean(correct)), "vqa": float(vqa_scores[0]),
+            image, qa = shard.image(row), record["qa"]
+            if not qa:
+                raise DataError(f"shard {shard_path}, record {record['id']}: no questions to answer")
+            choices = vqa.answer([image], qa)[0]
+            ours = [a.strip().lower() == q["answer"].strip().lower() for a, q in zip(choices, qa)]
+            vqa_score = 100.0 * float(np.mean(ours)) if stage3 is vqa else float(stage3.score([image], qa)[0][0])
+            out = {"prompt_id": record["id"], "group": record["group"], "correct": ours,
+                   "element_types": [q["element_type"] for q in qa]}
+            if official:
+                free, mapped = answerer.answer(image, qa)
+                # tifascore: correct when the mapped choice is the answer (the strings of one record)
+                out.update(correct=[m == q["answer"] for m, q in zip(mapped, qa)], free_form=free, answers=mapped,
+                           choices_answers=choices)
+            out.update({
+                "tifa": float(np.mean(out["correct"])), "vqa": vqa_score,
                 "clip": float(clip.score([image], record["prompt"])[0]),
                 "aesthetic": float(aesthetic.score([image])[0]), "seed": row["seed"],
-            }
+            })
             if "split" in record:
                 out["split"] = record["split"]
             if gold is not None:

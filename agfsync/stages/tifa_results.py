@@ -92,11 +92,34 @@ def accuracy_result(metric: str, key: str, model: str, settings: Settings, confi
     return result
 
 
+ANSWERING = {
+    "tifa": "tifa: the official protocol (tifascore): BLIP-2 generates a free-form answer to 'Answer the "
+            "multiple-choice question. Question: ... Choices: ... Answer:' (beam 5, <= 30 new tokens), mapped to "
+            "the nearest choice by a sentence embedding model unless it is one",
+    "choices": "choices: ours, the choices scored (yes/no by the two tokens' logits; multiple choice by choice "
+               "likelihood)",
+}
+
+
 def tifa_result(model: str, settings: Settings, config_hash: str, rows_by_variant: dict[str, list[dict]]) -> dict:
-    return accuracy_result("tifa", "correct", model, settings, config_hash, rows_by_variant, {
-        "vqa_model": settings.scores.vqa.model,
-        "answering": "choice scoring (yes/no logits; multiple choice by choice likelihood)",
-        "choice_likelihood": settings.scores.vqa.choice_likelihood})
+    tifa = settings.eval.tifa
+    implementation = {"vqa_model": settings.scores.vqa.model, "answering": ANSWERING[tifa.answering],
+                      "choice_likelihood": settings.scores.vqa.choice_likelihood}
+    if tifa.answering == "tifa":
+        implementation["sbert"] = tifa.sbert
+    result = accuracy_result("tifa", "correct", model, settings, config_hash, rows_by_variant, implementation)
+    if tifa.answering == "tifa":
+        for variant, rows in rows_by_variant.items():
+            result["variants"][variant]["details"]["answering_disagreement"] = disagreement(rows)
+    return result
+
+
+def disagreement(rows: list[dict]) -> dict:
+    """How often the official answers (mapped choices) differ from ours on the same images and questions."""
+    pairs = [(a, b) for r in rows for a, b in zip(r["answers"], r["choices_answers"], strict=True)]
+    differ = sum(a.strip().lower() != b.strip().lower() for a, b in pairs)
+    return {"questions": len(pairs), "disagree": differ, "rate": differ / len(pairs) if pairs else None,
+            "compared_with": "choices"}
 
 
 def gold_result(model: str, settings: Settings, config_hash: str, rows_by_variant: dict[str, list[dict]]) -> dict:
