@@ -107,6 +107,8 @@ BAD = [
      "HPS_v2_compressed.pt is HPS v2.0, but eval.hpsv2.version is 'v2.1': their scores are on different scales"),
     ("HPS v2.1 checkpoint as v2.0", "eval.hpsv2.checkpoint", "w/HPS_v2.1_compressed.pt", "key "
      "'eval.hpsv2.checkpoint': HPS_v2.1_compressed.pt is HPS v2.1, but eval.hpsv2.version is 'v2.0'"),
+    ("unknown FID resize", "eval.mjhq.resize", "bicubic", "key 'eval.mjhq.resize': expected one of 'torchmetrics', "
+     "'torch-fidelity', 'clean-fid'; got 'bicubic'"),
     ("unknown MJHQ category", "eval.mjhq.categories", ["animals", "cars"], "key 'eval.mjhq.categories[1]': expected "
      "one of 'animals'"),
     ("unknown gold answerer", "eval.tifa.gold", "oracle", "key 'eval.tifa.gold': expected one of 'world', None; "

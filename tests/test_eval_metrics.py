@@ -85,19 +85,21 @@ def test_feature_extraction_batches_by_size_and_matches_single_calls(tiny_models
 
 
 def test_fid_resize_conventions_are_applied_and_recorded(tiny_models, monkeypatch, tmp_path):
-    """eval.mjhq.resize: torchmetrics (antialiased bilinear) or torch-fidelity (TF 1.x bilinear),
-    named in the extractor's description, which the FID result records."""
+    """eval.mjhq.resize: torchmetrics (antialiased bilinear), torch-fidelity (TF 1.x bilinear) or
+    clean-fid (PIL float bicubic), named in the extractor's description, which the FID result records."""
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
     rng = np.random.default_rng(3)
     images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
     features, infos = {}, {}
-    for how in ("torchmetrics", "torch-fidelity"):
+    for how in ("torchmetrics", "torch-fidelity", "clean-fid"):
         net, infos[how] = fid.load_extractor(MJHQSettings(features=str(tiny_models / "fid"), resize=how), "cpu")
         features[how] = fid.extract(images, net, "cpu")
     assert infos["torchmetrics"]["resize"].startswith("torchmetrics: bilinear, antialiased")
     assert infos["torch-fidelity"]["resize"].startswith("torch-fidelity: bilinear as TensorFlow 1.x")
-    assert not np.allclose(features["torchmetrics"], features["torch-fidelity"])  # 64 -> 32 px: the two differ
+    assert infos["clean-fid"]["resize"].startswith("clean-fid: PIL bicubic per channel in float")
+    for a, b in (("torchmetrics", "torch-fidelity"), ("torchmetrics", "clean-fid"), ("torch-fidelity", "clean-fid")):
+        assert not np.allclose(features[a], features[b])  # 64 -> 32 px: the three differ
     x = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2)
     tf1 = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(32, 32), align_corners=False)
     torch.testing.assert_close(fid.resize(x, 32, "torch-fidelity"), tf1)
@@ -117,8 +119,63 @@ def test_fid_resize_conventions_are_applied_and_recorded(tiny_models, monkeypatc
     for how, antialias in (("torchmetrics", True), ("torch-fidelity", False)):
         _, info = fid.load_extractor(MJHQSettings(inception_weights=str(weights), resize=how), "cpu")
         assert seen["antialias"] is antialias and info["resize"].startswith(how + ":")
-    with pytest.raises(ValueError, match="key 'resize': 'bicubic' is not one of torchmetrics, torch-fidelity"):
+    with pytest.raises(ValueError, match="key 'resize': 'bicubic' is not one of torchmetrics, torch-fidelity, clean-fid"):
         MJHQSettings(resize="bicubic")
+    with pytest.raises(ValueError, match=r"unknown FID resize 'bicubic' \(expected one of torchmetrics, torch-fidelity, "
+                                         r"clean-fid\)"):
+        fid.resize(x, 32, "bicubic")
+
+
+def pil_float_bicubic(array_HWC: np.ndarray, size: int) -> np.ndarray:
+    """clean-fid's "clean" resize written with PIL itself: each channel a float32 ("F") image,
+    BICUBIC to size x size, clipped to 0..255; (3, size, size)."""
+    channels = [np.asarray(Image.fromarray(array_HWC[..., c].astype(np.float32)).resize((size, size), Image.BICUBIC))
+                for c in range(3)]
+    return np.clip(np.stack(channels), 0, 255)
+
+
+@pytest.mark.parametrize("height, width, size", [(37, 53, 299), (300, 517, 299), (64, 64, 32)])
+def test_clean_fid_resize_equals_pil_float_bicubic(height, width, size):
+    """Up- and downscaling, odd sizes, non-square: our torch bicubic is PIL's to float32 rounding,
+    unquantised (not integers), and far from the two bilinear conventions."""
+    rng = np.random.default_rng(height)
+    arrays = rng.integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    x = torch.from_numpy(arrays).permute(0, 3, 1, 2)
+    ours = fid.resize(x, size, "clean-fid")
+    assert ours.shape == (2, 3, size, size) and ours.dtype == torch.float32
+    expected = np.stack([pil_float_bicubic(a, size) for a in arrays])
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-4)
+    assert ours.min() >= 0 and ours.max() <= 255 and not torch.equal(ours, ours.round())
+    for other in ("torchmetrics", "torch-fidelity"):
+        assert (fid.resize(x, size, other) - ours).abs().mean() > 1.0  # grey levels, of 255
+
+
+def test_clean_fid_feeds_the_inception_layers_our_float_resize(monkeypatch, tmp_path):
+    """The real network (random weights): at 299 x 299 uint8, where NoTrainInceptionV3's own
+    resizes are the identity, _FloatInception equals its forward (same layers, same
+    normalisation); at 37 x 53 the first layer sees (PIL float bicubic - 128) / 128."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    monkeypatch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, strict=True: None)
+    weights = tmp_path / "w.pth"
+    torch.save({"w": torch.zeros(1)}, weights)
+    torch.manual_seed(0)
+    net, info = fid.load_extractor(MJHQSettings(inception_weights=str(weights), resize="clean-fid"), "cpu")
+    assert isinstance(net, fid._FloatInception) and "on float input" in info["features"]
+    rng = np.random.default_rng(5)
+    x299 = torch.from_numpy(rng.integers(0, 256, (1, 3, 299, 299), dtype=np.uint8))
+    with torch.no_grad():
+        ours = net(x299)
+        for antialias in (True, False):
+            net.inception.use_antialias = antialias
+            torch.testing.assert_close(ours, net.inception(x299), rtol=1e-4, atol=1e-5)
+        assert ours.shape == (1, 2048) and ours.std() > 0
+        seen = []
+        net.inception.Conv2d_1a_3x3.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+        small = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+        net(torch.from_numpy(small).permute(2, 0, 1)[None])
+    expected = (pil_float_bicubic(small, 299) - 128) / 128
+    np.testing.assert_allclose(seen[0][0].numpy(), expected, rtol=0, atol=1e-4 / 128)
 
 
 def test_inception_weights_missing_names_the_key(tmp_path):

@@ -204,8 +204,9 @@ class MJHQSettings(Section):
     per_category: int | None = opt(None, 'null = all 3,000 per category; N = the first N ids of each (sorted)', ge=2)
     features: str = opt('inception', "torch-fidelity InceptionV3 pool3 (2048-d), as torchmetrics' FID")
     resize: str = opt('torchmetrics', "images to the network's input: torchmetrics (bilinear, antialiased) | "
-                      "torch-fidelity (bilinear as TensorFlow 1.x); absolute FIDs differ, recorded",
-                      choices=('torchmetrics', 'torch-fidelity'))
+                      "torch-fidelity (bilinear as TensorFlow 1.x) | clean-fid (PIL bicubic, float); absolute FIDs "
+                      "differ, recorded; which one the published MJHQ numbers used is unknown (docs/method.md)",
+                      choices=('torchmetrics', 'torch-fidelity', 'clean-fid'))
     inception_weights: str = opt('resources/weights/weights-inception-2015-12-05-6726825d.pth', 'FID InceptionV3 weights')
     batch_size: int = opt(64, 'images per feature-extractor call', ge=1)
 

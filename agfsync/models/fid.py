@@ -14,6 +14,13 @@ result records it under `implementation.resize`):
                   FrechetInceptionDistance default
   torch-fidelity  bilinear as TensorFlow 1.x computes it (no antialiasing), as torch-fidelity
                   and the original TF FID code
+  clean-fid       clean-fid's default mode "clean": each channel as a float image resized with
+                  PIL's bicubic (a = -0.5, the kernel widened by the downscale factor, taps cut
+                  at the border and renormalised), clipped to 0..255, not quantised. Our torch
+                  code (_bicubic_matrix); tests check it against PIL itself. The Inception network
+                  then gets these floats: torchmetrics' forward accepts only uint8 and resizes
+                  inside, so _FloatInception runs its layers on our 299 x 299 input.
+None of them is known to be the one behind the published MJHQ-30K numbers (docs/method.md).
 Distance: the Fréchet distance of the two Gaussians in float64, our own code:
 |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)), the last trace from the
 eigenvalues of S_a^(1/2) S_b S_a^(1/2) (symmetric positive semi-definite, so no complex
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 RESIZES = {
     "torchmetrics": "bilinear, antialiased (torch.nn.functional.interpolate; torchmetrics' default)",
     "torch-fidelity": "bilinear as TensorFlow 1.x (torch_fidelity.interpolate_compat_tensorflow; torch-fidelity, TF FID)",
+    "clean-fid": "PIL bicubic per channel in float, clipped to 0..255, unquantised (clean-fid's mode 'clean')",
 }
 
 
@@ -54,7 +62,56 @@ def resize(images_BCHW: torch.Tensor, size: int, how: str) -> torch.Tensor:
         from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
         return interpolate_bilinear_2d_like_tensorflow1x(images_BCHW.float(), size=(size, size), align_corners=False)
+    if how == "clean-fid":
+        height, width = images_BCHW.shape[-2:]
+        rows = _bicubic_matrix(height, size).to(images_BCHW.device)
+        cols = _bicubic_matrix(width, size).to(images_BCHW.device).T
+        # one image at a time: float64 of a batch of 1024 px images would take gigabytes
+        return torch.stack([(rows @ image.double() @ cols).clamp(0, 255).float() for image in images_BCHW])
     raise ValueError(f"unknown FID resize {how!r} (expected one of {', '.join(RESIZES)})")
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = -0.5 (PIL's BICUBIC), support [-2, 2]."""
+    x = np.abs(x)
+    near = ((1.5 * x - 2.5) * x) * x + 1.0  # (a + 2)|x|^3 - (a + 3)|x|^2 + 1
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * -0.5  # a (|x|^3 - 5|x|^2 + 8|x| - 4)
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def _bicubic_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float64 weights of PIL's bicubic resampling along one axis: output i is
+    centred at (i + 0.5) n_in / n_out; when shrinking, the kernel is stretched by the factor
+    (antialiasing); taps outside the image are dropped and each row renormalised to sum 1."""
+    scale = n_in / n_out
+    stretch = max(scale, 1.0)
+    support = 2.0 * stretch
+    centre = (np.arange(n_out) + 0.5) * scale
+    first = np.maximum(np.floor(centre - support + 0.5), 0)[:, None]
+    stop = np.minimum(np.floor(centre + support + 0.5), n_in)[:, None]
+    taps = np.arange(n_in)[None, :]
+    weights = np.where((taps >= first) & (taps < stop), _cubic((taps - centre[:, None] + 0.5) * (1.0 / stretch)), 0.0)
+    return torch.from_numpy(weights / weights.sum(axis=1, keepdims=True))
+
+
+class _FloatInception(nn.Module):
+    """torchmetrics' NoTrainInceptionV3 on float images resized here (clean-fid's convention).
+    Its forward takes uint8 only and resizes itself, so this runs the same layers as its
+    `_torch_fidelity_forward` up to the 2048-d pool: (x - 128) / 128, Conv2d_1a_3x3 ... AvgPool."""
+
+    LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+              "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+              "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
+
+    def __init__(self, inception: nn.Module):
+        super().__init__()
+        self.inception = inception
+
+    def forward(self, images_BCHW: torch.Tensor) -> torch.Tensor:
+        x = (resize(images_BCHW, self.inception.INPUT_IMAGE_SIZE, "clean-fid") - 128) / 128
+        for name in self.LAYERS:
+            x = getattr(self.inception, name)(x)
+        return torch.flatten(x, 1)
 
 
 class TinyFeatureNet(nn.Module):
@@ -103,10 +160,15 @@ def load_extractor(mjhq: MJHQSettings, device) -> tuple[nn.Module, dict]:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"eval.mjhq.inception_weights: {weights} not found (download rule download_file fetches it)")
         torch.load(weights, map_location="cpu", weights_only=True)  # refuses pickled code before torch-fidelity loads it
+        # torchmetrics and torch-fidelity: NoTrainInceptionV3's own resize (its antialias flag);
+        # clean-fid: ours, the float result fed to its layers (_FloatInception)
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights,
                                  antialias=mjhq.resize == "torchmetrics")
-        info = {"features": "inception-v3-compat pool3 (2048), torch-fidelity's network through torchmetrics' "
-                            "NoTrainInceptionV3", "weights": Path(weights).name,
+        through = "torchmetrics' NoTrainInceptionV3"
+        if mjhq.resize == "clean-fid":
+            net, through = _FloatInception(net), "its layers (torchmetrics' NoTrainInceptionV3) on float input"
+        info = {"features": f"inception-v3-compat pool3 (2048), torch-fidelity's network through {through}",
+                "weights": Path(weights).name,
                 "torch_fidelity": version("torch-fidelity"), "torchmetrics": version("torchmetrics")}
     else:
         net = TinyFeatureNet.from_pretrained(mjhq.features)
