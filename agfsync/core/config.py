@@ -43,7 +43,7 @@ def load_schema() -> dict:
 
 def _is_integer(checker, instance) -> bool:
     """JSON schema's "integer", strictly: an int, never a bool nor a float such as 12.0.
-    Draft 7 accepts 12.0, which then fails inside a job (`slice indices must be integers`)."""
+    JSON Schema accepts 12.0, which then fails inside a job (`slice indices must be integers`)."""
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
@@ -58,10 +58,11 @@ def _wants_number(subschema: dict) -> bool:
 
 
 def _validator_with_defaults():
-    """Draft-7 validator that fills `default` values of missing properties while validating,
+    """A JSON Schema 2020-12 validator (the draft of our schemas and of snakemake.utils.validate)
+    that fills `default` values of missing properties while validating,
     reads a string such as "1e-4" at a number-valued key as the number YAML 1.2 means, with
     a strict "integer" type (_is_integer)."""
-    base = jsonschema.Draft7Validator
+    base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):

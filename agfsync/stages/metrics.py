@@ -205,7 +205,7 @@ def validate(result: dict, where: str = "result") -> None:
     import yaml
 
     schema = yaml.safe_load(RESULT_SCHEMA.read_text())
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(result), key=lambda e: list(map(str, e.path)))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(result), key=lambda e: list(map(str, e.path)))
     if errors:
         raise DataError(f"{where}: not a valid result file: " + "; ".join(
             f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors))
