@@ -165,7 +165,8 @@ def _cmd_download(args) -> int:
 
 def _cmd_report(args) -> int:
     from agfsync.core.config import config_digest, load_config
-    from agfsync.core.dag import report_paths
+    from agfsync.core.dag import job_gpus, report_paths
+    from agfsync.core.downloads import hub_repos
     from agfsync.core.logs import job_logging
     from agfsync.core.sections import Settings
     from agfsync.report.page import build_report, rebased
@@ -173,7 +174,8 @@ def _cmd_report(args) -> int:
     cfg = load_config(args.config)
     with job_logging(args.log):
         paths = {model: rebased(files, args.results) for model, files in report_paths(cfg).items()}
-        build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg), tsv=args.tsv)
+        build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg), tsv=args.tsv,
+                     hub=hub_repos(cfg), gpus=job_gpus(cfg))
     return 0
 
 

@@ -72,3 +72,28 @@ def test_the_report_lists_each_code_state_with_its_result_files():
         'Python 3.12.1, torch 2.10.0; written on x86_64, 16 CPUs, GPUs: NVIDIA H200, NVIDIA H200: sdxl/tifa</li>'
         '</ul></div>')
     assert code_states([Loaded("sd15", {"tifa": {}})]) == ""
+
+
+def test_a_result_file_records_the_hub_commits_of_its_models(demo_config, tmp_path, monkeypatch):
+    """eval_metric passes the model's hub repositories (downloads.hub_repos); the file records
+    the commit each download marker names, null where there is none."""
+    from agfsync.core.downloads import hub_marker, hub_repos
+    from agfsync.core.io import read_json, write_json, write_jsonl
+    from agfsync.stages import metrics as results
+    from test_eval_metrics import cfg_for_results
+
+    monkeypatch.chdir(tmp_path)  # markers are read from resources/hub/ of the working directory
+    write_json(hub_marker("owner/sd"), {"repo_id": "owner/sd", "revision": "fp16", "commit": "d" * 40})
+    inputs = {}
+    for variant, clip in (("base", 1.0), ("agfsync", 2.0)):
+        inputs[variant] = [str(tmp_path / f"{variant}.jsonl")]
+        write_jsonl(inputs[variant][0], [{"prompt_id": p, "group": "g", "clip": clip + i} for i, p in enumerate("ab")])
+    hub = {"owner/sd": "fp16", "owner/clip": None}
+    result = results.write_metric(cfg_for_results(demo_config), "sd15", "clipscore", inputs, tmp_path / "c.json",
+                                  "0" * 16, hub=hub)
+    want = {"owner/clip": {"revision": None, "commit": None, "marker_revision": None},
+            "owner/sd": {"revision": "fp16", "commit": "d" * 40, "marker_revision": "fp16"}}
+    assert result["provenance"]["hub"] == want and read_json(tmp_path / "c.json")["provenance"]["hub"] == want
+    cfg = {**demo_config, "models": {"a": {"pretrained": "owner/sd", "revision": "fp16"},
+                                     "b": {"pretrained": "owner/other", "revision": None}}}
+    assert list(hub_repos(cfg, ["a"])) == sorted(["owner/sd", *hub_repos({**cfg, "run_models": []})])

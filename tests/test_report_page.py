@@ -441,3 +441,35 @@ def test_published_hps_numbers_sit_beside_ours_only_where_benchmark_protocol_and
     for other in (_hps_result(pretrained="stable-diffusion-v1-5/stable-diffusion-v1-5"), _hps_result(prompts=400)):
         assert "published vs ours" not in detail_tables({"hpsv2": other})
         assert not [r for r in result_rows(other) if r["variant"] == "published"]
+
+
+def test_the_compute_table_and_hub_commits(world_config, tmp_path):
+    """Compute per model and stage from benchmark files under the root, GPU-hours from the GPUs
+    per job; hub commits from the download markers; a tree without benchmarks says so."""
+    from test_costs import bench
+
+    root = tmp_path / "results"
+    paths = page.rebased(dag.report_paths(world_config)["world"], root)
+    write_json(paths["metrics"]["gold"], GOLD)
+    bare = page.build_report(settings(world_config, "report"), tmp_path / "bare.html", {"world": paths}, root=tmp_path)
+    assert 'id="compute-none"' in bare and "Compute: not measured (no benchmark files)." in bare
+    bench(tmp_path, "benchmarks/world/candidates_generate/shard-00000.tsv", 3600.5)
+    bench(tmp_path, "benchmarks/world/candidates_generate/shard-00001.tsv", 1799.5)
+    bench(tmp_path, "benchmarks/world/train_dpo.tsv", 7200.0, 1800.0)
+    bench(tmp_path, "benchmarks/other/train_dpo.tsv", 100.0)  # not a run model: left out
+    bench(tmp_path, "benchmarks/world/pairs_select.tsv", lines=["s\th:m:s", "oops\t0:00:01"])
+    write_json(tmp_path / "resources/hub/owner--clip.json", {"repo_id": "owner/clip", "revision": None,
+                                                              "commit": "c" * 40})
+    html = page.build_report(settings(world_config, "report"), tmp_path / "r.html", {"world": paths}, root=tmp_path,
+                             hub={"owner/clip": None, "owner/absent": "v2"},
+                             gpus={"candidates_generate": 1, "train_dpo": 4})
+    table_html = html[html.index('id="compute-table"'):html.index('id="compute-totals"')]
+    cells = re.findall(r"<tr><td>world</td><td class=\"left\">(\w+)</td><td>(\d+)</td><td>(\d+)</td>"
+                       r"<td>([\d:]+)</td><td>([\d.,]+)", table_html)
+    assert cells == [("candidates_generate", "2", "1", "1:30:00", "1.50"), ("train_dpo", "1", "4", "2:30:00", "10.00")]
+    assert "<th class=\"left\">all stages</th><th>3</th><th></th><th>4:00:00</th><th>11.50</th>" in html
+    assert "pairs_select.tsv:2: wall seconds &#x27;oops&#x27;" in html  # the torn file, named, left out
+    assert "Compute: 3 jobs, wall 4:00:00, 11.50 GPU-hours (1 unreadable benchmark files left out)" in html
+    hub = html[html.index('id="hub-commits"'):]
+    assert f"<code>owner/clip</code> (default branch): commit <code>{'c' * 40}</code>" in hub
+    assert "<code>owner/absent</code> (revision v2): commit unknown (no download marker here)" in hub

@@ -6,6 +6,7 @@ to Snakemake's `config`); paths come from agfsync.core.layout. Pure: no torch, n
   stage_config      the params of a job: the config sections that determine its output
   canonical         dicts with sorted keys (params compare in key order)
   train_resources   train_dpo's resources, in the SLURM plugin's terms
+  job_gpus          GPUs a job of each rule holds (GPU-hours)
   *_shards          shard lists, fixed at parse time (the whole DAG is known to a dry run)
   *_inputs          input functions of the rules, as plain functions of (config, wildcard values)
   final_targets     everything `rule all` asks for
@@ -146,6 +147,21 @@ def train_resources(config: dict) -> dict:
     if gpus:
         out["gres"] = f"gpu:{gpus}"
     return out
+
+
+# The rules whose jobs ask for `gpu=MODEL_GPUS` (workflow/rules/*.smk; tests/test_costs.py
+# checks this list against the .smk files). train_dpo asks for train_resources; the rest none.
+MODEL_GPU_RULES = ("candidates_generate", "candidates_score", "train_cache", "eval_generate", "eval_score",
+                   "eval_reference_mjhq", "eval_trajectory")
+
+
+def job_gpus(config: dict) -> dict[str, int]:
+    """GPUs one job of each GPU rule holds, from the same resources the rules ask for
+    (model_gpus; train_resources, over all its nodes); other rules hold none. GPU-hours are
+    counted in these (agfsync.core.costs)."""
+    train = train_resources(config)
+    per_node = train.get("gpu") or int(train.get("gres", "gpu:0").rsplit(":", 1)[1])
+    return {**{rule: model_gpus(config) for rule in MODEL_GPU_RULES}, "train_dpo": per_node * train["nodes"]}
 
 
 # ----------------------------------------------------------------------------- shards

@@ -68,10 +68,11 @@ def needed(values, files, hubs) -> list[str]:
     return sorted(out)
 
 
-def hub_repos(cfg: dict) -> dict[str, str | None]:
-    """Hub repository -> revision, for every model the config loads from the hub."""
+def hub_repos(cfg: dict, models=None) -> dict[str, str | None]:
+    """Hub repository -> revision, for every model the config loads from the hub (of the
+    text-to-image models, those of `models`; None: the run models), scorers included."""
     repos: dict[str, str | None] = {}
-    for name in cfg["run_models"]:
+    for name in cfg["run_models"] if models is None else models:
         model = cfg["models"][name]
         if is_hub_id(model["pretrained"]):
             repos[model["pretrained"]] = model.get("revision")

@@ -5,6 +5,10 @@ metric jobs may run on other nodes than the generation; the jobs' own logs name 
 Written under `provenance` into every results/{model}/{metric}.json
 (agfsync.stages.result_parts.envelope) and shown by the report.
 
+hub_commits() gives the hub commit of every model and scorer a config loads from the hub
+(agfsync.core.downloads.hub_repos): the one the download marker resources/hub/<owner>--<name>.json
+recorded when the login node fetched it; compute jobs run offline on that snapshot.
+
 Versions come from the installed distributions' metadata (importlib.metadata), so reading
 them imports nothing; the GPU names come from `nvidia-smi -L` where it exists. A checkout
 without git (an unpacked archive, a scratch copy) records commit and dirty as null.
@@ -18,10 +22,13 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from agfsync import __version__
+from agfsync.core.downloads import hub_marker
+from agfsync.core.io import read_json
 
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "open_clip_torch", "deepspeed", "bitsandbytes",
             "xformers", "triton", "numpy", "snakemake")
@@ -72,3 +79,18 @@ def collect() -> dict:
 def _collected() -> dict:
     return {"agfsync": __version__, "git": git_state(), "python": platform.python_version(),
             "packages": packages(), "hardware": hardware()}
+
+
+def hub_commits(repos: Mapping[str, str | None], root: str | Path = ".") -> dict[str, dict]:
+    """Per hub repository (repos: id -> configured revision, as downloads.hub_repos gives them):
+    {"revision": the configured revision or None, "commit": the commit its download marker
+    under `root` records, or None without a marker, "marker_revision": the revision the marker
+    was fetched for (differs from "revision" when the marker is stale), or None}. Local
+    model directories are not hub repositories and are not listed."""
+    out = {}
+    for repo_id, revision in sorted(repos.items()):
+        marker = Path(root) / hub_marker(repo_id)
+        record = read_json(marker) if marker.is_file() else {}
+        out[repo_id] = {"revision": revision, "commit": record.get("commit"),
+                        "marker_revision": record.get("revision")}
+    return out

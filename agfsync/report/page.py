@@ -12,10 +12,15 @@ a researcher asks: did it work, and how sure are we?
              (agfsync.report.figures); base vs AGFSync where accuracy rose and fell most, with
              the verdict on every question, and all N candidates of a few training prompts
              (agfsync.report.grids)
-  bottom     provenance: agfsync version, config digests, how the CIs were computed
+  compute    per model and stage: jobs, wall time and GPU-hours from Snakemake's benchmark
+             files, and the totals per stage (agfsync.report.compute; "not measured" without them)
+  bottom     provenance: agfsync version, config digests, how the CIs were computed, the code
+             states and machines that wrote the result files, compute totals per stage, and
+             the hub commit of every model and scorer (download markers)
 
-Pure: reads the files agfsync.core.dag.report_paths names (agfsync.report.data); no torch.
-A missing file leaves its section with a note.
+Pure: reads the files agfsync.core.dag.report_paths names (agfsync.report.data), and, where
+they exist, benchmarks/ and the hub download markers (no rule's outputs, so not its inputs);
+no torch. A missing file leaves its section with a note.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from agfsync import __version__
-from agfsync.core import layout
+from agfsync.core import costs as job_costs
+from agfsync.core import layout, provenance as code_provenance
 from agfsync.core.io import write_text
 from agfsync.report import data as report_data
-from agfsync.report import figures, grids, sections_results, table, verdicts
+from agfsync.report import compute, figures, grids, sections_results, table, verdicts
 
 if TYPE_CHECKING:
     from agfsync.core.sections import Settings
@@ -127,7 +133,7 @@ def model_section(settings: Settings, d: report_data.ModelData) -> str:
         f'<h3>Training prompts: all candidates, winner and loser</h3>{grids.candidates_grid(d.model, d)}</section>')
 
 
-def provenance(config_hash: str, loaded: list[report_data.ModelData]) -> str:
+def provenance(config_hash: str, loaded: list[report_data.ModelData], extra: str = "") -> str:
     hashes = sorted({r.get("config_hash") for d in loaded for r in d.results.values() if r.get("config_hash")})
     trained = sorted({d.train_summary["config_hash"] for d in loaded if (d.train_summary or {}).get("config_hash")})
     return (f'<p class="note" id="provenance">agfsync {escape(__version__)}. Config digest of this report '
@@ -136,7 +142,11 @@ def provenance(config_hash: str, loaded: list[report_data.ModelData]) -> str:
             f'other models\' settings); training: {", ".join(f"<code>{escape(h)}</code>" for h in trained) or "none"}. '
             f'CIs: 95% percentile bootstrap over prompts, 10,000 resamples, paired for differences '
             f'(agfsync.core.stats). Files: results/&lt;model&gt;/&lt;metric&gt;.json, every number in results/metrics.tsv.</p>'
-            f'{code_states(loaded)}')
+            f'{code_states(loaded)}{extra}')
+
+
+def cost_line(costs: job_costs.Costs, known: bool) -> str:
+    return f'<p class="note" id="compute-provenance">{escape(compute.compute_text(costs, gpus_known=known))}</p>'
 
 
 SHOWN_PACKAGES = ("torch", "diffusers", "transformers", "open_clip_torch", "deepspeed", "bitsandbytes")
@@ -168,18 +178,28 @@ def code_states(loaded: list[report_data.ModelData]) -> str:
     return f'<div class="note" id="code-states">Result files written by{warn}:<ul>{items}</ul></div>'
 
 
-def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, paths: dict, config_hash: str) -> str:
+def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, paths: dict, config_hash: str,
+        hub: Mapping | None = None, gpus: Mapping | None = None) -> str:
     """Rule report: the page into outputs["report"] and every number of the result files into
     outputs["tsv"] (results/metrics.tsv, agfsync.report.table) from the files `paths` names per
     model (agfsync.core.dag.report_paths; the rule's inputs are the same files)."""
-    return build_report(settings, outputs["report"], paths, config_hash=config_hash, tsv=outputs["tsv"])
+    return build_report(settings, outputs["report"], paths, config_hash=config_hash, tsv=outputs["tsv"], hub=hub,
+                        gpus=gpus)
 
 
-def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str = "", tsv=None) -> str:
+def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str = "", tsv=None,
+                 hub: Mapping | None = None, gpus: Mapping | None = None, root=".") -> str:
     """The page over the run models of `settings`. paths: per model, the files it reads, as
     agfsync.core.dag.report_paths gives them (rebased(...) moves them under another root).
-    `tsv`: also write the table of every number of the result files there (agfsync.report.table)."""
+    `tsv`: also write the table of every number of the result files there (agfsync.report.table).
+    hub: the config's hub repositories and revisions (agfsync.core.downloads.hub_repos), their
+    commits read from the download markers under `root`; gpus: GPUs per job of each rule
+    (agfsync.core.dag.job_gpus), for the GPU-hours of the benchmark files under root/benchmarks
+    (None: wall time only). Both come from the full config, which the report's settings lack."""
     models = list(settings.run_models)
+    costs = job_costs.collect(root, gpus or {}, models=models)
+    commits = None if hub is None else code_provenance.hub_commits(hub, root)
+    known = gpus is not None
     if tsv is not None:
         table.write_tsv(tsv, {model: paths[model]["metrics"] for model in models})
     loaded = [report_data.load(model, paths[model]) for model in models]
@@ -198,7 +218,8 @@ def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str 
         f"<h1>AGFSync: did it work, and how sure are we?</h1>{run_note(settings)}"
         f"<div id=\"summary\">{''.join(tops)}</div><nav>Models: {nav}</nav>"
         f"<h2 id=\"all-models\">All models</h2>{sections_results.summary_table({d.model: d.shown for d in loaded})}"
-        f"{''.join(model_section(settings, d) for d in loaded)}{provenance(config_hash, loaded)}"
+        f"{''.join(model_section(settings, d) for d in loaded)}{compute.compute_section(costs, gpus_known=known)}"
+        f"{provenance(config_hash, loaded, compute.hub_text(commits) + cost_line(costs, known))}"
         "</body></html>\n"
     )
     write_text(out_path, html)

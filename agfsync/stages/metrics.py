@@ -211,15 +211,18 @@ def validate(result: dict, where: str = "result") -> None:
             f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors))
 
 
-def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, model: str, metric: str, config_hash: str) -> dict:
+def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, model: str, metric: str, config_hash: str,
+        hub: Mapping | None = None) -> dict:
     """Rule eval_metric (`agfsync metric`): results/{model}/{metric}.json (outputs["result"])
     from the per-shard files of both variants, inputs["base"] and inputs["agfsync"] (and, for
     mjhq_fid, the reference features inputs["reference"]). `config_hash`: the digest of the
-    model's config recorded in the file (agfsync.core.config.config_digest)."""
+    model's config recorded in the file (agfsync.core.config.config_digest). `hub`: the hub
+    repositories and revisions of the model's config (agfsync.core.downloads.hub_repos), whose
+    commits go into provenance.hub (None: left out)."""
     files = {variant: listed(inputs[variant]) for variant in VARIANTS}
     if metric == "mjhq_fid":
         files["reference"] = inputs["reference"]
-    return write_metric(settings, model, metric, files, outputs["result"], config_hash)
+    return write_metric(settings, model, metric, files, outputs["result"], config_hash, hub=hub)
 
 
 def listed(value) -> list:
@@ -227,7 +230,8 @@ def listed(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
-def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_path, config_hash: str) -> dict:
+def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_path, config_hash: str, *,
+                 hub: Mapping | None = None) -> dict:
     """`inputs` = {"base": [per-shard files], "agfsync": [...], "reference"?: npz}."""
     from agfsync.core.io import write_json
 
@@ -272,6 +276,10 @@ def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_
             result = mean_result("aesthetic", "aesthetic", model, settings, config_hash, rows,
                                  {"backbone": aesthetic.backbone, "head": Path(aesthetic.head).name,
                                   "scale": "x10 (0..100)"})
+    if hub is not None:
+        from agfsync.core.provenance import hub_commits
+
+        result["provenance"]["hub"] = hub_commits(hub)
     validate(result, str(out_path))
     write_json(out_path, result)
     base, tuned = result["variants"]["base"]["value"], result["variants"]["agfsync"]["value"]

@@ -119,6 +119,7 @@ if [m for m in EVAL_METRICS if m != "judge"]:
         params:
             cfg=lambda w: stage_params("eval_metric", w),
             config_hash=lambda w: config_digest(config, w.model),
+            hub=lambda w: hub_repos(config, [w.model]),  # their commits: provenance.hub of the file
         conda:
             "../../envs/agfsync.yaml"
         script:

@@ -1,7 +1,9 @@
 # The report: results/report.html, one self-contained page over all run models
 # (agfsync.report.page), and results/metrics.tsv, every number of the result files in one
 # long table (agfsync.report.table). `snakemake --report report.html` adds Snakemake's own
-# report, in which this page, the table and every metric file appear.
+# report, in which this page, the table and every metric file appear. The page also reads
+# benchmarks/ (its Compute section) and the hub markers where they exist; they are no
+# inputs, so a dry run's DAG does not change and a page built without them says so.
 
 rule report:
     """The report page results/report.html and every number in results/metrics.tsv."""
@@ -16,6 +18,8 @@ rule report:
         cfg=stage_params("report"),
         config_hash=CONFIG_HASH,
         paths=dag.report_paths(config),  # what the page reads, per model (inputs above)
+        hub=HUB_REPOS,  # hub id -> revision: the page reads their commits from the download markers
+        gpus=dag.job_gpus(config),  # GPUs per job of each rule: GPU-hours of the benchmark files
     conda:
         "../../envs/agfsync.yaml"
     script:

@@ -5,4 +5,5 @@ from agfsync.core.jobs import job
 from agfsync.report import page
 
 with job(snakemake) as j:  # noqa: F821 (snakemake is injected)
-    page.run(j.settings, j.inputs, j.outputs, paths=j.params["paths"], config_hash=j.params["config_hash"])
+    page.run(j.settings, j.inputs, j.outputs, paths=j.params["paths"], config_hash=j.params["config_hash"],
+             hub=j.params["hub"], gpus=j.params["gpus"])
