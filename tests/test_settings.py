@@ -23,7 +23,7 @@ BOUNDS = {"minimum": "ge", "exclusiveMinimum": "gt", "maximum": "le", "exclusive
 
 def _resolve(node: dict) -> dict:
     ref = node.get("$ref")
-    return SCHEMA["definitions"][ref.split("/")[-1]] if ref else node
+    return SCHEMA["$defs"][ref.split("/")[-1]] if ref else node
 
 
 def _walk(cls, node: dict, key: str = ""):
