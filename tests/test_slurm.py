@@ -114,13 +114,16 @@ def without_run_facts(value):
 
 
 def comparable(path: Path):
-    """A result file's content, less RUN_FACTS (JSON) or the training time (report)."""
+    """A result file's content, less RUN_FACTS (JSON) or the training time and the Compute section's
+    wall times and GPU-hours (report: they are the run's own)."""
     if path.suffix == ".json":
         return without_run_facts(json.loads(path.read_text()))
     if path.suffix == ".jsonl" and path.parent.name in ("agfsync", "train_checkpoints"):
         return [without_run_facts(json.loads(line)) for line in path.read_text().splitlines()]
     if path.suffix == ".html":
-        return re.sub(r"(loss \w+), [\d.]+ s\.", r"\1, <time>.", path.read_text())
+        text = re.sub(r"(loss \w+), [\d.]+ s\.", r"\1, <time>.", path.read_text())
+        text = re.sub(r'<h2 id="compute">.*?(?=<p class="note" id="provenance">)', "<compute>", text, flags=re.S)
+        return re.sub(r'<p class="note" id="compute-provenance">.*?</p>', "<compute totals>", text, flags=re.S)
     return path.read_bytes()
 
 

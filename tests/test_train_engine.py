@@ -34,9 +34,14 @@ def _train(train_settings, model, steps: int, autocast: bool = False):
     return engine
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def distributed():
-    init_distributed("gloo")
+    """A one-process world for the test, torn down after it (tests/train_helpers.single_process_world)."""
+    from train_helpers import single_process_world
+
+    with single_process_world():
+        init_distributed("gloo")
+        yield
 
 
 @pytest.fixture
