@@ -406,6 +406,23 @@ def test_per_group_tables_of_hps_and_mjhq():
         "<tr><td>y</td><td>9</td><td>9.5</td><td>+0.5</td></tr></table><p class=\"note\">a: 1</p>")
 
 
+def test_tifa_answering_and_its_disagreement_with_ours_are_stated():
+    from agfsync.report.sections_results import detail_tables
+
+    def variant(rate, n):
+        return {"details": {"answering_disagreement": {"questions": n, "disagree": round(rate * n), "rate": rate}}}
+
+    official = {"implementation": {"answering": "tifa: the official <protocol>"},
+                "variants": {"base": variant(0.125, 1200), "agfsync": variant(0.25, 1200)}}
+    assert detail_tables({"tifa": official}) == (
+        '<p class="note">TIFA answering: tifa: the official &lt;protocol&gt;. Our choice scoring picks another '
+        "answer than the official protocol on the same images: base 12.5% of 1,200 questions; AGFSync 25.0% of "
+        "1,200 questions</p>")
+    ours = {"implementation": {"answering": "choices: ours"}, "variants": {"base": {"details": {}},
+                                                                          "agfsync": {"details": {}}}}
+    assert detail_tables({"tifa": ours}) == '<p class="note">TIFA answering: choices: ours</p>'
+
+
 def _hps_result(version="v2.0", pretrained="CompVis/stable-diffusion-v1-4", prompts=3200) -> dict:
     styles = {"anime": 27.5, "concept-art": 26.0, "paintings": 26.5, "photo": 27.1}
     details = {"styles": {s: {"mean": v, "num_images": prompts // 4} for s, v in styles.items()}}
