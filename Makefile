@@ -1,7 +1,8 @@
 # The two commands of the README's Quickstart. Both create the environment first if it is
 # missing or out of date (.venv, from requirements.lock: exact versions, ~7.7 GB, ~2.5 min).
 #   make demo   the whole workflow in the miniature world, offline, on a CPU (config/demo.yaml)
-#   make test   the test suite
+#   make test   the test suite: everything but the tests marked slow (~15 min on 2 cores; CI runs it)
+#   make test-all   every test, the slow ones too (~50 min: the full world controls, SLURM, the plumbing run)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ CORES ?= 2
 EXTRAS ?= test$(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),$(comma)xformers)
 comma := ,
 
-.PHONY: demo test env dryrun lint unlock clean-demo
+.PHONY: demo test test-all env dryrun lint unlock clean-demo
 
 env: $(STAMP)
 
@@ -28,6 +29,9 @@ demo: $(STAMP)
 	@echo "agfsync demo: the report is results/report.html, every number in results/metrics.tsv (the experiment: docs/world.md)"
 
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 dryrun: $(STAMP)

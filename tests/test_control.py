@@ -1,12 +1,24 @@
 """Controls of the learning signal (`pytest -k control` selects them all): in the miniature
-world AGFSync must raise gold alignment, the same run with winner and loser swapped must
-not, and a run with the learning signal broken must fail the positive test.
+world AGFSync must move gold alignment the right way, the same run with winner and loser
+swapped must not, and a run with the learning signal broken must fail the positive test.
 
-One scratch copy of the repository runs config/control.yaml through Snakemake (the demo's
-experiment at the size where its effect is measurable: the world writer's 1,200 prompts, 8
-candidates each, the three judges, best vs worst, 600 Diffusion-DPO steps, the 600 held-out
-prompts of data/world/benchmark/control), then reruns it with one change; each rerun redoes
-only what the change touches (the pairs, the training cache, the training and the fine-tuned
+Two sizes. The quick controls (the default suite, `make test`) run config/control_quick.yaml,
+the demo's experiment at 10 DDIM steps, then rerun it with winner and loser swapped: the
+swapped run must lower gold (measured: -7.8 points, 95% CI -11.8 to -3.8), AGFSync's model
+must beat the swapped run's on the same held-out prompts and seeds (+9.3, CI +4.7 to +13.7),
+and must not lower gold itself (+1.4, CI -2.3 to +5.1). They catch a learning signal that
+points the wrong way or nowhere (winner and loser swapped, a score column shifted, pairs
+chosen at random) and the mismatched-embedding breakage below, measured at this size: with
+every pair trained on the next pair's prompt, AGFSync's run gives -2.3 (CI -5.6 to +0.9),
+the swapped one -3.2 (CI -6.5 to +0.1), and AGFSync beats the swapped run by only +1.0 (CI
+-2.6 to +4.5): two of the three quick tests fail. 6.5 minutes on 2 cores (4.3 for the first
+run, 2.2 for the rerun).
+
+The full controls (`make test-all`, marked slow) run config/control.yaml, the size at which the
+gain itself is measurable (the world writer's 1,200 prompts, 8 candidates each, the three
+judges, best vs worst, 600 Diffusion-DPO steps, the 600 held-out prompts of
+data/world/benchmark/control), then rerun it with one change each; each rerun redoes only
+what the change touches (the pairs, the training cache, the training and the fine-tuned
 model's evaluation). Gold is the world's oracle; every difference is the paired bootstrap 95%
 CI of results/world/gold.json (10,000 resamples over prompts, seed 0).
 
@@ -33,19 +45,30 @@ import pytest
 
 from workflow_helpers import snakemake, workdir
 
+from agfsync.core.io import read_jsonl
+from agfsync.core.stats import paired_delta
+
 CONTROL = "config/control.yaml"
+QUICK = "config/control_quick.yaml"
 GOLD = "results/world/gold.json"
 PAIRS = "results/world/pairs.jsonl"
-TIMEOUT = 2700  # one Snakemake run; the positive one takes ~24 minutes on 2 cores
+TUNED_SCORES = "results/world/eval/agfsync/tifa"  # the fine-tuned model's per-prompt rows (gold included)
+TIMEOUT = 2700  # one Snakemake run; the full positive one takes ~24 minutes on 2 cores
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3 * TIMEOUT)]
 
 
-def _run(cwd: Path, target: str = GOLD, extra: str | None = None) -> dict | None:
-    """Snakemake on config/control.yaml, or on `extra` (YAML) extending it."""
-    config = CONTROL
+def full_size(test):
+    """The full controls: minutes each, in `make test-all` only."""
+    return pytest.mark.slow(pytest.mark.timeout(3 * TIMEOUT)(test))
+
+quick = pytest.mark.timeout(TIMEOUT)  # ~6.5 minutes on 2 cores, both runs
+
+
+def _run(cwd: Path, target: str = GOLD, extra: str | None = None, base: str = CONTROL) -> dict | None:
+    """Snakemake on `base` (config/control.yaml), or on `extra` (YAML) extending it."""
+    config = base
     if extra is not None:
-        (cwd / "config" / "control_variant.yaml").write_text(f"extends: {CONTROL}\n{extra}")
+        (cwd / "config" / "control_variant.yaml").write_text(f"extends: {base}\n{extra}")
         config = "config/control_variant.yaml"
     # the target first: --configfile takes every path after it
     result = snakemake(cwd, target, "--configfile", config, timeout=TIMEOUT)
@@ -68,12 +91,14 @@ def positive(control_dir) -> dict:
     return _run(control_dir)
 
 
+@full_size
 def test_control_agfsync_raises_gold_accuracy(positive):
     diff = positive["difference"]
     assert diff["resamples"] == 10000 and diff["n"] == 600
     assert _gold_rises(positive), diff
 
 
+@full_size
 def test_control_swapped_pairs_do_not_raise_gold_accuracy(control_dir, positive):
     gold = _run(control_dir, extra="pairs:\n  swap: true\n")
     assert json.loads((control_dir / "results/world/pairs_summary.json").read_text())["swapped"] is True
@@ -92,8 +117,55 @@ def _mismatch_embeddings(cwd: Path) -> None:
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
 
 
+@full_size
 def test_control_breakage_mismatched_embeddings_fails_the_positive_test(control_dir, positive):
     _run(control_dir, target=PAIRS)  # the unswapped pairs back (the swapped control may have run)
     _mismatch_embeddings(control_dir)
     gold = _run(control_dir)
     assert not _gold_rises(gold), gold["difference"]
+
+
+# ------------------------------------------------------------------------- the quick controls
+
+
+def _tuned_gold(cwd: Path) -> dict[str, float]:
+    """The fine-tuned model's gold accuracy per held-out prompt (its evaluation shards' rows)."""
+    rows = [r for path in sorted((cwd / TUNED_SCORES).glob("scores-*.jsonl")) for r in read_jsonl(path)]
+    assert rows, f"no evaluation rows under {cwd / TUNED_SCORES}"
+    return {r["prompt_id"]: float(r["gold"]) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory) -> dict:
+    """config/control_quick.yaml, then the same run with winner and loser swapped: each run's
+    gold.json and its fine-tuned model's gold per prompt."""
+    cwd = workdir(tmp_path_factory.mktemp("control_quick"))
+    runs = {}
+    for name, extra in (("agfsync", None), ("swapped", "pairs:\n  swap: true\n")):
+        gold = _run(cwd, extra=extra, base=QUICK)
+        swapped = json.loads((cwd / "results/world/pairs_summary.json").read_text())["swapped"]
+        assert swapped is (name == "swapped")
+        runs[name] = {"gold": gold, "tuned": _tuned_gold(cwd)}
+    return runs
+
+
+@quick
+def test_control_quick_swapped_pairs_lower_gold_accuracy(quick_runs):
+    diff = quick_runs["swapped"]["gold"]["difference"]
+    assert diff["resamples"] == 10000 and diff["n"] == 300
+    assert diff["ci_high"] < 0, diff  # measured: -7.8 points (CI -11.8 to -3.8)
+
+
+@quick
+def test_control_quick_agfsync_beats_its_swapped_run_on_the_same_prompts(quick_runs):
+    ours, swapped = quick_runs["agfsync"]["tuned"], quick_runs["swapped"]["tuned"]
+    assert sorted(ours) == sorted(swapped) and len(ours) == 300
+    ids = sorted(ours)
+    delta = paired_delta([swapped[i] for i in ids], [ours[i] for i in ids])
+    assert delta.ci_low > 0, delta.as_dict()  # measured: +9.3 points (CI +4.7 to +13.7)
+
+
+@quick
+def test_control_quick_agfsync_does_not_lower_gold_accuracy(quick_runs):
+    diff = quick_runs["agfsync"]["gold"]["difference"]
+    assert diff["ci_high"] > 0, diff  # measured: +1.4 points (CI -2.3 to +5.1)
