@@ -52,7 +52,7 @@ def test_defaults_are_filled(paper):
     cfg = copy.deepcopy(paper)
     del cfg["prompts"]["dedup"], cfg["tiny_models"], cfg["prompts"]["llm"]["concurrency"]
     check_config(cfg)
-    assert cfg["prompts"]["dedup"] == {"threshold": 0.9, "embedder": "clip"}
+    assert cfg["prompts"]["dedup"] == {"threshold": 0.9, "embedder": "bge", "model": "BAAI/bge-large-en-v1.5"}
     assert cfg["tiny_models"] == {"enabled": False, "dir": "resources/tiny_models"}
     assert cfg["prompts"]["llm"]["concurrency"] == 8
 

@@ -117,6 +117,7 @@ def test_http_error_names_the_file_and_status(tmp_path):
 def test_hub_repositories_come_from_the_config(repo):
     paper = load_config(repo / "config" / "config.yaml")
     assert hub_repos(paper) == {
+        "BAAI/bge-large-en-v1.5": None,  # prompts.dedup.embedder: bge
         "CompVis/stable-diffusion-v1-4": None, "Salesforce/blip2-flan-t5-xxl": None, "openai/clip-vit-base-patch16": None,
         "openai/clip-vit-large-patch14": None, "sentence-transformers/all-mpnet-base-v2": None,
         "stabilityai/stable-diffusion-xl-base-1.0": None, "stable-diffusion-v1-5/stable-diffusion-v1-5": None,

@@ -59,9 +59,9 @@ def test_one_target_pulls_only_its_jobs(tmp_path, no_torch):
                        env=no_torch)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "download_file": 1, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1,
+        "download_file": 1, "download_hub": 5, "prompts_generate": 1, "qa_generate": 1,
         "candidates_generate": SMALL_PAPER_SHARDS, "candidates_score": SMALL_PAPER_SHARDS,
-        "pairs_select": 1}  # downloads: the aesthetic head; SDXL, BLIP-2 and two CLIPs
+        "pairs_select": 1}  # downloads: the aesthetic head; SDXL, BLIP-2, two CLIPs and bge (prompt dedup)
     assert "results/sd15/" not in result.stdout and "results/sd14/" not in result.stdout
 
 
@@ -84,7 +84,7 @@ def test_one_metric_target_pulls_only_its_path(tmp_path, no_torch):
                        env=no_torch)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "download_file": 6, "download_hub": 4, "prompts_generate": 1, "qa_generate": 1,
+        "download_file": 6, "download_hub": 5, "prompts_generate": 1, "qa_generate": 1,
         "candidates_generate": SMALL_PAPER_SHARDS, "candidates_score": SMALL_PAPER_SHARDS, "pairs_select": 1,
         "train_cache": 1, "train_dpo": 1, "eval_prompts": 1,
         "eval_generate": 26, "eval_score": 26, "eval_metric": 1}

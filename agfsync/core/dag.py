@@ -215,6 +215,12 @@ def eval_score_values(config: dict, bench: str) -> list:
     return mjhq_feature_values(config)
 
 
+def dedup_values(config: dict) -> list:
+    """Config values behind the weights the prompt stage's near-duplicate embedder loads."""
+    dedup = config["prompts"]["dedup"]
+    return {"bge": [dedup["model"]], "clip": [config["scores"]["clip"]["model"]]}.get(dedup["embedder"], [])
+
+
 def tifa_answering_values(config: dict) -> list:
     """Config values behind the weights of TIFA's official answering (its sentence embedder)."""
     tifa = config["eval"]["tifa"]

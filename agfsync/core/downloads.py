@@ -77,10 +77,10 @@ def hub_repos(cfg: dict, models=None) -> dict[str, str | None]:
         if is_hub_id(model["pretrained"]):
             repos[model["pretrained"]] = model.get("revision")
     scores = cfg["scores"]
-    from agfsync.core.dag import tifa_answering_values
+    from agfsync.core.dag import dedup_values, tifa_answering_values
 
     for value in (scores["vqa"]["model"], scores["clip"]["model"], scores["aesthetic"]["backbone"],
-                  *tifa_answering_values(cfg)):
+                  *tifa_answering_values(cfg), *dedup_values(cfg)):
         if is_hub_id(value):
             repos.setdefault(value, None)
     return dict(sorted(repos.items()))

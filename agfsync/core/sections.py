@@ -41,7 +41,8 @@ class LLMSettings(Section):
 @dataclass(frozen=True)
 class DedupSettings(Section):
     threshold: float = opt(0.9, 'drop a prompt whose cosine to a kept one in its category is >= this', gt=0, le=1)
-    embedder: str = opt('clip', 'text tower of scores.clip.model (ngram: hashed character trigrams, no model)', choices=('clip', 'ngram'))
+    embedder: str = opt('bge', "bge: prompts.dedup.model, as the authors' code; clip: the text tower of scores.clip.model; ngram: hashed character trigrams, no model", choices=('bge', 'clip', 'ngram'))
+    model: str = opt('BAAI/bge-large-en-v1.5', "the weights of embedder: bge (the authors'; hub id or local directory)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class PromptsSettings(Section):
     categories: tuple[str, ...] | None = opt(None, 'null = all 12 categories of the paper (agfsync.stages.prompts.CATEGORIES); world runs: world/<name> (agfsync.core.categories.WORLD_CATEGORIES)')
     descriptions_per_request: int = opt(20, "the paper's code asks for ~20 descriptions per call", ge=1, le=100)
     max_requests_per_category: int | None = opt(None, 'null = 3x the requests the target needs (room for duplicates and failures)', ge=1)
-    dedup: DedupSettings = section(DedupSettings, 'near-duplicate removal within a category', default={'threshold': 0.9, 'embedder': 'clip'})
+    dedup: DedupSettings = section(DedupSettings, 'near-duplicate removal within a category', default={'threshold': 0.9, 'embedder': 'bge', 'model': 'BAAI/bge-large-en-v1.5'})
     exclude_eval_prompts: bool = opt(False, 'drop a written prompt equal (case, spacing and punctuation aside) to a prompt of an enabled evaluation benchmark: held-out prompts stay held out')
 
     def __post_init__(self):

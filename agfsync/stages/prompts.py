@@ -280,19 +280,18 @@ def write_prompts(settings: Settings, out_path, summary_path, exclude: Sequence[
     from agfsync.core.secrets import redact_obj, secret_values
     from agfsync.llm.answers import check_yield
     from agfsync.llm.client import LLMClient
-    from agfsync.models.text_embed import clip_text_embedder, ngram_embed
+    from agfsync.models.text_embed import bge_embedder, clip_text_embedder, ngram_embed
 
     prompts = settings.prompts
     client = LLMClient(prompts.llm, stage="prompts", cache_path=f"{settings.llm_cache_dir}/prompts.jsonl",
                        secrets=secret_values(settings.to_dict()))
-    if prompts.dedup.embedder == "clip":
-        embed = clip_text_embedder(settings.scores.clip.model)
-    else:
-        embed = ngram_embed
+    model = {"bge": prompts.dedup.model, "clip": settings.scores.clip.model}.get(prompts.dedup.embedder)
+    embed = {"bge": bge_embedder, "clip": clip_text_embedder}[prompts.dedup.embedder](model) if model else ngram_embed
     with tqdm(desc="prompts: LLM requests", unit="req", mininterval=2.0) as bar:
         records, summary = generate_prompts(prompts, client, embed, seed=settings.seed, progress=bar.update,
                                             exclude=exclude)
     client.log_summary()
+    summary["dedup"]["model"] = model  # the embedder's weights (None: ngram needs none)
     asked = summary["target_per_category"] * len(summary["per_category"])
     check_yield("prompts", produced=len(records), asked=asked, unit="prompts", tally=summary["failures"],
                 requests="requests", min_yield=prompts.llm.min_yield)

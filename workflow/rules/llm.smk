@@ -1,14 +1,14 @@
 # Stage 1: an LLM writes the prompts, then TIFA-style question/answer pairs for each.
 
-CLIP_DEDUP = config["prompts"]["dedup"]["embedder"] == "clip"  # the CLIP scorer's model dedups the prompts
+DEDUP_MODEL = dag.dedup_values(config)  # the weights of the near-duplicate embedder (bge, clip; ngram: none)
 
 
 rule prompts_generate:
     """Stage 1a: diverse prompts over the configured categories from the LLM, de-duplicated."""
     input:
         responses=llm_inputs("prompts"),
-        models=tiny_models_input() if CLIP_DEDUP else [],
-        downloads=needs(config["scores"]["clip"]["model"]) if CLIP_DEDUP else [],
+        models=tiny_models_input() if DEDUP_MODEL else [],
+        downloads=needs(*DEDUP_MODEL),
         # prompts.exclude_eval_prompts: no training prompt equals an evaluation prompt
         eval_prompts=expand(layout.EVAL_PROMPTS, bench=EVAL_BENCHES) if config["prompts"]["exclude_eval_prompts"] else [],
     output:
