@@ -46,4 +46,4 @@ unlock: $(STAMP)
 	$(BIN)/agfsync unlock
 
 clean-demo:
-	rm -rf results logs benchmarks resources/tiny_models resources/llm_cache .snakemake
+	rm -rf results logs benchmarks resources/tiny_models resources/llm_cache .snakemake .agfsync

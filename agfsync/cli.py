@@ -34,6 +34,8 @@ import sys
 
 from agfsync import __version__
 from agfsync.core.config import ConfigError  # pure module: cheap
+from agfsync.generate_cli import add_parser as add_generate_parser  # pure at import, as this file
+from agfsync.maintenance_cli import add_parsers as add_maintenance_parsers  # pure at import, as this file
 from agfsync.world.cli import add_parser as add_world_parser  # pure at import, as this file
 
 @contextlib.contextmanager
@@ -177,12 +179,6 @@ def _cmd_report(args) -> int:
         build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg), tsv=args.tsv,
                      hub=hub_repos(cfg), gpus=job_gpus(cfg))
     return 0
-
-
-def _cmd_unlock(args) -> int:
-    from agfsync.core.unlock import main as unlock
-
-    return unlock(args.directory)
 
 
 def _stage_parser(sub, name: str, help: str, description: str, func, *, model: bool = False):
@@ -373,13 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     _log(p)
     p.set_defaults(func=_cmd_download)
 
-    p = sub.add_parser("unlock", help="after Snakemake was killed: remove its stale lock once nothing of that run runs",
-                       description="Remove the lock a killed Snakemake left in DIRECTORY/.snakemake/locks (what "
-                       "`snakemake --unlock` does), but only when no Snakemake runs in DIRECTORY on this host and "
-                       "none of your SLURM jobs started from DIRECTORY is pending or running; otherwise name them "
-                       "and exit 1.")
-    p.add_argument("directory", nargs="?", default=".", help="the workflow's working directory (default: .)")
-    p.set_defaults(func=_cmd_unlock)
+    add_generate_parser(sub, _stage)
+    add_maintenance_parsers(sub)  # unlock, stale
     return parser
 
 

@@ -14,6 +14,8 @@ j.outputs, **j.wildcards)`. `job` does what every job needs before its stage run
 - in a model job (a rule that declares `cpu_threads`: its outputs depend on the thread
   count), binds the job's GPUs (agfsync.core.gpu_slots) and sets torch's intra-op threads
   from `cpu_threads` (`start_model_job`; torch is imported only then);
+- when the stage returns, records the agfsync modules the job ran (its own and its torchrun
+  workers') in the ledger `agfsync stale` reads (agfsync.core.codestamp);
 - gives the digest of the FULL config for the job's model (`j.config_digest`,
   agfsync.core.config.config_digest), which the stage cannot compute from its declared
   sections and records as `config_hash` (train_dpo's summary.json).
@@ -27,9 +29,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import shutil
 import types
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from agfsync.core import codestamp
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +179,21 @@ def job(snakemake) -> Iterator[Job]:
             from agfsync.core.config import config_digest
 
             digest = config_digest(full, wildcards.get("model"))
-        yield Job(settings=settings, inputs=files_of(snakemake.input), outputs=files_of(snakemake.output),
-                  wildcards=types.MappingProxyType(wildcards), params=types.MappingProxyType(params), log=log_path,
-                  config_digest=digest)
+        rule = getattr(snakemake, "rule", None)  # Snakemake's script object has it; a test's stand-in may not
+        children = codestamp.LEDGER / ".children" / uuid.uuid4().hex  # on the shared file system, for srun's nodes
+        before = os.environ.get(codestamp.CHILD_ENV)
+        if rule:
+            os.environ[codestamp.CHILD_ENV] = str(children.resolve())
+        try:
+            yield Job(settings=settings, inputs=files_of(snakemake.input), outputs=files_of(snakemake.output),
+                      wildcards=types.MappingProxyType(wildcards), params=types.MappingProxyType(params),
+                      log=log_path, config_digest=digest)
+            if rule:  # the job succeeded: record the code behind its outputs (agfsync stale)
+                modules = {**codestamp.child_modules(children), **codestamp.modules_ran()}
+                codestamp.record(rule, [str(o) for o in snakemake.output], modules)
+        finally:
+            shutil.rmtree(children, ignore_errors=True)
+            if before is None:
+                os.environ.pop(codestamp.CHILD_ENV, None)
+            else:
+                os.environ[codestamp.CHILD_ENV] = before

@@ -350,6 +350,9 @@ def _finite(value: float | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agfsync.core.codestamp import report_child_modules
+
+    report_child_modules()  # the modules this worker runs belong to the train_dpo job's record
     parser = argparse.ArgumentParser(prog="python -m agfsync.train.trainer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage-config", required=True,
                         help="the stage's settings as JSON (Settings.to_json; the launcher writes it)")
