@@ -288,9 +288,11 @@ class DPOTrainer:
     def _finish(self, start: int, started: float, last: dict, prior_seconds: float = 0.0) -> dict | None:
         from diffusers import UNet2DConditionModel
 
+        from agfsync.train import export
         from agfsync.train.engine import full_state_dict
 
         module = self.engine.module
+        adapter = export.adapter_state(module) if self.lora else None  # before fusing: the adapters alone
         if self.lora:
             module.fuse_lora()
             module.unload_lora()
@@ -323,6 +325,7 @@ class DPOTrainer:
             "config_hash": self.config_digest,
         }
         write_json(tmp / "summary.json", summary)
+        export.write_extras(tmp, summary, unet, adapter, self.model_settings, pairs=len(self.cache))  # card, LoRA, fp16
         shutil.rmtree(self.out_dir, ignore_errors=True)
         tmp.rename(self.out_dir)
         log.info("train: wrote %s (%d steps, final loss %.4f)", self.out_dir, self.hp.steps, last.get("loss", float("nan")))
