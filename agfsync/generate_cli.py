@@ -46,8 +46,9 @@ def _cmd(args, stage) -> int:
 def add_parser(sub, stage) -> None:
     """The `generate` command; `stage` is agfsync.cli's settings-and-logging context."""
     p = sub.add_parser("generate", help="images of the base or fine-tuned model for prompts or a benchmark (PNGs, grid)",
-                       description="Draw images with the evaluation's sampler and seeds: for --benchmark NAME the "
-                       "first image of each prompt is the evaluation's image of it, bit for bit. Writes "
+                       description="Draw images with the evaluation's sampler, seeds and batches: for --benchmark "
+                       "NAME with --n 1 the images are the evaluation's, bit for bit (with --n N the first image is "
+                       "the same draw, up to the last bits of larger batches). Writes "
                        "OUT/<variant>/<prompt id>-<k>.png, OUT/<variant>/images.jsonl (prompt, seeds, file) and "
                        "OUT/grid.png (a row per prompt, the variants side by side).")
     p.add_argument("--config", required=True, help="YAML config file")

@@ -187,3 +187,30 @@ def test_a_job_records_its_modules_and_its_workers_and_a_failed_job_records_noth
     with pytest.raises(RuntimeError, match="boom"), job(fake):
         raise RuntimeError("boom")
     assert [e["rule"] for e in codestamp.entries(tmp_path)] == ["train_dpo"]
+
+
+def test_a_module_edited_while_the_job_ran_is_stale_whatever_its_content_now(fake_package, tmp_path, caplog):
+    import time
+
+    root, modules = fake_package
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    (work / "out/a.txt").write_text("x")
+    started = time.time()
+    os.utime(root / "a.py", (started + 5, started + 5))  # a checkout during the job
+    ran = codestamp.modules_ran(modules, root=root, since=started)
+    assert ran["fakeagf/a.py"] == codestamp.CHANGED_DURING_JOB != ran["fakeagf/b.py"]
+    codestamp.record("rule_a", ["out/a.txt"], ran, work)
+    assert codestamp.stale(work, root=root) == {
+        "rule_a": {"outputs": ["out/a.txt"], "modules": {"fakeagf/a.py": "changed while the job ran"}}}
+
+    # bookkeeping that fails (here: .agfsync is a file) warns and never fails the job
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / ".agfsync").write_text("not a folder")
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "blocked")
+    try:
+        codestamp.record_job("rule_a", ["out/a.txt"], tmp_path / "no-children", started)
+    finally:
+        os.chdir(cwd)
+    assert "could not record the code of this job" in caplog.text

@@ -13,6 +13,7 @@ from workflow_helpers import DEMO, job_counts, snakemake
 
 from agfsync.core import dag, layout
 from agfsync.core.config import load_config
+from agfsync.core.settings import SettingsError
 from conftest import REPO
 
 
@@ -320,3 +321,14 @@ def test_new_weights_rerun_pairs_and_downstream_but_no_scoring(demo_run, tmp_pat
         "eval_judge": 2, "report": 1, "all": 1}, dry.stdout
     outputs = [line.split(":", 1)[1] for line in dry.stdout.splitlines() if line.strip().startswith("output:")]
     assert not [o for o in outputs if "/eval/base/" in o or "/scores/" in o or "/candidates/" in o], outputs
+
+
+def test_a_key_unused_under_the_config_is_left_out_of_the_params(demo, paper):
+    """prompts.dedup.model matters only with embedder bge: elsewhere it is no param, so adding it
+    (or changing it) reruns no prompts job, and everything after it, of a run that never used it."""
+    assert dag.stage_params(demo, "prompts_generate")["prompts"]["dedup"] == {"embedder": "ngram", "threshold": 0.9}
+    assert demo["prompts"]["dedup"]["model"] == "BAAI/bge-large-en-v1.5"  # the config itself is untouched
+    assert dag.stage_params(paper, "prompts_generate")["prompts"]["dedup"]["model"] == "BAAI/bge-large-en-v1.5"
+    settings = dag.stage_settings(demo, "prompts_generate")
+    with pytest.raises(SettingsError, match="'prompts.dedup.model' was read, but this stage did not declare it"):
+        settings.prompts.dedup.model

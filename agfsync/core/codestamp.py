@@ -28,6 +28,7 @@ from pathlib import Path
 
 LEDGER = Path(".agfsync") / "code"
 CHILD_ENV = "AGFSYNC_CODE_MODULES"  # a directory where child processes of a job report their modules
+SINCE_ENV = "AGFSYNC_CODE_SINCE"  # the job's start (time.time()), for its child processes
 PACKAGE = "agfsync"
 
 
@@ -41,9 +42,14 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def modules_ran(modules: Mapping | None = None, root: Path | None = None) -> dict[str, str]:
+CHANGED_DURING_JOB = "changed-during-the-job"  # never a sha256: such a module is always stale
+
+
+def modules_ran(modules: Mapping | None = None, root: Path | None = None, since: float | None = None) -> dict[str, str]:
     """{path relative to the package's parent: sha256} of every loaded module whose file is in
-    the package (sys.modules unless `modules` is given)."""
+    the package (sys.modules unless `modules` is given). The files are read when this is
+    called, after the job: a module modified after `since` (the job's start, a time.time())
+    or gone since is recorded as CHANGED_DURING_JOB, since what ran is then unknown."""
     root = (root or package_root()).resolve()
     out = {}
     for module in list((sys.modules if modules is None else modules).values()):
@@ -51,8 +57,14 @@ def modules_ran(modules: Mapping | None = None, root: Path | None = None) -> dic
         if not file:
             continue
         path = Path(file).resolve()
-        if path.suffix == ".py" and root in path.parents and path.is_file():
-            out[path.relative_to(root.parent).as_posix()] = file_digest(path)
+        if path.suffix != ".py" or root not in path.parents:
+            continue
+        rel = path.relative_to(root.parent).as_posix()
+        try:
+            changed = since is not None and path.stat().st_mtime > since
+            out[rel] = CHANGED_DURING_JOB if changed else file_digest(path)
+        except OSError:  # removed while the job ran
+            out[rel] = CHANGED_DURING_JOB
     return dict(sorted(out.items()))
 
 
@@ -68,14 +80,19 @@ def report_child_modules() -> None:
 
 
 def _write_child(folder: Path) -> None:
+    import socket
+
     from agfsync.core.io import write_json
 
-    write_json(folder / f"pid{os.getpid()}.json", modules_ran())
+    since = os.environ.get(SINCE_ENV)
+    # several nodes (srun) share the folder: host and pid name the report
+    write_json(folder / f"pid-{socket.gethostname()}-{os.getpid()}.json",
+               modules_ran(since=float(since) if since else None))
 
 
 def child_modules(folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
-    for path in sorted(Path(folder).glob("pid*.json")):
+    for path in sorted(Path(folder).glob("pid-*.json")):
         with contextlib.suppress(OSError, ValueError):  # written atomically; a foreign file is skipped
             out.update(json.loads(path.read_text()))
     return out
@@ -83,6 +100,19 @@ def child_modules(folder: Path) -> dict[str, str]:
 
 def _key(outputs: Iterable[str]) -> str:
     return hashlib.sha1("\n".join(sorted(outputs)).encode()).hexdigest()[:16]
+
+
+def record_job(rule: str, outputs: Iterable[str], children: Path, since: float) -> None:
+    """After a job succeeded: its ledger entry. A failure here (a full disk, an unwritable
+    .agfsync/) is a warning: it must never fail a job whose outputs are written."""
+    import logging
+
+    try:
+        modules = {**child_modules(children), **modules_ran(since=since)}
+        record(rule, outputs, modules)
+    except OSError as err:
+        logging.getLogger(__name__).warning("agfsync stale: could not record the code of this job (%s); "
+                                            "`agfsync stale` will not know its outputs", err)
 
 
 def record(rule: str, outputs: Iterable[str], modules: Mapping[str, str], directory: str | Path = ".") -> Path:
@@ -124,6 +154,8 @@ def stale(directory: str | Path = ".", root: Path | None = None) -> dict[str, di
             path = root.parent / rel
             if not path.is_file():
                 changed[rel] = "removed"
+            elif sha == CHANGED_DURING_JOB:
+                changed[rel] = "changed while the job ran"
             elif file_digest(path) != sha:
                 changed[rel] = "changed"
         present = [o for o in entry["outputs"] if (Path(directory) / o).exists()]

@@ -89,6 +89,36 @@ def stage_settings(config: dict, rule: str, **wildcards):
 # ----------------------------------------------------------------------------- params
 
 
+# Keys a job's params leave out while another key makes them unused (key -> (that key, the value
+# under which it is used)): a new key of this kind (with its default), or a change of it, then
+# reruns no job it does not matter to.
+UNUSED_UNLESS = {"prompts.dedup.model": ("prompts.dedup.embedder", "bge")}
+
+
+def _get(node: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def without_unused(params: dict) -> dict:
+    """params (a fresh top-level dict) less the UNUSED_UNLESS keys whose condition does not
+    hold; the dicts on the way are copied, never the config's own changed."""
+    missing = object()
+    for dotted, (switch, value) in UNUSED_UNLESS.items():
+        *parents, leaf = dotted.split(".")
+        holder = _get(params, ".".join(parents))
+        if isinstance(holder, dict) and leaf in holder and _get(params, switch) != value:
+            node = params
+            for key in parents:
+                node[key] = dict(node[key])
+                node = node[key]
+            node.pop(leaf, missing)
+    return params
+
+
 def stage_config(config: dict, *sections: str) -> dict:
     """The config a stage's job sees: the global keys plus the named (dotted) sections.
     Passed as params, and Snakemake reruns a job when its params change: so a rule names
@@ -102,7 +132,7 @@ def stage_config(config: dict, *sections: str) -> dict:
             node = node[key]
             target = target.setdefault(key, {})
         target[keys[-1]] = node[keys[-1]]
-    return canonical(without_operational(out))
+    return canonical(without_unused(without_operational(out)))
 
 
 def canonical(value):

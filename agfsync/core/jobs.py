@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import time
 import types
 import uuid
 from collections.abc import Iterator, Mapping
@@ -181,19 +182,20 @@ def job(snakemake) -> Iterator[Job]:
             digest = config_digest(full, wildcards.get("model"))
         rule = getattr(snakemake, "rule", None)  # Snakemake's script object has it; a test's stand-in may not
         children = codestamp.LEDGER / ".children" / uuid.uuid4().hex  # on the shared file system, for srun's nodes
-        before = os.environ.get(codestamp.CHILD_ENV)
+        since = time.time()  # a module modified after this may not be what ran (codestamp.modules_ran)
+        before = {name: os.environ.get(name) for name in (codestamp.CHILD_ENV, codestamp.SINCE_ENV)}
         if rule:
-            os.environ[codestamp.CHILD_ENV] = str(children.resolve())
+            os.environ.update({codestamp.CHILD_ENV: str(children.resolve()), codestamp.SINCE_ENV: repr(since)})
         try:
             yield Job(settings=settings, inputs=files_of(snakemake.input), outputs=files_of(snakemake.output),
                       wildcards=types.MappingProxyType(wildcards), params=types.MappingProxyType(params),
                       log=log_path, config_digest=digest)
             if rule:  # the job succeeded: record the code behind its outputs (agfsync stale)
-                modules = {**codestamp.child_modules(children), **codestamp.modules_ran()}
-                codestamp.record(rule, [str(o) for o in snakemake.output], modules)
+                codestamp.record_job(rule, [str(o) for o in snakemake.output], children, since)
         finally:
             shutil.rmtree(children, ignore_errors=True)
-            if before is None:
-                os.environ.pop(codestamp.CHILD_ENV, None)
-            else:
-                os.environ[codestamp.CHILD_ENV] = before
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

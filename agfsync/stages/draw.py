@@ -3,10 +3,12 @@ and a grid: for a prompt, a prompts file or an evaluation benchmark's prompt lis
 
 The draw is the evaluation's (agfsync.stages.evaluate.generate_eval_shard): one clean
 image per prompt and seed, no embedding noise, seeds from (seed, "eval", SCOPE) and the
-prompt id, eval.prompts_per_batch prompts per UNet call. With a benchmark (SCOPE = its
-name) the first image of every prompt is the evaluation's image of that prompt, bit for
-bit; images 2..N of a prompt are further draws of the same scheme (candidate k's seeds).
-Prompts given by hand use the scope "generate".
+prompt id, the evaluation's batches (eval.prompts_per_batch prompts, restarting at every
+eval.shard_size). With a benchmark (SCOPE = its name) and one image per prompt, the images
+are the evaluation's, bit for bit (on the same machine and thread count). Images 2..N of a
+prompt are further draws of the same scheme (candidate k's seeds); with N > 1 every UNet
+call holds N times the images, so the first image is the evaluation's draw up to the last
+bits of its float sums. Prompts given by hand use the scope "generate".
 
 Writes OUT/<variant>/<prompt id>-<k>.png, OUT/<variant>/images.jsonl (id, prompt, k, seeds,
 file) and OUT/grid.png (rows: prompts; columns: the images of each variant side by side).
@@ -20,8 +22,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from agfsync.core.ids import read_records
-from agfsync.core.io import DataError, atomic_open, write_jsonl
+from agfsync.core.io import DataError, atomic_open, read_jsonl, write_jsonl
 from agfsync.core.seeds import derive_seed
 from agfsync.core.sections import Settings
 from agfsync.core.shards import encode_png
@@ -43,8 +44,8 @@ def file_records(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: no such prompts file")
     text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("{"):
-        records = read_records(path, required=("prompt",))
+    if text.lstrip().startswith("{"):  # ids are checked by draw(), after the missing ones are made
+        records = read_jsonl(path, required=("prompt",))
         return [{"id": r.get("id") or prompt_records([r["prompt"]])[0]["id"], "prompt": r["prompt"]} for r in records]
     return prompt_records([line.strip() for line in text.splitlines() if line.strip()])
 
@@ -63,7 +64,11 @@ def draw(settings: Settings, model_name: str, records: list[dict], out_dir: str 
         raise DataError("no prompt to draw")
     check_ids(records, "generate", (f"prompt {n}" for n in range(1, len(records) + 1)))
     out_dir = Path(out_dir)
-    batch = settings.eval.prompts_per_batch
+    # the evaluation's batches: eval.prompts_per_batch prompts, restarting at every shard of
+    # eval.shard_size prompts (the batch makes up the float sums, so the images' last bits)
+    shard, batch = settings.eval.shard_size, settings.eval.prompts_per_batch
+    starts = [(s, min(s + batch, len(records), (s // shard + 1) * shard))
+              for first in range(0, len(records), shard) for s in range(first, min(first + shard, len(records)), batch)]
     written = {}
     for variant, unet in variants.items():
         if unet is not None and not Path(unet).is_dir():
@@ -74,9 +79,9 @@ def draw(settings: Settings, model_name: str, records: list[dict], out_dir: str 
             num_per_prompt=per_prompt, sigma=0.0, clean_first=False, pooled_noise="none", shared_latents=False,
             keep_latents=False, attention=settings.candidates.attention, device=settings.device, unet=unet)
         rows = []
-        for start in _progress(range(0, len(records), batch), f"generate {model_name} {variant}", progress):
+        for start, stop in _progress(starts, f"generate {model_name} {variant}", progress):
             chunk = [{"id": r["id"], "prompt": r["prompt"], "category": r.get("group", "generate")}
-                     for r in records[start : start + batch]]
+                     for r in records[start:stop]]
             batch_rows, images, _ = generator.generate(chunk)
             for row, image in zip(batch_rows, images):
                 name = f"{row['prompt_id']}-{row['candidate']}.png"  # ids are checked: path-safe
@@ -85,6 +90,7 @@ def draw(settings: Settings, model_name: str, records: list[dict], out_dir: str 
                              "variant": variant, "unet": unet, "scope": scope, "seed": row["seed"],
                              "noise_seed": row["noise_seed"], "sampler_seed": row["sampler_seed"],
                              "file": f"{variant}/{name}"})
+        del generator  # one pipeline in memory at a time
         write_jsonl(out_dir / variant / "images.jsonl", rows)
         written[variant] = rows
         log.info("generate: %d images of %s (%s) in %s", len(rows), model_name, variant, out_dir / variant)

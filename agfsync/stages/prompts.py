@@ -285,8 +285,11 @@ def write_prompts(settings: Settings, out_path, summary_path, exclude: Sequence[
     prompts = settings.prompts
     client = LLMClient(prompts.llm, stage="prompts", cache_path=f"{settings.llm_cache_dir}/prompts.jsonl",
                        secrets=secret_values(settings.to_dict()))
-    model = {"bge": prompts.dedup.model, "clip": settings.scores.clip.model}.get(prompts.dedup.embedder)
-    embed = {"bge": bge_embedder, "clip": clip_text_embedder}[prompts.dedup.embedder](model) if model else ngram_embed
+    # read only the weights the embedder uses: the job's params leave prompts.dedup.model out otherwise
+    model = {"bge": lambda: prompts.dedup.model, "clip": lambda: settings.scores.clip.model,
+             "ngram": lambda: None}[prompts.dedup.embedder]()
+    embedders = {"bge": bge_embedder, "clip": clip_text_embedder}
+    embed = embedders[prompts.dedup.embedder](model, device=settings.device) if model else ngram_embed
     with tqdm(desc="prompts: LLM requests", unit="req", mininterval=2.0) as bar:
         records, summary = generate_prompts(prompts, client, embed, seed=settings.seed, progress=bar.update,
                                             exclude=exclude)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from agfsync import __version__
+from agfsync.core.downloads import is_hub_id
 
 
 def adapter_state(unet) -> dict[str, torch.Tensor]:
@@ -30,7 +31,7 @@ def adapter_state(unet) -> dict[str, torch.Tensor]:
 
 def write_extras(folder: Path, summary: dict, unet, adapter: dict | None, model, *, pairs: int) -> None:
     """The model card, the LoRA adapters (LoRA runs) and the fp16 copy into `folder`; `model`: its ModelSettings."""
-    (folder / "README.md").write_text(model_card(summary, pretrained=model.pretrained, family=model.family,
+    (folder / "README.md").write_text(encoding="utf-8", data=model_card(summary, pretrained=model.pretrained, family=model.family,
                                                  lr=model.train.lr, beta=model.train.beta_dpo, pairs=pairs))
     if adapter is not None:
         save_lora(adapter, folder / "lora", model.family == "sdxl")
@@ -74,10 +75,10 @@ def model_card(summary: dict, *, pretrained: str, family: str, lr: float, beta: 
     lora_text = ('\n# or the adapters alone, on the base pipeline:\n'
                  f'# pipe = {pipeline}.from_pretrained("{pretrained}"); pipe.load_lora_weights("<this folder>/lora")'
                  if lora else "")
+    base = f"base_model: {pretrained}\n" if is_hub_id(pretrained) else ""  # a local path means nothing elsewhere
     return f"""---
 library_name: diffusers
-base_model: {pretrained}
-tags: [text-to-image, diffusion-dpo, agfsync]
+{base}tags: [text-to-image, diffusion-dpo, agfsync]
 ---
 
 # {summary['model']}: AGFSync fine-tune of {pretrained}
