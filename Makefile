@@ -1,7 +1,7 @@
 # The two commands of the README's Quickstart. Both create the environment first if it is
 # missing or out of date (.venv, from requirements.lock: exact versions, ~7.7 GB, ~2.5 min).
 #   make demo   the whole workflow in the miniature world, offline, on a CPU (config/demo.yaml)
-#   make test   the test suite: everything but the tests marked slow (~15 min on 2 cores; CI runs it)
+#   make test   the test suite: everything but the tests marked slow (~16 min on 2 cores; CI runs it)
 #   make test-all   every test, the slow ones too (~50 min: the full world controls, SLURM, the plumbing run)
 
 PYTHON ?= python3
