@@ -104,18 +104,13 @@ def _get(node: dict, dotted: str):
 
 
 def without_unused(params: dict) -> dict:
-    """params (a fresh top-level dict) less the UNUSED_UNLESS keys whose condition does not
-    hold; the dicts on the way are copied, never the config's own changed."""
-    missing = object()
+    """params (the stage's own copy: without_operational deep-copies) less the UNUSED_UNLESS
+    keys whose condition does not hold."""
     for dotted, (switch, value) in UNUSED_UNLESS.items():
         *parents, leaf = dotted.split(".")
         holder = _get(params, ".".join(parents))
-        if isinstance(holder, dict) and leaf in holder and _get(params, switch) != value:
-            node = params
-            for key in parents:
-                node[key] = dict(node[key])
-                node = node[key]
-            node.pop(leaf, missing)
+        if isinstance(holder, dict) and _get(params, switch) != value:
+            holder.pop(leaf, None)
     return params
 
 

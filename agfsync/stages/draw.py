@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agfsync.core.io import DataError, atomic_open, read_jsonl, write_jsonl
-from agfsync.core.seeds import derive_seed
 from agfsync.core.sections import Settings
 from agfsync.core.shards import encode_png
 
@@ -56,7 +55,7 @@ def draw(settings: Settings, model_name: str, records: list[dict], out_dir: str 
     """Every variant's images of `records` (variant name -> fine-tuned UNet folder, None for the
     base model) into out_dir; returns {variant: [manifest rows]}."""
     from agfsync.core.ids import check_ids
-    from agfsync.stages.candidates import CandidateGenerator
+    from agfsync.stages.evaluate import eval_generator
 
     if model_name not in settings.models:
         raise DataError(f"model {model_name!r} is not in the config's models ({', '.join(settings.models)})")
@@ -74,10 +73,7 @@ def draw(settings: Settings, model_name: str, records: list[dict], out_dir: str 
         if unet is not None and not Path(unet).is_dir():
             raise DataError(f"variant {variant}: {unet}: no fine-tuned UNet folder (train the model first: "
                             f"snakemake results/{model_name}/agfsync)")
-        generator = CandidateGenerator(
-            model_name, settings.models[model_name], seed=derive_seed(settings.seed, "eval", scope),
-            num_per_prompt=per_prompt, sigma=0.0, clean_first=False, pooled_noise="none", shared_latents=False,
-            keep_latents=False, attention=settings.candidates.attention, device=settings.device, unet=unet)
+        generator = eval_generator(settings, model_name, scope, unet=unet, per_prompt=per_prompt)
         rows = []
         for start, stop in _progress(starts, f"generate {model_name} {variant}", progress):
             chunk = [{"id": r["id"], "prompt": r["prompt"], "category": r.get("group", "generate")}

@@ -118,27 +118,31 @@ def run_reference(settings: Settings, inputs: Mapping, outputs: Mapping, **wildc
 # ----------------------------------------------------------------------------- images
 
 
+def eval_generator(settings: Settings, model_name: str, scope: str, *, unet=None, device=None, per_prompt: int = 1):
+    """The evaluation's draw (also `agfsync generate`'s): clean images, no embedding noise,
+    seeds from (seed, "eval", scope) and the prompt id; candidate k of a prompt is its k-th image."""
+    from agfsync.stages.candidates import CandidateGenerator
+
+    return CandidateGenerator(
+        model_name, settings.models[model_name], seed=derive_seed(settings.seed, "eval", scope),
+        num_per_prompt=per_prompt, sigma=0.0, clean_first=False, pooled_noise="none", shared_latents=False,
+        keep_latents=False, attention=settings.candidates.attention, device=device or settings.device, unet=unet)
+
+
 def generate_eval_shard(settings: Settings, model_name: str, bench: str, variant: str, records: list[dict], out_path,
                         *, unet=None, device=None, progress: bool = True) -> dict:
     """One image per record, no embedding noise, seeds from (seed, "eval", bench) and the prompt
     id, eval.prompts_per_batch prompts per UNet call. Reads settings.models[model_name],
     settings.candidates.attention, settings.eval.prompts_per_batch, seed and device."""
-    from agfsync.stages.candidates import CandidateGenerator, write_images
+    from agfsync.stages.candidates import write_images
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (expected 'base' or 'agfsync')")
     if (variant == "agfsync") != (unet is not None):
         raise ValueError(f"variant {variant!r}: the fine-tuned UNet is used exactly for 'agfsync'")
-    model = settings.models[model_name]
-
-    def new_generator() -> CandidateGenerator:
-        return CandidateGenerator(
-            model_name, model, seed=derive_seed(settings.seed, "eval", bench), num_per_prompt=1, sigma=0.0,
-            clean_first=False, pooled_noise="none", shared_latents=False, keep_latents=False,
-            attention=settings.candidates.attention, device=device or settings.device, unet=unet)
-
     rows = [{"id": r["id"], "prompt": r["prompt"], "category": r["group"]} for r in records]
-    return write_images(new_generator, rows, out_path, prompts_per_batch=settings.eval.prompts_per_batch,
+    return write_images(lambda: eval_generator(settings, model_name, bench, unet=unet, device=device), rows,
+                        out_path, prompts_per_batch=settings.eval.prompts_per_batch,
                         label=model_name, progress=progress, row_extra={"variant": variant, "benchmark": bench})
 
 
