@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from conftest import REPO
 from workflow_helpers import snakemake, workdir
 
@@ -214,3 +215,9 @@ def test_a_module_edited_while_the_job_ran_is_stale_whatever_its_content_now(fak
     finally:
         os.chdir(cwd)
     assert "could not record the code of this job" in caplog.text
+
+
+@pytest.mark.parametrize("profile", ["default", "slurm", "workstation"])
+def test_every_profile_leaves_the_code_trigger_out(profile):
+    settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+    assert settings["rerun-triggers"] == ["mtime", "params", "input", "software-env"]

@@ -83,5 +83,7 @@ def test_the_model_card_names_the_base_the_data_the_settings_and_how_to_load(tra
                              family="sdxl", lr=1e-8, beta=5000, pairs=None)
     assert "| fine-tuned | the full UNet |" in full and "load_lora_weights" not in full
     assert "StableDiffusionXLPipeline" in full and "| preference pairs | unknown |" in full
+    local = export.model_card(SUMMARY, pretrained="/scratch/me/sd1", family="sd1", lr=5e-7, beta=5000, pairs=1)
+    assert "base_model:" not in local and "| base model | `/scratch/me/sd1` |" in local  # a path means nothing elsewhere
     assert card == export.model_card(SUMMARY, pretrained="CompVis/stable-diffusion-v1-4", family="sd1", lr=5e-7,
                                      beta=5000, pairs=45834)  # no timings: runs compare byte for byte
