@@ -36,6 +36,9 @@ from agfsync import __version__
 from agfsync.core.config import ConfigError  # pure module: cheap
 from agfsync.generate_cli import add_parser as add_generate_parser  # pure at import, as this file
 from agfsync.maintenance_cli import add_parsers as add_maintenance_parsers  # pure at import, as this file
+from agfsync.export_cli import add_parser as add_export_parser  # pure at import, as this file (and the next two)
+from agfsync.plan_cli import add_parser as add_plan_parser
+from agfsync.reward_cli import add_parser as add_reward_parser
 from agfsync.world.cli import add_parser as add_world_parser  # pure at import, as this file
 
 @contextlib.contextmanager
@@ -43,6 +46,7 @@ def _stage(args, *, model_job: bool = False):
     """args.config's settings for a stage command, logging to args.log (keys masked); model jobs set CPU threads."""
     from agfsync.core.config import load_config
     from agfsync.core.logs import job_logging, secret_env_names
+    from agfsync.core.overrides import for_model
     from agfsync.core.sections import Settings
     from agfsync.llm.providers import register_local_server
     from agfsync.world.writer import WorldWriter
@@ -53,7 +57,7 @@ def _stage(args, *, model_job: bool = False):
     if model is not None and model not in cfg["models"]:
         raise ConfigError(f"{args.config}: --model {model!r} is not defined under 'models' "
                           f"(defined: {', '.join(cfg['models'])})")
-    settings = Settings.from_dict(cfg)
+    settings = Settings.from_dict(for_model(cfg, model))  # its train_overrides merged (agfsync.core.overrides)
     with job_logging(args.log, secret_env_names(cfg)):
         if model_job:
             from agfsync.core.jobs import set_cpu_threads
@@ -145,6 +149,8 @@ _eval_generate = _stage_command("evaluate", "run_generate", lambda a, c: (
 _eval_score = _stage_command("evaluate", "run_score", lambda a, c: (  # gold: eval.tifa.gold's answerer (stages may
     {"shard": a.shard, "prompts": a.prompts}, {"scores": a.out, "features": a.out},  # not import agfsync.world)
     {"bench": a.bench, "gold": importlib.import_module("agfsync.world.oracle").answer}), model_job=True)
+_eval_reward = _stage_command("rewards", "run", lambda a, c: (
+    {"shard": a.shard, "prompts": a.prompts}, {"scores": a.out}, {"reward": a.reward, "bench": a.bench}), model_job=True)
 _eval_reference = _stage_command("evaluate", "run_reference", lambda a, c: (
     {"prompts": a.prompts}, {"features": a.out}, {}), model_job=True)
 _metric = _stage_command("metrics", "run", lambda a, c: (
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, help="the benchmark's prompts JSONL")
     p.add_argument("--out", required=True, help="output scores JSONL (tifa, hpsv2) or features .npz (mjhq)")
     _log(p)
+    add_reward_parser(sub, _stage_parser, _eval_reward, _log)
 
     p = _stage_parser(sub, "eval-reference", "stage 6: FID features of the MJHQ-30K reference images",
                       "Extract the FID features (eval.mjhq.features) of the reference image of every MJHQ prompt, "
@@ -370,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_download)
 
     add_generate_parser(sub, _stage)
+    add_export_parser(sub, _stage)
+    add_plan_parser(sub)
     add_maintenance_parsers(sub)  # unlock, stale
     return parser
 

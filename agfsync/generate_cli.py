@@ -3,14 +3,7 @@ model as PNGs and a grid, with the evaluation's seeds (agfsync.stages.draw)."""
 
 from __future__ import annotations
 
-import argparse
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from agfsync.core.argtypes import positive_int
 
 
 def _cmd(args, stage) -> int:
@@ -61,8 +54,8 @@ def add_parser(sub, stage) -> None:
     p.add_argument("--variant", action="append", choices=("base", "agfsync"),
                    help="base (default) or agfsync, the fine-tuned UNet; repeat for both, side by side in the grid")
     p.add_argument("--unet", help="the fine-tuned model folder (default: results/MODEL/agfsync, the training's output)")
-    p.add_argument("--n", type=_positive, default=1, help="images per prompt (default 1)")
-    p.add_argument("--max-prompts", type=_positive, help="only the first N prompts")
+    p.add_argument("--n", type=positive_int, default=1, help="images per prompt (default 1)")
+    p.add_argument("--max-prompts", type=positive_int, help="only the first N prompts")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=lambda args: _cmd(args, stage))

@@ -75,5 +75,11 @@ def on_tiny_models(demo_config: dict, tiny_models) -> dict:
     cfg["eval"]["hpsv2"].update(model_config=f"{root}/hps/agfsync-tiny-ViT.json", checkpoint=f"{root}/hps/HPS_tiny.pt")
     cfg["eval"]["mjhq"]["features"] = f"{root}/fid"
     cfg["eval"]["tifa"]["sbert"] = f"{root}/sbert"
+    cfg["eval"]["pickscore"].update(model=f"{root}/clip", processor=f"{root}/clip")
+    cfg["eval"]["imagereward"].update(checkpoint=f"{root}/imagereward/ImageReward.pt",
+                                      med_config=f"{root}/imagereward/med_config.json",
+                                      tokenizer=f"{root}/imagereward/tokenizer")
+    cfg["eval"]["hpsv21"].update(model_config=f"{root}/hps/agfsync-tiny-ViT.json", checkpoint=f"{root}/hps/HPS_tiny.pt")
+    cfg["eval"]["vqascore"]["model"] = f"{root}/blip2"
     cfg["candidates"]["attention"] = "sdpa"
     return cfg

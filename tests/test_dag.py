@@ -201,7 +201,8 @@ def test_eval_score_output_names_follow_the_benchmark():
 
 # ----------------------------------------------------------------------------- targets and the report
 
-DEMO_METRICS = ("tifa", "clipscore", "aesthetic", "proxy", "hpsv2", "mjhq_fid", "judge")  # gold: eval.tifa.gold only
+DEMO_METRICS = ("tifa", "clipscore", "aesthetic", "proxy", "hpsv2", "mjhq_fid", "pickscore", "imagereward", "hpsv21",
+                "vqascore", "judge")  # gold: eval.tifa.gold only
 DEMO_REPORT_INPUTS = [
     *(f"results/sd15/{m}.json" for m in DEMO_METRICS),
     "results/sd15/agfsync", "results/sd15/pairs.jsonl", "results/sd15/pairs_summary.json",
@@ -221,10 +222,12 @@ def test_final_targets_of_the_demo(demo):
         "results/prompts/qa_summary.json", "resources/tiny_models",
         "results/sd15/pairs.jsonl", "results/sd15/pairs_summary.json", "results/sd15/agfsync",
         "results/sd15/tifa.json", "results/sd15/clipscore.json", "results/sd15/aesthetic.json",
-        "results/sd15/proxy.json", "results/sd15/hpsv2.json", "results/sd15/mjhq_fid.json", "results/sd15/judge.json",
+        "results/sd15/proxy.json", "results/sd15/hpsv2.json", "results/sd15/mjhq_fid.json", "results/sd15/pickscore.json",
+        "results/sd15/imagereward.json", "results/sd15/hpsv21.json", "results/sd15/vqascore.json", "results/sd15/judge.json",
         "results/sdxl/pairs.jsonl", "results/sdxl/pairs_summary.json", "results/sdxl/agfsync",
         "results/sdxl/tifa.json", "results/sdxl/clipscore.json", "results/sdxl/aesthetic.json",
-        "results/sdxl/proxy.json", "results/sdxl/hpsv2.json", "results/sdxl/mjhq_fid.json", "results/sdxl/judge.json",
+        "results/sdxl/proxy.json", "results/sdxl/hpsv2.json", "results/sdxl/mjhq_fid.json", "results/sdxl/pickscore.json",
+        "results/sdxl/imagereward.json", "results/sdxl/hpsv21.json", "results/sdxl/vqascore.json", "results/sdxl/judge.json",
         "results/report.html", "results/metrics.tsv"]
 
 
@@ -243,7 +246,7 @@ def test_gold_is_a_target_only_with_eval_tifa_gold(demo):
 
 def test_final_targets_of_the_paper(paper):
     targets = dag.final_targets(paper)
-    assert len(targets) == 4 + 3 * (3 + 7) + 2 and "resources/tiny_models" not in targets
+    assert len(targets) == 4 + 3 * (3 + 11) + 2 and "resources/tiny_models" not in targets  # 11 metric files per model
     assert targets[4:7] == ["results/sd14/pairs.jsonl", "results/sd14/pairs_summary.json", "results/sd14/agfsync"]
     assert targets[-2:] == ["results/report.html", "results/metrics.tsv"]
 
@@ -317,8 +320,8 @@ def test_new_weights_rerun_pairs_and_downstream_but_no_scoring(demo_run, tmp_pat
     dry = snakemake(cwd, "-n", "--configfile", "config/weights.yaml", "--replace-workflow-config")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert job_counts(dry.stdout + dry.stderr) == {
-        "pairs_select": 2, "train_cache": 2, "train_dpo": 2, "eval_generate": 10, "eval_score": 10, "eval_metric": 12,
-        "eval_judge": 2, "report": 1, "all": 1}, dry.stdout
+        "pairs_select": 2, "train_cache": 2, "train_dpo": 2, "eval_generate": 10, "eval_score": 10, "eval_metric": 20,
+        "eval_reward": 14, "eval_judge": 2, "report": 1, "all": 1}, dry.stdout  # rewards: 2 x (3 x 2 HPS shards + 1 TIFA)
     outputs = [line.split(":", 1)[1] for line in dry.stdout.splitlines() if line.strip().startswith("output:")]
     assert not [o for o in outputs if "/eval/base/" in o or "/scores/" in o or "/candidates/" in o], outputs
 

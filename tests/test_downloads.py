@@ -15,6 +15,13 @@ from agfsync.core.downloads import DownloadError, download_file, hub_marker, hub
 DATA = bytes(range(256)) * 4096  # 1 MiB
 
 
+@pytest.fixture(autouse=True)
+def unpinned_allowed(monkeypatch):
+    """These tests fetch unpinned files on purpose (the flag a user passes to record digests);
+    the refusal without it: test_unpinned_downloads_are_refused_without_the_flag."""
+    monkeypatch.setenv("AGFSYNC_ALLOW_UNPINNED", "1")
+
+
 class FileServer(LocalServer):
     """Serves `content` at /file.bin. mode: 'ok' | 'break_once' (the first response stops
     half way) | 'no_range' (ignores Range headers)."""
@@ -121,6 +128,8 @@ def test_hub_repositories_come_from_the_config(repo):
         "CompVis/stable-diffusion-v1-4": None, "Salesforce/blip2-flan-t5-xxl": None, "openai/clip-vit-base-patch16": None,
         "openai/clip-vit-large-patch14": None, "sentence-transformers/all-mpnet-base-v2": None,
         "stabilityai/stable-diffusion-xl-base-1.0": None, "stable-diffusion-v1-5/stable-diffusion-v1-5": None,
+        "google-bert/bert-base-uncased": None, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": None,  # ImageReward, PickScore
+        "yuvalkirstain/PickScore_v1": None,
     }
     assert hub_repos(load_config(repo / "config" / "tiny.yaml")) == {}  # tiny local models: nothing to fetch
     assert hub_marker("openai/clip-vit-base-patch16") == "resources/hub/openai--clip-vit-base-patch16.json"
@@ -157,7 +166,8 @@ def test_hub_snapshot_is_pinned_to_the_commit_and_sizes_are_checked(tmp_path):
     hub = FakeHub(snap, {"model_index.json": 2, "unet/w.safetensors": 10, "unet/w.ckpt": 99})
     record = download_hub("org/model", None, tmp_path / "marker.json", ignore_patterns=["*.ckpt"], api=hub,
                           snapshot=hub.snapshot)
-    assert hub.calls[1] == ("snapshot", "org/model", "c0ffee" * 6 + "beef", ("*.ckpt",))  # the commit just resolved
+    # the commit just resolved; the config's patterns, then the .ckpt twin of the safetensors weights
+    assert hub.calls[1] == ("snapshot", "org/model", "c0ffee" * 6 + "beef", ("*.ckpt", "unet/w.ckpt"))
     assert json.loads((tmp_path / "marker.json").read_text()) == record
     assert record["files"] == {"model_index.json": 2, "unet/w.safetensors": 10} and record["bytes"] == 12
     hub.sizes["unet/w.safetensors"] = 11  # a truncated blob in the cache
@@ -165,3 +175,59 @@ def test_hub_snapshot_is_pinned_to_the_commit_and_sizes_are_checked(tmp_path):
                                             r"metadata \(e.g. unet/w.safetensors: 10 bytes, expected 11\)"):
         download_hub("org/model", None, tmp_path / "marker2.json", api=hub, snapshot=hub.snapshot)
     assert not (tmp_path / "marker2.json").exists()
+
+
+def test_unpinned_downloads_are_refused_without_the_flag(tmp_path, monkeypatch):
+    from agfsync.core.downloads import download_hub
+
+    monkeypatch.delenv("AGFSYNC_ALLOW_UNPINNED")
+    with FileServer(DATA) as server:
+        with pytest.raises(DownloadError, match=r"weights.bin: its downloads.files entry has no sha256, so nothing says "
+                                                r"which bytes are right; pin it .* set AGFSYNC_ALLOW_UNPINNED=1"):
+            download_file(server.url, tmp_path / "weights.bin", progress=False)
+        assert server.requests == []  # refused before any request
+        pinned = hashlib.sha256(DATA).hexdigest()
+        assert download_file(server.url, tmp_path / "pinned.bin", sha256=pinned, progress=False)["sha256"] == pinned
+        (tmp_path / "known.bin.sha256").write_text(f"{pinned}  known.bin\n")  # recorded by an earlier, flagged run
+        assert download_file(server.url, tmp_path / "known.bin", progress=False)["sha256"] == pinned
+    hub = FakeHub(tmp_path, {})
+    for revision in (None, "main", "v1.0"):
+        with pytest.raises(DownloadError, match=rf"org/model: revision {revision!r} is not a commit, so the files can "
+                                                r"change under the same name; pin it \(downloads.hub_revisions"):
+            download_hub("org/model", revision, tmp_path / "m.json", api=hub, snapshot=hub.snapshot)
+    assert hub.calls == []
+    download_hub("org/model", "c0ffee" * 6 + "beef", tmp_path / "m.json", api=hub, snapshot=hub.snapshot)
+    assert hub.calls[0] == ("info", "org/model", "c0ffee" * 6 + "beef", True)
+
+
+def test_hub_snapshots_skip_what_the_loaded_classes_never_read():
+    from agfsync.core.downloads import redundant_files
+
+    sdxl = ["model_index.json", "sd_xl_base_1.0.safetensors", "sd_xl_offset_example-lora_1.0.safetensors",
+            "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin",
+            "unet/openvino_model.xml", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+            "text_encoder/pytorch_model.bin", "text_encoder/model.onnx", "safety_checker/model.safetensors",
+            "tokenizer/vocab.json"]
+    assert redundant_files(sdxl) == [
+        "safety_checker/model.safetensors", "sd_xl_base_1.0.safetensors", "sd_xl_offset_example-lora_1.0.safetensors",
+        "text_encoder/model.onnx", "text_encoder/pytorch_model.bin", "unet/diffusion_pytorch_model.bin",
+        "unet/openvino_model.xml"]
+    blip2 = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+             "model.safetensors.index.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+             "pytorch_model.bin.index.json"]
+    assert redundant_files(blip2) == ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]
+    # a repository that ships only .bin weights keeps them; a transformers repo keeps root safetensors
+    assert redundant_files(["config.json", "pytorch_model.bin"]) == []
+    assert redundant_files(["config.json", "model.safetensors"]) == []
+
+
+def test_hub_revisions_pin_scorers_and_models(repo):
+    import copy
+
+    paper = copy.deepcopy(load_config(repo / "config" / "config.yaml"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    paper["downloads"]["hub_revisions"] = {"Salesforce/blip2-flan-t5-xxl": commit,
+                                           "stabilityai/stable-diffusion-xl-base-1.0": commit}
+    repos = hub_repos(paper)
+    assert repos["Salesforce/blip2-flan-t5-xxl"] == commit and repos["stabilityai/stable-diffusion-xl-base-1.0"] == commit
+    assert repos["openai/clip-vit-base-patch16"] is None

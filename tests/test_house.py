@@ -32,7 +32,10 @@ ALLOWED = {
     "world": {"core", "models", "stages"},
     "maintenance_cli": {"core"},  # agfsync unlock, agfsync stale
     "generate_cli": {"core", "stages"},  # agfsync generate
-    "cli": {"core", "llm", "models", "train", "stages", "report", "demo", "world", "maintenance_cli", "generate_cli"},
+    "reward_cli": {"core"},  # agfsync eval-reward
+    "export_cli": {"core", "stages"},  # agfsync export-pairs
+    "plan_cli": {"core"},  # agfsync plan
+    "cli": {"core", "llm", "models", "train", "stages", "report", "demo", "world", "maintenance_cli", "generate_cli", "reward_cli", "export_cli", "plan_cli"},
 }
 HEAVY = ("torch", "torchvision", "diffusers", "transformers", "deepspeed", "bitsandbytes", "open_clip", "triton")
 

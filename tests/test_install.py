@@ -83,7 +83,7 @@ def test_every_cli_command_has_help(capsys):
     # every stage of the workflow, through the same run() functions as the rules
     commands = ["check-config", "tiny-models", "prompts", "qa", "candidates", "score", "pairs", "train-cache", "train",
                 "eval-prompts", "eval-generate", "eval-score", "eval-reference", "metric", "judge", "report",
-                "download", "unlock", "stale", "generate", "world"]
+                "download", "unlock", "stale", "generate", "world", "eval-reward", "export-pairs", "plan"]
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     assert sorted(subparsers.choices) == sorted(commands)
     for command in [*commands, "world build", "world check"]:

@@ -256,7 +256,10 @@ def test_the_grids_show_the_largest_gold_gains_and_losses(world_page):
 
 def test_images_are_upscaled_smoothly_and_the_page_is_self_contained(world_page):
     html, _ = world_page
-    encoded = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    figures = re.findall(r'<figure class="plot".*?</figure>', html, flags=re.S)  # the matplotlib figures (PNG inline)
+    assert len(figures) == 4 and all("data:image/png;base64," in f and ".pdf" in f for f in figures)
+    grids = re.sub(r'<figure class="plot".*?</figure>', "", html, flags=re.S)
+    encoded = re.findall(r'src="data:image/png;base64,([^"]+)"', grids)
     assert len(encoded) == 2 * (6 + 6) + 3 * 8  # gains and losses, base and AGFSync; 3 prompts x 8 candidates
     decoded = Image.open(io.BytesIO(base64.b64decode(encoded[0])))
     assert decoded.size == (192, 192)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from agfsync.core.ids import check_id, check_ids
 from agfsync.core.io import DataError, read_json
+from agfsync.core.rewards import REWARDS, enabled_rewards, reward_bench
 from agfsync.core.tifa import load_questions
 
 BENCHMARKS = ("tifa", "hpsv2", "mjhq")
@@ -39,7 +40,9 @@ NAMES = {"tifa": "TIFA", "hpsv2": "HPS v2", "mjhq": "MJHQ-30K"}
 # images each is computed from; the judge compares images of eval.judge.benchmark.
 #   proxy  the stage-3 weighted total (scores.weights) of each TIFA image: what pair selection optimised
 #   gold   eval.tifa.gold only: the world's oracle answers the TIFA questions (gold accuracy)
-METRICS = ("tifa", "clipscore", "aesthetic", "proxy", "gold", "hpsv2", "mjhq_fid", "judge")
+#   the reward models (agfsync.core.rewards: pickscore, imagereward, hpsv21, vqascore) score the
+#   images of the benchmark their section names (eval.<reward>.benchmark): metric_source
+METRICS = ("tifa", "clipscore", "aesthetic", "proxy", "gold", "hpsv2", "mjhq_fid", *REWARDS, "judge")
 SOURCE = {"tifa": "tifa", "clipscore": "tifa", "aesthetic": "tifa", "proxy": "tifa", "gold": "tifa",
           "hpsv2": "hpsv2", "mjhq_fid": "mjhq"}
 
@@ -48,10 +51,17 @@ def enabled(cfg: dict) -> list[str]:
     return [name for name in BENCHMARKS if cfg["eval"][name]["enabled"]]
 
 
+def metric_source(cfg: dict, metric: str) -> str:
+    """The benchmark whose images a metric is computed from."""
+    return reward_bench(cfg, metric) if metric in REWARDS else SOURCE[metric]
+
+
 def metrics_for(cfg: dict) -> list[str]:
-    """The metrics a config evaluates (their benchmarks enabled; gold only with eval.tifa.gold)."""
-    out = [m for m in METRICS if m != "judge" and cfg["eval"][SOURCE[m]]["enabled"]
-           and (m != "gold" or cfg["eval"]["tifa"].get("gold"))]
+    """The metrics a config evaluates (their benchmarks enabled; gold only with eval.tifa.gold;
+    a reward model only when its section is enabled)."""
+    rewards = enabled_rewards(cfg)
+    out = [m for m in METRICS if m != "judge" and (m not in REWARDS or m in rewards)
+           and cfg["eval"][metric_source(cfg, m)]["enabled"] and (m != "gold" or cfg["eval"]["tifa"].get("gold"))]
     return out + (["judge"] if cfg["eval"]["judge"]["enabled"] else [])
 
 

@@ -23,6 +23,8 @@ import jsonschema
 import yaml
 
 from agfsync.core.categories import category_errors
+from agfsync.core.overrides import override_errors
+from agfsync.core.rewards import reward_errors
 from agfsync.core.yaml_keys import load_yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -166,10 +168,6 @@ def _bad_values(value, path: list) -> list[tuple[list, float | str]]:
     return []
 
 
-# The released HPS checkpoints' file names and the version each is (eval.hpsv2.version)
-HPS_CHECKPOINTS = {"HPS_v2_compressed.pt": "v2.0", "HPS_v2.1_compressed.pt": "v2.1"}
-
-
 def _semantic_errors(cfg: dict) -> list[str]:
     """Checks that a JSON schema cannot express."""
 
@@ -193,12 +191,6 @@ def _semantic_errors(cfg: dict) -> list[str]:
     if judge.get("enabled") and not evaluation.get(judge.get("benchmark"), {}).get("enabled"):
         errors.append(f"key 'eval.judge.benchmark': the judge compares images of {judge.get('benchmark')!r}, "
                       f"which is not enabled (eval.{judge.get('benchmark')}.enabled)")
-    hpsv2 = evaluation.get("hpsv2", {})
-    released = HPS_CHECKPOINTS.get(os.path.basename(str(hpsv2.get("checkpoint") or "")))
-    if hpsv2.get("enabled") and released and released != hpsv2.get("version"):
-        errors.append(f"key 'eval.hpsv2.checkpoint': {os.path.basename(hpsv2['checkpoint'])} is HPS {released}, but "
-                      f"eval.hpsv2.version is {hpsv2.get('version')!r}: their scores are on different scales; "
-                      "set the version the checkpoint is")
     tifa = evaluation.get("tifa", {})
     if tifa.get("gold") and not tifa.get("enabled"):
         errors.append(f"key 'eval.tifa.gold': {tifa['gold']!r} reads the TIFA images, but TIFA is not enabled "
@@ -214,7 +206,9 @@ def _semantic_errors(cfg: dict) -> list[str]:
     if qa.get("max_pairs", 0) < qa.get("min_pairs", 0):
         errors.append(f"key 'qa.max_pairs': must be >= qa.min_pairs ({qa['min_pairs']}), got {qa['max_pairs']}")
     errors += category_errors(cfg.get("prompts", {}).get("categories") or [])
-    return errors
+    full = load_schema()
+    return errors + reward_errors(cfg) + override_errors(cfg, {"$defs": full.get("$defs", {}), **full["properties"]["train"]},
+                                                         _validator_with_defaults())
 
 
 def check_config(cfg: dict, source: str = "config") -> dict:
@@ -249,8 +243,8 @@ LLM_OPERATIONAL_KEYS = (
     "concurrency", "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "max_requests", "retry_failed",
     "max_retry_after_s", "min_yield",
 )
-# Where LLM sections live (dotted paths): the two prompt stages and the VLM judge.
-LLM_SECTIONS = ("prompts.llm", "qa.llm", "eval.judge.llm")
+# Where LLM sections live (dotted paths): the two prompt stages, the VLM judge and VQAScore's endpoint.
+LLM_SECTIONS = ("prompts.llm", "qa.llm", "eval.judge.llm", "eval.vqascore.llm")
 
 
 def llm_sections(cfg: dict):
@@ -263,8 +257,9 @@ def llm_sections(cfg: dict):
 
 
 # Whole sections that are operational in the same sense: how training processes start
-# and find each other (launcher, backend, rendezvous port and timeout).
-OPERATIONAL_SECTIONS = ("train.launch",)
+# and find each other (launcher, backend, rendezvous port and timeout), and what the trainer
+# reports while it runs (TensorBoard, W&B, progress lines).
+OPERATIONAL_SECTIONS = ("train.launch", "train.tracking")
 
 
 def _parent(cfg: dict, dotted: str):
@@ -335,8 +330,21 @@ def resolve_config(cfg: dict, source: str = "config", _seen: tuple = ()) -> dict
         raise ConfigError(f"{source}: key 'extends': expected the path of a config file or null, got {base_path!r}")
     if base_path in _seen:
         raise ConfigError(f"{source}: key 'extends': {' -> '.join((*_seen, base_path))} is a cycle")
-    base = read_yaml_config(base_path)
+    base = read_yaml_config(locate_config(base_path))
     return merge_config(resolve_config(base, base_path, (*_seen, base_path)), cfg)
+
+
+# The checkout this package runs from (an editable install): config files named relative to
+# it are found from any working directory, so `snakemake --directory RUN` works.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def locate_config(path: str | os.PathLike) -> Path:
+    """A config file named relative to the working directory, else relative to the checkout."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not (REPO_ROOT / path).is_file():
+        return path
+    return REPO_ROOT / path
 
 
 def read_yaml_config(path: str | os.PathLike) -> dict:

@@ -15,8 +15,9 @@ to Snakemake's `config`); paths come from agfsync.core.layout. Pure: no torch, n
 from __future__ import annotations
 
 from agfsync.core import layout
-from agfsync.core.benchmarks import SOURCE, STYLES, VARIANTS, enabled, metrics_for, num_eval_shards
+from agfsync.core.benchmarks import STYLES, VARIANTS, enabled, metric_source, metrics_for, num_eval_shards
 from agfsync.core.config import without_operational
+from agfsync.core.rewards import REWARDS
 from agfsync.core.shards import num_shards, shard_name
 
 # The scorers of stage 3 (candidates_score) and of the TIFA images (eval_score, bench tifa):
@@ -53,6 +54,8 @@ DECLARED: dict[str, tuple[str, ...]] = {
     "eval_score:tifa": ("cpu_threads", *SCORER_SECTIONS, "eval.tifa.gold", "eval.tifa.answering", "eval.tifa.sbert"),
     "eval_score": ("cpu_threads", "eval.{bench}"),  # HPS v2 model, MJHQ feature extractor
     "eval_reference_mjhq": ("cpu_threads", "eval.mjhq"),
+    "eval_reward": ("cpu_threads", "eval.{reward}"),  # one reward model (agfsync.core.rewards)
+    "eval_reward_endpoint": ("eval.{reward}",),  # VQAScore through an endpoint: no model job
     "eval_metric": ("models.{model}.pretrained", "models.{model}.resolution", "eval", "scores.vqa.model",
                     "scores.vqa.method", "scores.vqa.choice_likelihood", "scores.clip.model", "scores.aesthetic",
                     "scores.weights"),  # proxy: the stage-3 weighted total
@@ -73,8 +76,11 @@ def declared(config: dict, rule: str, **wildcards) -> tuple[str, ...]:
 
 
 def stage_params(config: dict, rule: str, **wildcards) -> dict:
-    """A job's params: stage_config of what its rule declares."""
-    return stage_config(config, *declared(config, rule, **wildcards))
+    """A job's params: stage_config of what its rule declares, as the job's model sees the config
+    (its train_overrides merged into train: agfsync.core.overrides)."""
+    from agfsync.core.overrides import for_model
+
+    return stage_config(for_model(config, wildcards.get("model")), *declared(config, rule, **wildcards))
 
 
 def stage_settings(config: dict, rule: str, **wildcards):
@@ -177,7 +183,7 @@ def train_resources(config: dict) -> dict:
 # The rules whose jobs ask for `gpu=MODEL_GPUS` (workflow/rules/*.smk; tests/test_costs.py
 # checks this list against the .smk files). train_dpo asks for train_resources; the rest none.
 MODEL_GPU_RULES = ("candidates_generate", "candidates_score", "train_cache", "eval_generate", "eval_score",
-                   "eval_reference_mjhq", "eval_trajectory")
+                   "eval_reward", "eval_reference_mjhq", "eval_trajectory")
 
 
 def job_gpus(config: dict) -> dict[str, int]:
@@ -208,7 +214,7 @@ def eval_shards(config: dict) -> dict[str, list[str]]:
 
 # The model families agfsync.demo.tiny_models builds (rule models_tiny's params: a new family
 # rebuilds the directory). Here, not in the demo wing, because the workflow reads it at parse time.
-TINY_FAMILIES = ("sd1", "sdxl", "clip", "blip2", "aesthetic", "hps", "fid", "sbert")
+TINY_FAMILIES = ("sd1", "sdxl", "clip", "blip2", "aesthetic", "hps", "fid", "sbert", "imagereward")
 
 
 def tiny_models_input(config: dict) -> list[str]:
@@ -281,6 +287,14 @@ def check_per_image(bench: str, kind: str, ext: str) -> None:
                          f"not {kind}-<shard>.{ext}")
 
 
+def check_reward_bench(config: dict, reward: str, bench: str) -> None:
+    """eval_reward's output pattern leaves {bench} free: a reward scores the images of the
+    benchmark its section names, and no other."""
+    want = config["eval"][reward]["benchmark"]
+    if bench != want:
+        raise ValueError(f"{reward} scores the images of {want} (eval.{reward}.benchmark), not of {bench}")
+
+
 def eval_outputs(config: dict, model: str, variant: str, bench: str, kind: str) -> list[str]:
     """Per-shard files of one model, variant and benchmark: "shard" (the images) or
     "per_image" (their scores or features)."""
@@ -289,13 +303,18 @@ def eval_outputs(config: dict, model: str, variant: str, bench: str, kind: str) 
         return [layout.EVAL_SHARD.format(model=model, variant=variant, bench=bench, shard=s) for s in shards]
     if kind == "per_image":
         return [layout.per_image(model, variant, bench, s) for s in shards]
-    raise ValueError(f"unknown kind {kind!r} (shard, per_image)")
+    if kind in REWARDS:
+        return [layout.REWARD_PER_IMAGE.format(model=model, variant=variant, bench=bench, reward=kind, shard=s)
+                for s in shards]
+    raise ValueError(f"unknown kind {kind!r} (shard, per_image, or a reward: {', '.join(REWARDS)})")
 
 
 def metric_inputs(config: dict, model: str, metric: str) -> dict:
-    """Inputs of eval_metric: the per-image files of both variants, and for FID the reference."""
-    bench = SOURCE[metric]
-    inputs = {v: eval_outputs(config, model, v, bench, "per_image") for v in VARIANTS}
+    """Inputs of eval_metric: the per-image files of both variants (a reward model's own files),
+    and for FID the reference."""
+    bench = metric_source(config, metric)
+    kind = metric if metric in REWARDS else "per_image"
+    inputs = {v: eval_outputs(config, model, v, bench, kind) for v in VARIANTS}
     if bench == "mjhq":
         inputs["reference"] = layout.MJHQ_REFERENCE
     return inputs

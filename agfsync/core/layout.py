@@ -27,11 +27,14 @@ five digits, {variant} base | agfsync, {bench} tifa | hpsv2 | mjhq):
         shard-{shard}.tar             stage 6: evaluation images (eval_generate)
         scores-{shard}.jsonl          stage 6: per-image scores, tifa and hpsv2 (eval_score)
         features-{shard}.npz          stage 6: per-image FID features, mjhq (eval_score)
+        {reward}-{shard}.jsonl        stage 6: per-image reward (pickscore, imagereward, hpsv21,
+                                      vqascore) of the benchmark the reward names (eval_reward)
       {metric}.json                   stage 6: one metric, base vs AGFSync (eval_metric, eval_judge)
       trajectory.json                 proxy reward and gold along training (eval_trajectory;
                                       images and scores per point in trajectory.json.work/)
     report.html                       the report over all run models (report)
     metrics.tsv                       every number of the metric files, one long table (report)
+    figures/{model}-{kind}.{pdf,png}  the report's paper figures, the PNGs inline on the page (report)
 
   logs/<...>.log and benchmarks/<...>.tsv: one per job, named by rule (LOGS, JOB_BENCHMARKS).
 """
@@ -71,11 +74,14 @@ EVAL_SHARD = "results/{model}/eval/{variant}/{bench}/shard-{shard}.tar"
 # benchmark (PER_IMAGE): scores-{shard}.jsonl for tifa and hpsv2, features-{shard}.npz for mjhq.
 EVAL_PER_IMAGE = "results/{model}/eval/{variant}/{bench}/{kind}-{shard}.{ext}"
 PER_IMAGE = {"tifa": ("scores", "jsonl"), "hpsv2": ("scores", "jsonl"), "mjhq": ("features", "npz")}
+# Per-image rewards of an evaluation shard, one file per reward model (agfsync.core.rewards).
+REWARD_PER_IMAGE = "results/{model}/eval/{variant}/{bench}/{reward}-{shard}.jsonl"
 METRIC = "results/{model}/{metric}.json"
 TRAJECTORY = "results/{model}/trajectory.json"  # proxy vs gold along training (eval_trajectory)
 
 REPORT = "results/report.html"
 METRICS_TSV = "results/metrics.tsv"
+FIGURES = "results/figures"  # beside REPORT: agfsync.report.sections_figures.figures_folder
 
 # ----------------------------------------------------------------------------- logs and benchmarks, by rule
 LOGS = {
@@ -91,6 +97,8 @@ LOGS = {
     "eval_prompts": "logs/eval/eval_prompts/{bench}.log",
     "eval_generate": "logs/{model}/eval_generate/{variant}/{bench}/shard-{shard}.log",
     "eval_score": "logs/{model}/eval_score/{variant}/{bench}/{kind}-{shard}.{ext}.log",
+    "eval_reward": "logs/{model}/eval_reward/{variant}/{bench}/{reward}-{shard}.log",
+    "eval_reward_endpoint": "logs/{model}/eval_reward_endpoint/{variant}/{bench}/{reward}-{shard}.log",
     "eval_reference_mjhq": "logs/eval/eval_reference_mjhq.log",
     "eval_metric": "logs/{model}/eval_metric/{metric}.log",
     "eval_judge": "logs/{model}/eval_judge.log",
@@ -111,6 +119,8 @@ JOB_BENCHMARKS = {  # Snakemake's `benchmark:` files (run time and memory of eac
     "train_dpo": "benchmarks/{model}/train_dpo.tsv",
     "eval_generate": "benchmarks/{model}/eval_generate/{variant}/{bench}/shard-{shard}.tsv",
     "eval_score": "benchmarks/{model}/eval_score/{variant}/{bench}/{kind}-{shard}.{ext}.tsv",
+    "eval_reward": "benchmarks/{model}/eval_reward/{variant}/{bench}/{reward}-{shard}.tsv",
+    "eval_reward_endpoint": "benchmarks/{model}/eval_reward_endpoint/{variant}/{bench}/{reward}-{shard}.tsv",
     "eval_reference_mjhq": "benchmarks/eval/eval_reference_mjhq.tsv",
     "eval_trajectory": "benchmarks/{model}/eval_trajectory.tsv",
 }

@@ -24,7 +24,7 @@ _secrets_lock = threading.Lock()
 
 def secret_values(cfg: dict) -> list[str]:
     """The values of every API key the config names (each LLM section's api_key_env:
-    prompts.llm, qa.llm, eval.judge.llm), read from the environment; unset ones left out."""
+    prompts.llm, qa.llm, eval.judge.llm, eval.vqascore.llm), read from the environment; unset ones left out."""
     from agfsync.core.config import llm_sections
 
     names = [llm.get("api_key_env") for _, llm in llm_sections(cfg)]

@@ -135,10 +135,26 @@ class LaunchSettings(Section):
 
 
 @dataclass(frozen=True)
+class WandbSettings(Section):
+    enabled: bool = opt(False, 'also log the curves to Weights & Biases (pip install wandb; not a dependency); the API key only from WANDB_API_KEY')
+    mode: str = opt('offline', 'offline: run files under <checkpoints>/wandb, uploaded later with `wandb sync` | online (needs WANDB_API_KEY)', choices=('offline', 'online'))
+    project: str = opt('agfsync', 'W&B project')
+    name: str | None = opt(None, 'run name; null: <model>-<output directory name>')
+
+
+@dataclass(frozen=True)
+class TrackingSettings(Section):
+    tensorboard: bool = opt(True, 'event files under <checkpoints>/tensorboard, every step: train/loss, implicit_accuracy, reward_margin, lr, grad_norm, pairs_per_s, eta_s')
+    log_every: int = opt(10, 'a progress line (step, loss, accuracy, margin, lr, pairs/s, elapsed, ETA) in the log every N steps', ge=1)
+    wandb: WandbSettings = section(WandbSettings, 'Weights & Biases, off by default (agfsync.train.tracking)', default={})
+
+
+@dataclass(frozen=True)
 class TrainSettings(Section):
     gpus: int = opt(1, "GPUs (processes) per node; the global batch stays the paper's whatever this is", ge=1)
     nodes: int = opt(1, '1: torchrun --standalone; > 1: one `srun torchrun` per node (SLURM), c10d rendezvous', ge=1)
     launch: LaunchSettings = section(LaunchSettings, 'how processes start and meet (never changes the result, so no rerun when edited)', default={})
+    tracking: TrackingSettings = section(TrackingSettings, 'training curves and progress lines (never changes the result, so no rerun when edited)', default={})
     optimizer: str = opt('adamw8bit', 'bitsandbytes AdamW8bit (released code) | adamw (torch)', choices=('adamw8bit', 'adamw'))
     weight_decay: float = opt(0.01, 'AdamW decoupled weight decay', ge=0)
     adam_betas: tuple[float, ...] = opt((0.9, 0.999), 'AdamW betas')
@@ -227,6 +243,47 @@ class JudgeSettings(Section):
     llm: LLMSettings | None = section(LLMSettings, 'the vision chat endpoint; needed when enabled', optional=True)
 
 
+_BENCH = ('tifa', 'hpsv2', 'mjhq')
+
+
+@dataclass(frozen=True)
+class PickScoreSettings(Section):
+    enabled: bool = opt(True, 'PickScore (Kirstain et al. 2023), the standard of DPO papers: logit_scale * cos(image, prompt)')
+    benchmark: str = opt('hpsv2', 'whose images are scored', choices=_BENCH)
+    model: str = opt('yuvalkirstain/PickScore_v1', 'CLIPModel (CLIP-H fine-tuned on Pick-a-Pic)')
+    processor: str = opt('laion/CLIP-ViT-H-14-laion2B-s32B-b79K', "the processor its model card loads")
+
+
+@dataclass(frozen=True)
+class ImageRewardSettings(Section):
+    enabled: bool = opt(True, 'ImageReward (Xu et al. 2023): BLIP + MLP head, normalised reward')
+    benchmark: str = opt('hpsv2', 'whose images are scored', choices=_BENCH)
+    checkpoint: str = opt('resources/weights/ImageReward/ImageReward.pt', 'THUDM/ImageReward ImageReward.pt')
+    med_config: str = opt('resources/weights/ImageReward/med_config.json', "THUDM/ImageReward med_config.json (BLIP's text encoder)")
+    tokenizer: str = opt('google-bert/bert-base-uncased', "BLIP's tokenizer ([DEC] and [ENC] added as BLIP adds them)")
+
+
+@dataclass(frozen=True)
+class HPSv21Settings(Section):
+    enabled: bool = opt(True, 'HPS v2.1 next to eval.hpsv2 (v2.0): same model and protocol, another scale')
+    benchmark: str = opt('hpsv2', 'whose images are scored (hpsv2: the chunked per-style aggregation)', choices=_BENCH)
+    model: str = opt('ViT-H-14', 'open_clip architecture of the HPS checkpoint')
+    model_config: str | None = opt(None, "only for architectures open_clip does not ship (the demo's tiny one)")
+    checkpoint: str = opt('resources/weights/HPS_v2.1_compressed.pt', 'xswu/HPSv2 HPS_v2.1_compressed.pt')
+
+
+@dataclass(frozen=True)
+class VQAScoreMetricSettings(Section):
+    enabled: bool = opt(True, 'VQAScore (Lin et al. 2024): P(answer | image, question about the prompt)')
+    benchmark: str = opt('tifa', 'whose images are scored', choices=_BENCH)
+    backend: str = opt('local', 'local: a transformers VLM (model); endpoint: an OpenAI-compatible vision endpoint that returns log-probabilities (llm)', choices=('local', 'endpoint'))
+    model: str = opt('Salesforce/blip2-flan-t5-xxl', 'backend local: a BLIP-2 flan-T5 checkpoint (hub id or local directory)')
+    question: str = opt('Does this figure show "{prompt}"? Please answer yes or no.', "VQAScore's question ({prompt} filled)")
+    answer: str = opt('Yes', 'the answer whose probability is the score')
+    batch_size: int = opt(16, 'backend local: images per forward pass', ge=1)
+    llm: LLMSettings | None = section(LLMSettings, 'backend endpoint: the vision endpoint (with logprobs)', optional=True)
+
+
 @dataclass(frozen=True)
 class EvalSettings(Section):
     shard_size: int = opt(256, 'prompts per evaluation image shard (TIFA 16, HPS v2 13, MJHQ 118 shards)', ge=1)
@@ -235,12 +292,17 @@ class EvalSettings(Section):
     hpsv2: HPSv2Settings = section(HPSv2Settings, 'HPS v2 benchmark', default={'enabled': False})
     mjhq: MJHQSettings = section(MJHQSettings, 'MJHQ-30K FID', default={'enabled': False})
     judge: JudgeSettings = section(JudgeSettings, 'VLM judge (the paper\'s GPT-4V comparison)', default={'enabled': False})
+    pickscore: PickScoreSettings = section(PickScoreSettings, 'PickScore', default={'enabled': False})
+    imagereward: ImageRewardSettings = section(ImageRewardSettings, 'ImageReward', default={'enabled': False})
+    hpsv21: HPSv21Settings = section(HPSv21Settings, 'HPS v2.1', default={'enabled': False})
+    vqascore: VQAScoreMetricSettings = section(VQAScoreMetricSettings, 'VQAScore', default={'enabled': False})
     trajectory: TrajectorySettings = section(TrajectorySettings, 'proxy vs gold along training (reward-hacking watch)', default={'enabled': False})
 
 
 @dataclass(frozen=True)
 class DownloadsSettings(Section):
     files: tuple[Mapping, ...] = opt((), 'path, url and sha256 (null: recorded on first download) of each file')
+    hub_revisions: Mapping[str, str] | None = opt(None, 'hub repository -> the commit it is pinned to (null: none; unpinned repositories are refused unless AGFSYNC_ALLOW_UNPINNED=1)')
     hub_ignore: tuple[str, ...] = opt(('*.ckpt', '*.msgpack', '*.h5', '*.onnx', '*.onnx_data', '*.tflite', '*.ot', '*.pb', '*fp16*', '*non_ema*', '*.md'), 'files of hub repos never loaded')
 
 
@@ -269,6 +331,7 @@ class ModelSettings(Section):
     resolution: int = opt(REQUIRED, 'image side in pixels (paper: 512 SD 1.x, 1024 SDXL)', ge=8)
     generation: GenerationSettings = section(GenerationSettings, 'sampling of the candidates and evaluation images')
     train: ModelTrainSettings = section(ModelTrainSettings, 'Diffusion-DPO hyperparameters of this model')
+    train_overrides: Mapping[str, object] | None = opt(None, "null: none; keys of the global train section for this model only (agfsync.core.overrides); jobs of the model see them merged into train")
     revision: str | None = opt(None, 'hub revision (null: the default branch)')
     prediction_type: str = opt('epsilon', 'what the UNet predicts (v_prediction: targets are v)', choices=('epsilon', 'v_prediction'))
 

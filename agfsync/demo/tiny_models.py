@@ -283,10 +283,16 @@ def build_fid(out: Path) -> None:
     TinyFeatureNet(input_size=32, num_features=16).save_pretrained(out)
 
 
+def build_imagereward(out: Path) -> None:
+    from agfsync.demo.tiny_rewards import build_imagereward as build
+
+    build(out)
+
+
 BUILDERS = {
     "sd1": build_sd1, "sdxl": build_sdxl, "clip": build_clip,
     "blip2": build_blip2, "aesthetic": build_aesthetic, "hps": build_hps, "fid": build_fid,
-    "sbert": build_sbert,
+    "sbert": build_sbert, "imagereward": build_imagereward,
 }
 
 

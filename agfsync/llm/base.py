@@ -88,6 +88,11 @@ class Request:
     key: str  # identity of the item, e.g. "qa/animals-1a2b3c4d5e"; names a recorded answer
     messages: tuple[dict, ...]
     seed: int | None = None
+    # Per-request parameters (None: not sent / the llm settings' value); a field left at None
+    # leaves the request body and its cache key as they were before the field existed.
+    top_logprobs: int | None = None  # K: ask for logprobs=true, top_logprobs=K (OpenAI chat API; vLLM)
+    max_tokens: int | None = None  # overrides llm.max_tokens (e.g. 1 for a one-token answer)
+    temperature: float | None = None  # overrides llm.temperature
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,3 +103,16 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    # The first generated token's top log-probabilities, ((token, logprob), ...), when the
+    # request asked for them (Request.top_logprobs) and the endpoint returned them; else None.
+    top_logprobs: tuple[tuple[str, float], ...] | None = None
+
+
+def logprob_pairs(value) -> tuple[tuple[str, float], ...] | None:
+    """Stored top log-probabilities ([[token, logprob], ...], as the cache and recordings hold
+    them) as Reply.top_logprobs; None when absent (an entry written before they were kept)."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    return tuple((pair[0], float(pair[1])) for pair in value
+                 if isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
+                 and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool))

@@ -23,7 +23,12 @@ what a 45k-prompt run needs:
   undecodable or non-chat bodies, once their retries are exhausted) are never cached,
   so a rerun asks again; permanent ones (other 4xx) are cached and replayed (ask again
   with llm.retry_failed);
-- token accounting, logged per stage.
+- token accounting, logged per stage;
+- on request (Request.top_logprobs = K: logprobs=true, top_logprobs=K in the body), the
+  first generated token's top log-probabilities (Reply.top_logprobs), kept with the answer
+  in the cache (an entry written without them loads with None); Request.max_tokens and
+  Request.temperature override the settings for one request. Unset, none of these changes
+  the body or the cache key.
 
 The settings, Request, Reply and the error classes are in agfsync.llm.base; parsing the
 answers, the repair re-asks, the stage's yield and the concurrency limit are in
@@ -54,7 +59,8 @@ from pathlib import Path
 from typing import Any
 
 from agfsync.core.secrets import redact, redact_obj, register_secrets
-from agfsync.llm.base import BudgetExceeded, ItemFailure, LLMError, LLMSettings, Reply, Request, _Transient, clean_text
+from agfsync.llm.base import (BudgetExceeded, ItemFailure, LLMError, LLMSettings, Reply, Request, _Transient,
+                               clean_text, logprob_pairs)
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +154,15 @@ class LLMClient:
 
     def _params(self, request: Request) -> dict:
         params = {
-            "temperature": self.settings.temperature,
+            "temperature": self.settings.temperature if request.temperature is None else float(request.temperature),
             "top_p": self.settings.top_p,
-            "max_tokens": self.settings.max_tokens,
+            "max_tokens": self.settings.max_tokens if request.max_tokens is None else int(request.max_tokens),
         }
         if self.settings.send_seed and request.seed is not None:
             params["seed"] = int(request.seed)
+        if request.top_logprobs is not None:  # absent otherwise: older cache keys stay valid
+            params["logprobs"] = True
+            params["top_logprobs"] = int(request.top_logprobs)
         return params
 
     def request_hash(self, request: Request) -> str:
@@ -201,7 +210,8 @@ class LLMClient:
                 raise ItemFailure(f"{hit['error']} (in an earlier run; set llm.retry_failed to ask again)",
                                   cause=hit.get("cause") or hit["error"])
             return self._boundary(request, Reply(text=hit.get("text"), finish_reason=hit.get("finish_reason"),
-                                                 refusal=hit.get("refusal"), cached=True))
+                                                 refusal=hit.get("refusal"), cached=True,
+                                                 top_logprobs=logprob_pairs(hit.get("top_logprobs"))))
         params = self._params(request)
         attempt = 0
         while True:
@@ -239,17 +249,17 @@ class LLMClient:
             self.stats.prompt_tokens += reply.prompt_tokens
             self.stats.completion_tokens += reply.completion_tokens
         if self.cache is not None:
-            self.cache.put(
-                digest,
-                {
-                    "key": request.key,
-                    "text": reply.text,
-                    "finish_reason": reply.finish_reason,
-                    "refusal": reply.refusal,
-                    "prompt_tokens": reply.prompt_tokens,
-                    "completion_tokens": reply.completion_tokens,
-                },
-            )
+            entry = {
+                "key": request.key,
+                "text": reply.text,
+                "finish_reason": reply.finish_reason,
+                "refusal": reply.refusal,
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+            }
+            if reply.top_logprobs is not None:
+                entry["top_logprobs"] = [list(pair) for pair in reply.top_logprobs]
+            self.cache.put(digest, entry)
         return reply
 
     def _boundary(self, request: Request, reply: Reply) -> Reply:
@@ -257,10 +267,15 @@ class LLMClient:
         text, bad = clean_text(reply.text)
         refusal, bad_refusal = clean_text(reply.refusal)
         finish, bad_finish = clean_text(reply.finish_reason)
-        if bad + bad_refusal + bad_finish:
+        top, bad_top = reply.top_logprobs, 0
+        if top is not None:
+            cleaned = [(clean_text(token), logprob) for token, logprob in top]
+            top = tuple((token, logprob) for (token, _), logprob in cleaned)
+            bad_top = sum(count for (_, count), _ in cleaned)
+        if bad + bad_refusal + bad_finish + bad_top:
             log.warning("%s: %s: the answer held %d lone surrogate(s) (not valid Unicode); replaced by U+FFFD",
-                        self.stage, request.key, bad + bad_refusal + bad_finish)
-        return dataclasses.replace(reply, text=text, refusal=refusal, finish_reason=finish)
+                        self.stage, request.key, bad + bad_refusal + bad_finish + bad_top)
+        return dataclasses.replace(reply, text=text, refusal=refusal, finish_reason=finish, top_logprobs=top)
 
     def _remember_failure(self, digest: str, request: Request, reason: str, cause: str) -> None:
         # A permanent failure (a 4xx) is recorded so that a rerun replays the same outcome without

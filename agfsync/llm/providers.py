@@ -11,6 +11,7 @@ import dataclasses
 import email.utils
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -20,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agfsync.llm.base import AuthError, ItemFailure, LLMError, LLMSettings, Reply, Request, _short, _Transient
+from agfsync.llm.base import (AuthError, ItemFailure, LLMError, LLMSettings, Reply, Request, _short, _Transient,
+                               logprob_pairs)
 from agfsync.core.secrets import register_secrets
 
 log = logging.getLogger("agfsync.llm.client")
@@ -197,6 +199,7 @@ def _parse_completion(body: bytes, content_type: str) -> Reply:
         refusal=refusal if isinstance(refusal, str) and refusal else None,
         prompt_tokens=_count(usage.get("prompt_tokens")),
         completion_tokens=_count(usage.get("completion_tokens")),
+        top_logprobs=_first_top_logprobs(choice.get("logprobs")),
     )
 
 
@@ -204,8 +207,30 @@ def _count(value) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
+def _first_top_logprobs(logprobs) -> tuple[tuple[str, float], ...] | None:
+    """((token, logprob), ...) of the first generated token, from a choice's
+    logprobs.content[0].top_logprobs; None when absent or not of that shape. Entries whose
+    token is not text or whose logprob is not a finite number are left out (a logprob of
+    -Infinity, probability 0, cannot be cached: it is not JSON)."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    first = content[0] if isinstance(content, list) and content else None
+    top = first.get("top_logprobs") if isinstance(first, dict) else None
+    if not isinstance(top, list):
+        return None
+    pairs = []
+    for entry in top:
+        if not isinstance(entry, dict):
+            continue
+        token, value = entry.get("token"), entry.get("logprob")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(token, str) and number and math.isfinite(value):
+            pairs.append((token, float(value)))
+    return tuple(pairs)
+
+
 class FileProvider:
-    """Replays recorded answers: JSONL lines {"key": ..., "content": ..., "finish_reason"?: ...}."""
+    """Replays recorded answers: JSONL lines {"key": ..., "content": ..., "finish_reason"?: ...,
+    "top_logprobs"?: [[token, logprob], ...]}."""
 
     def __init__(self, settings: LLMSettings, stage: str):
         from agfsync.core.io import read_jsonl
@@ -221,7 +246,8 @@ class FileProvider:
         record = self._answers.get(request.key)
         if record is None:
             raise ItemFailure(f"no recorded response for {request.key!r} in {self.path}", cause="no recorded response")
-        return Reply(text=record["content"], finish_reason=record.get("finish_reason", "stop"))
+        return Reply(text=record["content"], finish_reason=record.get("finish_reason", "stop"),
+                     top_logprobs=logprob_pairs(record.get("top_logprobs")))
 
 
 # Local servers a provider name starts (name -> factory of an unstarted server with start(),

@@ -8,6 +8,9 @@ a researcher asks: did it work, and how sure are we?
              random models) and a table of every metric of every model
   per model  the run's scale; results table and forest plot of the differences; gold and
              TIFA (VQA) per element type, split and category (agfsync.report.sections_results);
+             the paper figures (agfsync.report.plots: PDF and PNG in figures/ beside the page, the
+             PNGs inline; agfsync.report.sections_figures, with the cross-model table in the
+             layout of the paper's tables and the navigation);
              proxy and gold along training, the training curves, score distributions
              (agfsync.report.figures); base vs AGFSync where accuracy rose and fell most, with
              the verdict on every question, and all N candidates of a few training prompts
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agfsync import __version__
@@ -34,7 +38,7 @@ from agfsync.core import costs as job_costs
 from agfsync.core import layout, provenance as code_provenance
 from agfsync.core.io import write_text
 from agfsync.report import data as report_data
-from agfsync.report import compute, figures, grids, sections_results, table, verdicts
+from agfsync.report import compute, figures, grids, sections_figures, sections_results, table, verdicts
 
 if TYPE_CHECKING:
     from agfsync.core.sections import Settings
@@ -112,19 +116,29 @@ def left_out_note(d: report_data.ModelData) -> str:
             f'<ul>{items}</ul></div>')
 
 
-def model_section(settings: Settings, d: report_data.ModelData) -> str:
+def model_section(settings: Settings, d: report_data.ModelData, figs: Mapping[str, str] | None = None,
+                  nav: str = "") -> str:
+    """One model's section; figs: its paper figures (kind -> HTML, sections_figures.model_figures):
+    the differences figure stands where the SVG forest plot would, the trajectory figure in place
+    of the SVG chart of the trajectory."""
     m = escape(d.model)
+    figs = figs or {}
     enabled = settings.eval.trajectory.enabled and settings.eval.tifa.enabled
     grid_kind = "gold accuracy" if d.accuracy_key() == "gold_correct" else "TIFA score"
+    forest = (f'<div class="charts" id="charts-{m}">{figs["differences"]}</div>' if "differences" in figs
+              else sections_results.forest_chart(d.model, d.shown))
+    none = "" if figs else '<p class="note">No figures for this model (no result files).</p>'
+    trajectory = sections_figures.swap_chart(figures.trajectory_section(d.model, d.trajectory, enabled),
+                                             f"trajectory-{d.model}", figs.get("trajectory", ""))
     return (
         f'<section id="model-{m}"><h2>{m} <small class="note">{escape(settings.models[d.model].pretrained)}</small></h2>'
-        f'{verdicts.headline_html(d.model, d.shown, world=settings.eval.tifa.gold == "world")}'
+        f'{nav}{verdicts.headline_html(d.model, d.shown, world=settings.eval.tifa.gold == "world")}'
         f'{scale_text(settings, d)}'
         f'<h3 id="results-head-{m}">Results: base vs AGFSync</h3>{sections_results.results_table(d.model, d.shown)}'
-        f'{left_out_note(d)}{sections_results.forest_chart(d.model, d.shown)}'
-        f'{sections_results.facet_tables(d.model, d.shown)}{sections_results.detail_tables(d.shown)}'
-        f'<h3 id="trajectory-head-{m}">Proxy and gold along training</h3>'
-        f'{figures.trajectory_section(d.model, d.trajectory, enabled)}'
+        f'{left_out_note(d)}<h3 id="figures-head-{m}">Figures: values, differences, element types</h3>{none}'
+        f'{figs.get("values", "")}{forest}{sections_results.facet_tables(d.model, d.shown)}'
+        f'{figs.get("element_types", "")}{sections_results.detail_tables(d.shown)}'
+        f'<h3 id="trajectory-head-{m}">Proxy and gold along training</h3>{trajectory}'
         f'<h3>Training curves</h3>{figures.training_section(d.model, d)}'
         f'<h3>Score distributions</h3>{figures.eval_distributions(d.model, d)}'
         f'<h4>Preference data (stage 3-4)</h4>{figures.preference_section(d.model, d)}'
@@ -184,18 +198,20 @@ def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, paths: dict, c
     outputs["tsv"] (results/metrics.tsv, agfsync.report.table) from the files `paths` names per
     model (agfsync.core.dag.report_paths; the rule's inputs are the same files)."""
     return build_report(settings, outputs["report"], paths, config_hash=config_hash, tsv=outputs["tsv"], hub=hub,
-                        gpus=gpus)
+                        gpus=gpus, figures_dir=outputs.get("figures"))
 
 
 def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str = "", tsv=None,
-                 hub: Mapping | None = None, gpus: Mapping | None = None, root=".") -> str:
+                 hub: Mapping | None = None, gpus: Mapping | None = None, root=".", figures_dir=None) -> str:
     """The page over the run models of `settings`. paths: per model, the files it reads, as
     agfsync.core.dag.report_paths gives them (rebased(...) moves them under another root).
     `tsv`: also write the table of every number of the result files there (agfsync.report.table).
     hub: the config's hub repositories and revisions (agfsync.core.downloads.hub_repos), their
     commits read from the download markers under `root`; gpus: GPUs per job of each rule
     (agfsync.core.dag.job_gpus), for the GPU-hours of the benchmark files under root/benchmarks
-    (None: wall time only). Both come from the full config, which the report's settings lack."""
+    (None: wall time only). Both come from the full config, which the report's settings lack.
+    figures_dir: where the paper figures go (agfsync.report.plots; default figures/ beside
+    out_path, as layout.FIGURES beside layout.REPORT), always created."""
     models = list(settings.run_models)
     costs = job_costs.collect(root, gpus or {}, models=models)
     commits = None if hub is None else code_provenance.hub_commits(hub, root)
@@ -203,6 +219,10 @@ def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str 
     if tsv is not None:
         table.write_tsv(tsv, {model: paths[model]["metrics"] for model in models})
     loaded = [report_data.load(model, paths[model]) for model in models]
+    page_dir = Path(out_path).parent
+    folder = Path(figures_dir) if figures_dir else sections_figures.figures_folder(out_path)
+    folder.mkdir(parents=True, exist_ok=True)  # the rule's output, with or without figures
+    figs = {d.model: sections_figures.model_figures(d.model, d.shown, d.trajectory, folder, page_dir) for d in loaded}
     world = settings.eval.tifa.gold == "world"
     tops = []
     for d in loaded:
@@ -211,14 +231,19 @@ def build_report(settings: Settings, out_path, paths: dict, *, config_hash: str 
                     f"{figures.warning_box(d.model, d.trajectory, 'top')}"
                     f'<p class="note">{escape(d.model)}: {up} of {with_ci} metrics with a CI improved, {down} got '
                     f"worse, the rest did not measurably change.</p>")
-    nav = " ".join(f'<a href="#model-{escape(m)}">{escape(m)}</a>' for m in models)
+    sections = "".join(model_section(settings, d, figs[d.model], sections_figures.model_nav(models, i))
+                       for i, d in enumerate(loaded))
     html = (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>AGFSync report</title>"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head><body>"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}{sections_figures.CSS}"
+        "</style></head><body>"
         f"<h1>AGFSync: did it work, and how sure are we?</h1>{run_note(settings)}"
-        f"<div id=\"summary\">{''.join(tops)}</div><nav>Models: {nav}</nav>"
+        f"{sections_figures.toc(models)}<div id=\"summary\">{''.join(tops)}</div>"
         f"<h2 id=\"all-models\">All models</h2>{sections_results.summary_table({d.model: d.shown for d in loaded})}"
-        f"{''.join(model_section(settings, d) for d in loaded)}{compute.compute_section(costs, gpus_known=known)}"
+        f"{sections_figures.paper_table({d.model: d.shown for d in loaded})}"
+        f"{sections_figures.figures_note(figs, folder, page_dir)}"
+        f"{sections}"
+        f"{compute.compute_section(costs, gpus_known=known)}"
         f"{provenance(config_hash, loaded, compute.hub_text(commits) + cost_line(costs, known))}"
         "</body></html>\n"
     )

@@ -55,8 +55,8 @@ def _benchmark(result: dict) -> str:
     metric = result["metric"]
     if metric in SOURCE:
         return SOURCE[metric]
-    name = result["benchmark"]["name"]  # the judge: "VLM judge on <benchmark name>"
-    return next((key for key, full in NAMES.items() if name.endswith(f" on {full}")), name)
+    name = result["benchmark"]["name"]  # the judge: "VLM judge on <benchmark name>"; a reward: the benchmark's name
+    return next((key for key, full in NAMES.items() if name == full or name.endswith(f" on {full}")), name)
 
 
 def _triple(model, bench, metric, base, tuned, delta, n, cis=(None, None, None)) -> list[dict]:

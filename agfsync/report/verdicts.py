@@ -16,12 +16,17 @@ from agfsync.core import stats
 
 TITLES = {"tifa": "TIFA (VQA)", "clipscore": "CLIP score", "aesthetic": "Aesthetic", "proxy": "Proxy (stage-3 total)",
           "gold": "Gold accuracy (world oracle)", "hpsv2": "HPS v2", "mjhq_fid": "MJHQ-30K FID",
+          "pickscore": "PickScore", "imagereward": "ImageReward", "hpsv21": "HPS v2.1", "vqascore": "VQAScore",
           "judge": "VLM judge win rate"}
 LABELS = {"tifa": "TIFA score", "clipscore": "CLIP score", "aesthetic": "aesthetic score", "proxy": "proxy reward",
-          "gold": "gold alignment", "hpsv2": "HPS v2", "mjhq_fid": "MJHQ-30K FID", "judge": "VLM judge win rate"}
+          "gold": "gold alignment", "hpsv2": "HPS v2", "mjhq_fid": "MJHQ-30K FID", "pickscore": "PickScore",
+          "imagereward": "ImageReward", "hpsv21": "HPS v2.1", "vqascore": "VQAScore", "judge": "VLM judge win rate"}
 PERCENT = {"tifa", "gold", "judge"}
-DISPLAY = ("gold", "proxy", "tifa", "clipscore", "aesthetic", "hpsv2", "mjhq_fid", "judge")  # table order
-SECONDARY = ("proxy", "gold", "tifa", "clipscore", "aesthetic", "hpsv2", "judge", "mjhq_fid")
+FINE = {"vqascore"}  # probabilities in 0..1: three decimals
+DISPLAY = ("gold", "proxy", "tifa", "clipscore", "aesthetic", "hpsv2", "hpsv21", "pickscore", "imagereward",
+           "vqascore", "mjhq_fid", "judge")  # table order
+SECONDARY = ("proxy", "gold", "tifa", "clipscore", "aesthetic", "hpsv2", "hpsv21", "pickscore", "imagereward",
+             "vqascore", "judge", "mjhq_fid")
 VERDICT_CLASS = {"yes": "up", "no: worse": "down", "no measurable change": "flat", "no CI": "flat"}
 
 
@@ -82,12 +87,14 @@ def value_text(metric: str, value) -> str:
         return f"{100 * value:.1f}%"
     if metric == "mjhq_fid":
         return f"{value:.4g}"
-    return f"{value:.2f}"
+    return f"{value:.{scale_of(metric)[2]}f}"
 
 
 def scale_of(metric: str) -> tuple[float, str, int]:
     """(scale, unit, digits) of a difference of the metric."""
-    return (100.0, "points", 1) if metric in PERCENT else (1.0, "", 2)
+    if metric in PERCENT:
+        return (100.0, "points", 1)
+    return (1.0, "", 3) if metric in FINE else (1.0, "", 2)
 
 
 def delta_text(metric: str, diff: dict) -> str:

@@ -154,7 +154,7 @@ def _by_id(prompts_path) -> dict[str, dict]:
 
 
 @contextlib.contextmanager
-def _open(shard_path, prompts_path):
+def open_shard(shard_path, prompts_path):
     """(shard, [(prompt record, manifest row)]) with every row's prompt checked; images are
     decoded one at a time by the caller (shard.image), never all at once."""
     records = _by_id(prompts_path)
@@ -186,7 +186,7 @@ def score_tifa_shard(scores: ScoresSettings, shard_path, prompts_path, out_path,
     official = tifa is not None and tifa.answering == "tifa"
     started = time.perf_counter()
     rows = []
-    with _open(shard_path, prompts_path) as (shard, items):
+    with open_shard(shard_path, prompts_path) as (shard, items):
         if items:
             device = pick_device(device)
             vqa = load_vqa_scorer(scores.vqa, device=device, method="fast")  # our answering: the choices scored
@@ -254,7 +254,7 @@ def score_hps_shard(hpsv2: HPSv2Settings, shard_path, prompts_path, out_path, *,
 
     started = time.perf_counter()
     rows = []
-    with _open(shard_path, prompts_path) as (shard, items):
+    with open_shard(shard_path, prompts_path) as (shard, items):
         if items:
             model, tokenizer, device = load_hps(hpsv2.model, hpsv2.checkpoint, device=pick_device(device),
                                                 model_config=hpsv2.model_config)
@@ -288,7 +288,7 @@ def features_mjhq_shard(mjhq: MJHQSettings, shard_path, prompts_path, out_path, 
     from agfsync.models.loaders import pick_device
 
     features, info = np.zeros((0, 0)), {}
-    with _open(shard_path, prompts_path) as (shard, items):
+    with open_shard(shard_path, prompts_path) as (shard, items):
         if items:
             device = pick_device(device)
             net, info = load_extractor(mjhq, device)

@@ -144,19 +144,21 @@ def judge_pairs(settings: Settings, model: str, records: list[dict], images: dic
     return outcomes, skipped, client.stats.as_dict()
 
 
-def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, model: str, config_hash: str) -> dict:
+def run(settings: Settings, inputs: Mapping, outputs: Mapping, *, model: str, config_hash: str,
+        hub: Mapping | None = None) -> dict:
     """Rule eval_judge (`agfsync judge`): results/{model}/judge.json (outputs["result"]) from the
     image shards of both variants of eval.judge.benchmark, inputs["base"] and inputs["agfsync"],
     and its prompts, inputs["prompts"]. `config_hash`: the digest of the model's config
-    recorded in the file (agfsync.core.config.config_digest)."""
+    recorded in the file (agfsync.core.config.config_digest). `hub`: the hub repositories of the
+    model's config, whose commits go into provenance.hub (None: left out)."""
     from agfsync.stages.metrics import listed
 
     return write_judge(settings, model, listed(inputs["base"]), listed(inputs["agfsync"]), inputs["prompts"],
-                       outputs["result"], config_hash)
+                       outputs["result"], config_hash, hub=hub)
 
 
 def write_judge(settings: Settings, model: str, base_shards: list, tuned_shards: list, prompts_path, out_path,
-                config_hash: str) -> dict:
+                config_hash: str, *, hub: Mapping | None = None) -> dict:
     from agfsync.core.io import DataError, read_jsonl, write_json
     from agfsync.core.shards import Shard
     from agfsync.stages.metrics import interleave_groups, judge_result, validate
@@ -178,6 +180,10 @@ def write_judge(settings: Settings, model: str, base_shards: list, tuned_shards:
         raise DataError(f"judge ({model}): no base or agfsync image for {len(missing)} prompt(s), e.g. {missing[0]}")
     outcomes, skipped, stats = judge_pairs(settings, model, records, {k: tuple(v) for k, v in images.items()})
     result = judge_result(model, settings, config_hash, summarise(outcomes, judge.confidence), skipped, stats)
+    if hub is not None:
+        from agfsync.core.provenance import hub_commits
+
+        result["provenance"]["hub"] = hub_commits(hub)
     validate(result, str(out_path))
     write_json(out_path, result)
     return result

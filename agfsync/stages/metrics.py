@@ -14,6 +14,11 @@ per-image score files; only mjhq_fid imports torch (torchmetrics' Fréchet dista
              answerer (agfsync.stages.tifa_results)
   hpsv2      per style, mean of 80-image chunk means; average over styles (agfsync.models.hps)
   mjhq_fid   FID per category and overall, generated vs reference images (agfsync.models.fid)
+  pickscore, imagereward, hpsv21, vqascore
+             the reward models (agfsync.core.rewards), on the images of eval.<reward>.benchmark:
+             the mean reward, per group too; hpsv21 on the HPS v2 benchmark aggregates as hpsv2.
+             Images an endpoint could not score (VQAScore, backend endpoint) leave their prompt
+             out of both variants; `count.skipped_prompts` says how many
   judge      AGFSync win / tie / loss rates from the VLM judge (agfsync.stages.judge)
 
 Every difference over paired prompts (all but mjhq_fid and judge) carries a paired
@@ -38,6 +43,8 @@ from agfsync.models import hps
 from agfsync.core.benchmarks import METRICS, NAMES, SOURCE, VARIANTS, metrics_for  # noqa: F401 (re-exported)
 from agfsync.core.io import DataError, read_jsonl
 from agfsync.core.pairs import SUBSCORES, weighted_total
+from agfsync.core.rewards import NAMES as REWARD_NAMES
+from agfsync.core.rewards import REWARDS, UNITS
 from agfsync.stages.result_parts import add_intervals, check_same_prompts, envelope  # noqa: F401 (re-exported)
 from agfsync.stages.tifa_results import gold_result, tifa_result  # noqa: F401 (re-exported)
 
@@ -52,7 +59,8 @@ RESULT_SCHEMA = Path(__file__).resolve().parents[1] / "core" / "schemas" / "resu
 # What each metric reads of the per-image rows (an older scores file lacks vqa and gold_correct:
 # the error names the file and the line, and rerunning its eval_score job adds them).
 FIELDS = {"tifa": ("correct", "element_types"), "clipscore": ("clip",), "aesthetic": ("aesthetic",),
-          "proxy": SUBSCORES, "gold": ("gold_correct", "element_types"), "hpsv2": ("hps",)}
+          "proxy": SUBSCORES, "gold": ("gold_correct", "element_types"), "hpsv2": ("hps",),
+          **{reward: ("reward",) for reward in REWARDS}}
 
 
 def read_rows(paths, fields=()) -> list[dict]:
@@ -84,9 +92,10 @@ def mean_result(metric: str, field: str, model: str, settings: Settings, config_
     n = len(rows_by_variant["base"])
     by_group = {g: values["agfsync"]["details"]["by_group"][g]["mean"] - values["base"]["details"]["by_group"][g]["mean"]
                 for g in values["base"]["details"]["by_group"]}
-    bench = SOURCE[metric]
+    bench = getattr(settings.eval, metric).benchmark if metric in REWARDS else SOURCE[metric]
     result = envelope(metric, model, settings, config_hash,
-                      benchmark={"name": NAMES[bench], "version": getattr(settings.eval, bench).version},
+                      benchmark={"name": NAMES[bench], "version": getattr(getattr(settings.eval, bench), "version",
+                                                                          NAMES[bench])},
                       higher_is_better=True, values=values, by_group=by_group, prompts=n, images=2 * n,
                       implementation=implementation)
     per_prompt = {v: {r["prompt_id"]: float(r[field]) for r in rows} for v, rows in rows_by_variant.items()}
@@ -112,31 +121,57 @@ def _paired(rows_by_variant, field: str) -> float:
     return float(np.mean([tuned[k] > base[k] for k in base]))
 
 
-def hps_result(model: str, settings: Settings, config_hash: str, rows_by_variant) -> dict:
-    check_same_prompts(rows_by_variant, f"hpsv2 ({model})")
+def reward_result(metric: str, model: str, settings: Settings, config_hash: str, rows_by_variant) -> dict:
+    """A reward model's result: the prompts every variant has a reward for (an endpoint may have
+    skipped some), the HPS v2 protocol for hpsv21 on its own benchmark, else the mean."""
+    section = getattr(settings.eval, metric)
+    missing = {r["prompt_id"] for rows in rows_by_variant.values() for r in rows if r["reward"] is None}
+    rows = {v: [r for r in items if r["prompt_id"] not in missing] for v, items in rows_by_variant.items()}
+    implementation = {"reward": REWARD_NAMES[metric], "score": UNITS[metric],
+                      **{k: (Path(v).name if k in ("checkpoint", "med_config") else v)
+                         for k, v in section.to_dict().items() if k not in ("enabled", "benchmark", "llm")}}
+    if metric == "vqascore" and section.backend == "endpoint":
+        implementation.update(model=section.llm.model, provider=section.llm.provider)
+    if metric == "hpsv21" and section.benchmark == "hpsv2":
+        result = hps_result(model, settings, config_hash, rows, metric="hpsv21", field="reward", version="v2.1",
+                            implementation=implementation)
+    else:
+        result = mean_result(metric, "reward", model, settings, config_hash, rows, implementation)
+    result["count"]["skipped_prompts"] = len(missing)
+    return result
+
+
+def hps_result(model: str, settings: Settings, config_hash: str, rows_by_variant, *, metric: str = "hpsv2",
+               field: str = "hps", version: str | None = None, implementation: dict | None = None) -> dict:
+    """The HPS v2 protocol (per style, mean of 80-image chunk means; average over styles) over
+    `field` of the rows: HPS v2 (eval.hpsv2), or HPS v2.1 on the same benchmark (hpsv21)."""
+    check_same_prompts(rows_by_variant, f"{metric} ({model})")
     values, weighted = {}, {}
     for variant, rows in rows_by_variant.items():
         order = {style: [] for style in hps.STYLES}
         for r in sorted(rows, key=lambda r: int(r["prompt_id"].rsplit("-", 1)[1])):  # "{style}-{index}": benchmark order
             order.setdefault(r["group"], []).append(r)
         order = {s: v for s, v in order.items() if v}
-        aggregated = hps.aggregate({s: [r["hps"] for r in v] for s, v in order.items()})
+        aggregated = hps.aggregate({s: [r[field] for r in v] for s, v in order.items()})
         values[variant] = {"value": aggregated["average"], "details": {"styles": aggregated["styles"]}}
-        weighted[variant] = _protocol_weighted(order, len(rows))
-    values["agfsync"]["details"]["better_than_base_fraction"] = _paired(rows_by_variant, "hps")
+        weighted[variant] = _protocol_weighted(order, len(rows), field)
+    values["agfsync"]["details"]["better_than_base_fraction"] = _paired(rows_by_variant, field)
     by_style = {s: values["agfsync"]["details"]["styles"][s]["mean"] - values["base"]["details"]["styles"][s]["mean"]
                 for s in values["base"]["details"]["styles"]}
-    hpsv2 = settings.eval.hpsv2
+    if implementation is None:
+        hpsv2 = settings.eval.hpsv2
+        version = hpsv2.version
+        implementation = {"model": hpsv2.model, "checkpoint": Path(hpsv2.checkpoint).name}
+    implementation = {**implementation, "score": "100 * cos", "chunk": hps.CHUNK,
+                      "preprocess": "longest side to input size (bicubic), pad to square, OpenAI mean/std"}
     n = len(rows_by_variant["base"])
-    result = envelope("hpsv2", model, settings, config_hash, benchmark={"name": NAMES["hpsv2"], "version": hpsv2.version},
+    result = envelope(metric, model, settings, config_hash, benchmark={"name": NAMES["hpsv2"], "version": version},
                       higher_is_better=True, values=values, by_group=by_style, prompts=n, images=2 * n,
-                      implementation={"model": hpsv2.model, "checkpoint": Path(hpsv2.checkpoint).name,
-                                      "preprocess": "longest side to input size (bicubic), pad to square, OpenAI mean/std",
-                                      "score": "100 * cos", "chunk": hps.CHUNK})
+                      implementation=implementation)
     return add_intervals(result, settings.seed, weighted["base"], weighted["agfsync"])
 
 
-def _protocol_weighted(order: dict[str, list[dict]], n: int) -> dict[str, float]:
+def _protocol_weighted(order: dict[str, list[dict]], n: int, field: str = "hps") -> dict[str, float]:
     """Per prompt, n * w * score, where w is the prompt's weight in the protocol's average (mean
     over styles of the mean of chunk means): their mean is the HPS v2 value, so the paired
     bootstrap over prompts resamples exactly that linear statistic (w = 1/n when every style has
@@ -146,7 +181,7 @@ def _protocol_weighted(order: dict[str, list[dict]], n: int) -> dict[str, float]
         chunks = [rows[i : i + hps.CHUNK] for i in range(0, len(rows), hps.CHUNK)]
         for chunk in chunks:
             for r in chunk:
-                out[r["prompt_id"]] = n * float(r["hps"]) / (len(order) * len(chunks) * len(chunk))
+                out[r["prompt_id"]] = n * float(r[field]) / (len(order) * len(chunks) * len(chunk))
     return out
 
 
@@ -268,6 +303,8 @@ def write_metric(settings: Settings, model: str, metric: str, inputs: dict, out_
             result = proxy_result(model, settings, config_hash, rows)
         elif metric == "hpsv2":
             result = hps_result(model, settings, config_hash, rows)
+        elif metric in REWARDS:
+            result = reward_result(metric, model, settings, config_hash, rows)
         elif metric == "clipscore":
             result = mean_result("clipscore", "clip", model, settings, config_hash, rows,
                                  {"model": settings.scores.clip.model, "score": "max(100 * cos, 0)"})

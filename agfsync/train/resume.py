@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # train settings a checkpoint does not depend on: raising max_nonfinite_steps after a stop
-# resumes the same run; the world size counts, as `processes`
-NOT_IDENTITY = ("checkpoint_every", "keep_checkpoints", "max_nonfinite_steps", "launch", "gpus", "nodes")
+# resumes the same run, as does switching tracking (TensorBoard, W&B) on; the world size
+# counts, as `processes`
+NOT_IDENTITY = ("checkpoint_every", "keep_checkpoints", "max_nonfinite_steps", "launch", "tracking", "gpus", "nodes")
 
 
 def run_identity(settings: Settings, model_name: str, world: int, cache_dir: Path) -> dict:

@@ -36,6 +36,8 @@ models.<model>, train), any other read raises.
   runs at lr 0, so the weights do not move); the next one stops the run.
 - train.snapshots: the UNet also saved at those fractions of the steps
   (agfsync.train.snapshots), copied into the output's snapshots/ at the end.
+- train.tracking (agfsync.train.tracking, rank 0): TensorBoard curves under
+  <checkpoints>/tensorboard (W&B when enabled), progress lines with an ETA in the log.
 - outputs: unet/ in diffusers format (safetensors, fp32), metrics.jsonl (one line per
   step, appended with agfsync.core.io.append_jsonl), summary.json (steps, final metrics, wall
   time summed over resumed segments, peak memory, and `config_hash`: the --config-digest the
@@ -62,11 +64,12 @@ import torch
 
 from agfsync.core.io import DataError, append_jsonl, write_json
 from agfsync.core.seeds import derive_seed
-from agfsync.train import build, snapshots
+from agfsync.train import build, snapshots, tracking
 from agfsync.train.build import TrainConfigError  # raised by the build steps, reported by main
 from agfsync.train.checkpoints import CheckpointError
 from agfsync.train.loss import LOSSES, METRICS, prediction_target
 from agfsync.train.resume import CheckpointManager, run_identity
+from agfsync.train.tracking import TrackingError, as_float, finite
 
 if TYPE_CHECKING:
     from agfsync.core.sections import Settings
@@ -89,6 +92,7 @@ class DPOTrainer:
 
         self.settings, self.model_name, self.config_digest = settings, model_name, config_digest
         self.train, self.model_settings = settings.train, settings.models[model_name]
+        tracking.check_settings(self.train.tracking)  # a missing package fails every rank before anything is built
         self.hp = self.model_settings.train
         self.checkpoints, self.out_dir, self.cache_dir = Path(checkpoints), Path(out_dir), Path(cache_dir)
         # whatever OMP_NUM_THREADS says: CPU float sums, and so the weights, depend on it
@@ -243,47 +247,48 @@ class DPOTrainer:
         last, prior_seconds = resumed.get("last", {}), float(resumed.get("wall_seconds", 0.0))
         self.nonfinite_steps = int(resumed.get("nonfinite_steps", 0))
         every = self.train.checkpoint_every
-        for step in range(start, total):
-            step_started = time.perf_counter()
-            lr = self.engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
-            self.skip_step = False
-            sums = torch.zeros(len(METRICS) + 1, dtype=torch.float64)
-            for micro in range(self.grad_accum):
-                metrics = self.micro_step(step, micro)
-                sums[:-1] += torch.tensor([float(metrics[k].mean()) for k in METRICS], dtype=torch.float64)
-            grad_norm = _float(self.engine.get_global_grad_norm())
-            sums[-1] = 0.0 if grad_norm is None or math.isfinite(grad_norm) else 1.0
-            if dist.is_initialized() and self.world > 1:  # the last entry: how many ranks saw a non-finite grad norm
-                sums = _all_reduce(sums, self.device)
-            if sums[-1] > 0 and not self.skip_step:  # the update was applied: these weights cannot go on
-                self._stop(step, f"the gradient norm is {grad_norm} (the update is applied: weights discarded)")
-            means = (sums[:-1] / (self.grad_accum * self.world)).tolist()
-            last = {"step": step + 1, **{k: _finite(v) for k, v in zip(METRICS, means)},
-                    "lr": lr, "grad_norm": _finite(grad_norm), "seconds": round(time.perf_counter() - step_started, 4)}
-            if self.skip_step:
-                self.nonfinite_steps += 1
-                last["skipped"] = "non-finite loss"
-                log.warning("train: step %d/%d skipped: non-finite loss (%d of at most %d, "
-                            "train.max_nonfinite_steps)", step + 1, total, self.nonfinite_steps,
-                            self.train.max_nonfinite_steps)
-            if self.rank == 0:
-                append_jsonl(self.checkpointer.metrics_path, last)
-                if not self.skip_step:
-                    log.info("train: step %d/%d loss %.4f acc %.3f margin %.3f lr %.3g", step + 1, total,
-                             last["loss"], last["implicit_acc"], last["reward_margin"], last["lr"])
-            if step + 1 in self.snapshot_steps:  # before the checkpoint: a resume from it never lacks the snapshot
-                self._check_weights(step + 1)
-                snapshots.save(self.engine, self.train.zero_stage, bool(self.lora), self.rank, self.checkpoints, step + 1)
-            if (step + 1) % every == 0 or step + 1 == total:
-                self._check_weights(step + 1)
-                self.checkpointer.save(step + 1, {"last": last, "nonfinite_steps": self.nonfinite_steps, "wall_seconds":
-                                          round(prior_seconds + time.perf_counter() - started, 3)},
-                               self.train.keep_checkpoints)
-                self.last_checkpoint = step + 1
-            if stop_after is not None and step + 1 >= stop_after and step + 1 < total:
-                log.info("train: stopping after step %d as asked (--stop-after)", step + 1)
-                return None
-        return self._finish(start, started, last, prior_seconds)
+        with tracking.Tracker.for_trainer(self, start, prior_seconds) as tracker:  # rank 0 writes, closed at the end
+            for step in range(start, total):
+                step_started = time.perf_counter()
+                lr = self.engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
+                self.skip_step = False
+                sums = torch.zeros(len(METRICS) + 1, dtype=torch.float64)
+                for micro in range(self.grad_accum):
+                    metrics = self.micro_step(step, micro)
+                    sums[:-1] += torch.tensor([float(metrics[k].mean()) for k in METRICS], dtype=torch.float64)
+                grad_norm = as_float(self.engine.get_global_grad_norm())
+                sums[-1] = 0.0 if grad_norm is None or math.isfinite(grad_norm) else 1.0
+                if dist.is_initialized() and self.world > 1:  # last entry: how many ranks saw a non-finite grad norm
+                    sums = _all_reduce(sums, self.device)
+                if sums[-1] > 0 and not self.skip_step:  # the update was applied: these weights cannot go on
+                    self._stop(step, f"the gradient norm is {grad_norm} (the update is applied: weights discarded)")
+                means = (sums[:-1] / (self.grad_accum * self.world)).tolist()
+                last = {"step": step + 1, **{k: finite(v) for k, v in zip(METRICS, means)}, "lr": lr,
+                        "grad_norm": finite(grad_norm), "seconds": round(time.perf_counter() - step_started, 4)}
+                if self.skip_step:
+                    self.nonfinite_steps += 1
+                    last["skipped"] = "non-finite loss"
+                    log.warning("train: step %d/%d skipped: non-finite loss (%d of at most %d, "
+                                "train.max_nonfinite_steps)", step + 1, total, self.nonfinite_steps,
+                                self.train.max_nonfinite_steps)
+                if self.rank == 0:
+                    append_jsonl(self.checkpointer.metrics_path, last)
+                tracker.step(last)  # curves every step, a progress line every train.tracking.log_every
+                if step + 1 in self.snapshot_steps:  # before the checkpoint: a resume from it never lacks the snapshot
+                    self._check_weights(step + 1)
+                    snapshots.save(self.engine, self.train.zero_stage, bool(self.lora), self.rank, self.checkpoints,
+                                   step + 1)
+                if (step + 1) % every == 0 or step + 1 == total:
+                    self._check_weights(step + 1)
+                    wall = round(prior_seconds + time.perf_counter() - started, 3)
+                    self.checkpointer.save(step + 1, {"last": last, "nonfinite_steps": self.nonfinite_steps,
+                                                      "wall_seconds": wall}, self.train.keep_checkpoints)
+                    self.last_checkpoint = step + 1
+                    tracker.flush()
+                if stop_after is not None and step + 1 >= stop_after and step + 1 < total:
+                    log.info("train: stopping after step %d as asked (--stop-after)", step + 1)
+                    return None
+            return self._finish(start, started, last, prior_seconds)
 
     def _finish(self, start: int, started: float, last: dict, prior_seconds: float = 0.0) -> dict | None:
         from diffusers import UNet2DConditionModel
@@ -341,17 +346,6 @@ def _all_reduce(values: torch.Tensor, device: torch.device) -> torch.Tensor:
     return reduced.cpu()
 
 
-def _float(value) -> float | None:
-    if value is None:
-        return None
-    return float(value.item() if hasattr(value, "item") else value)
-
-
-def _finite(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: a non-finite metric of a skipped step is recorded as null."""
-    return value if value is None or math.isfinite(value) else None
-
-
 def main(argv: list[str] | None = None) -> int:
     from agfsync.core.codestamp import report_child_modules
 
@@ -381,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         DPOTrainer(settings, args.model, args.cache, args.checkpoints, args.out,
                    config_digest=args.config_digest).run(stop_after=args.stop_after)
-    except (DataError, TrainConfigError, CheckpointError, NonFiniteError) as err:
+    except (DataError, TrainConfigError, CheckpointError, NonFiniteError, TrackingError) as err:
         log.error("train: %s", err)
         return 2
     finally:

@@ -12,6 +12,8 @@ from agfsync.core.benchmarks import VARIANTS, metrics_for
 from agfsync.core.benchmarks import enabled as enabled_benchmarks
 from agfsync.core.config import SCHEMA_PATH, check_config, check_config_files, config_digest, resolve_config
 from agfsync.core.downloads import hub_repos, needed
+from agfsync.core.overrides import for_model
+from agfsync.core.rewards import enabled_rewards, reward_values, uses_endpoint
 
 # The whole config: config/config.yaml, or the --configfile over what its `extends:` names.
 # Resolved here, not by a `configfile:` directive, so that jobs on a cluster (which get the
@@ -67,11 +69,14 @@ _PARAMS = {}  # params per declared key tuple: computed once, whatever the numbe
 
 
 def stage_params(rule, wildcards=None):
-    """A job's params: the config keys its rule declares (agfsync.core.dag.DECLARED)."""
-    sections = dag.declared(config, rule, **(dict(wildcards.items()) if wildcards else {}))
-    if sections not in _PARAMS:
-        _PARAMS[sections] = dag.stage_config(config, *sections)
-    return _PARAMS[sections]
+    """A job's params: the config keys its rule declares (agfsync.core.dag.DECLARED), as its
+    model sees them (models.<model>.train_overrides merged into train: agfsync.core.overrides)."""
+    values = dict(wildcards.items()) if wildcards else {}
+    sections = dag.declared(config, rule, **values)
+    key = (values.get("model"), sections)
+    if key not in _PARAMS:
+        _PARAMS[key] = dag.stage_config(for_model(config, values.get("model")), *sections)
+    return _PARAMS[key]
 
 
 def tiny_models_input():
@@ -124,3 +129,19 @@ def eval_score_cfg(w):
 def eval_score_downloads(w):
     dag.check_per_image(w.bench, w.kind, w.ext)
     return EVAL_SCORE_NEEDS[w.bench]
+
+
+# eval_reward / eval_reward_endpoint: the reward models run here (agfsync.core.rewards).
+LOCAL_REWARDS = [r for r in enabled_rewards(config) if not uses_endpoint(config, r)]
+ENDPOINT_REWARDS = [r for r in enabled_rewards(config) if uses_endpoint(config, r)]
+REWARD_NEEDS = {r: needs(*reward_values(config, r)) for r in enabled_rewards(config)}
+
+
+def reward_downloads(w):
+    dag.check_reward_bench(config, w.reward, w.bench)
+    return REWARD_NEEDS[w.reward]
+
+
+def reward_responses(w):
+    dag.check_reward_bench(config, w.reward, w.bench)
+    return llm_inputs(f"eval.{w.reward}") if uses_endpoint(config, w.reward) else []

@@ -78,6 +78,62 @@ if EVAL_BENCHES:
             "../scripts/eval_score.py"
 
 
+# Per-image rewards of one image shard, one file per reward model (agfsync.core.rewards):
+# results/{model}/eval/{variant}/{bench}/{reward}-{shard}.jsonl, where {bench} is the
+# benchmark eval.{reward}.benchmark names. Local models hold a GPU (eval_reward); VQAScore
+# through a vision endpoint holds none (eval_reward_endpoint). Both run the same script.
+if LOCAL_REWARDS:
+
+    rule eval_reward:
+        """Per-image scores of one reward model (PickScore, ImageReward, HPS v2.1, VQAScore) on one image shard."""
+        input:
+            shard=layout.EVAL_SHARD,
+            prompts=layout.EVAL_PROMPTS,
+            models=tiny_models_input(),
+            downloads=reward_downloads,
+        output:
+            layout.REWARD_PER_IMAGE,
+        wildcard_constraints:
+            reward="|".join(LOCAL_REWARDS),
+        log:
+            layout.LOGS["eval_reward"],
+        benchmark:
+            layout.JOB_BENCHMARKS["eval_reward"]
+        params:
+            cfg=lambda w: stage_params("eval_reward", w),
+        threads: config["cpu_threads"]
+        resources:
+            gpu=MODEL_GPUS,
+        conda:
+            "../../envs/agfsync.yaml"
+        script:
+            "../scripts/eval_reward.py"
+
+
+if ENDPOINT_REWARDS:
+
+    rule eval_reward_endpoint:
+        """VQAScore of one image shard from a vision endpoint's log-probabilities (no GPU held)."""
+        input:
+            shard=layout.EVAL_SHARD,
+            prompts=layout.EVAL_PROMPTS,
+            responses=reward_responses,
+        output:
+            layout.REWARD_PER_IMAGE,
+        wildcard_constraints:
+            reward="|".join(ENDPOINT_REWARDS),
+        log:
+            layout.LOGS["eval_reward_endpoint"],
+        benchmark:
+            layout.JOB_BENCHMARKS["eval_reward_endpoint"]
+        params:
+            cfg=lambda w: stage_params("eval_reward_endpoint", w),
+        conda:
+            "../../envs/agfsync.yaml"
+        script:
+            "../scripts/eval_reward.py"
+
+
 if "mjhq" in EVAL_BENCHES:
 
     rule eval_reference_mjhq:
@@ -143,6 +199,7 @@ if "judge" in EVAL_METRICS:
         params:
             cfg=lambda w: stage_params("eval_judge", w),
             config_hash=lambda w: config_digest(config, w.model),
+            hub=lambda w: hub_repos(config, [w.model]),  # their commits: provenance.hub of the file
         conda:
             "../../envs/agfsync.yaml"
         script:

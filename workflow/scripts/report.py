@@ -1,5 +1,5 @@
-"""Rule report: results/report.html and results/metrics.tsv (agfsync.report.page.run) from the
-files the rule names (params.paths: agfsync.core.dag.report_paths)."""
+"""Rule report: results/report.html, results/metrics.tsv and the figures in results/figures/
+(agfsync.report.page.run) from the files the rule names (params.paths: agfsync.core.dag.report_paths)."""
 
 from agfsync.core.jobs import job
 from agfsync.report import page
