@@ -57,7 +57,7 @@ def _stage(args, *, model_job: bool = False):
     if model is not None and model not in cfg["models"]:
         raise ConfigError(f"{args.config}: --model {model!r} is not defined under 'models' "
                           f"(defined: {', '.join(cfg['models'])})")
-    settings = Settings.from_dict(for_model(cfg, model))  # its train_overrides merged (agfsync.core.overrides)
+    settings = Settings.from_dict(for_model(cfg, model))  # its overrides merged (agfsync.core.overrides)
     with job_logging(args.log, secret_env_names(cfg)):
         if model_job:
             from agfsync.core.jobs import set_cpu_threads

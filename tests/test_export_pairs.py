@@ -228,18 +228,3 @@ def test_export_pairs_cli_help_and_run_stay_pure_at_import(tmp_path):
     info = json.loads((out / "export.json").read_text())
     assert info["rows"] == 4 and len(info["files"]) == 2 and len(info["config_digest"]) == 16
     assert "qa" not in info["columns"]
-
-
-def test_export_pairs_load_dataset_when_datasets_is_installed(tmp_path):
-    """Only where `datasets` is importable (not in agfsync's environment): both ways of loading."""
-    datasets = pytest.importorskip("datasets")
-    run = make_run(tmp_path, num_prompts=5)
-    out = tmp_path / "ds"
-    _export(run, out, prompts_qa_path=run["qa"], shard_rows=2)
-    for ds in (datasets.load_dataset("parquet", data_dir=str(out), split="train", cache_dir=str(tmp_path / "c1")),
-               datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "c2"))):
-        assert ds.num_rows == 5 and isinstance(ds.features["jpg_0"], datasets.Image)
-        for row, pair in zip(ds, run["records"]):
-            side = pair["winner"] if row["label_0"] == 1.0 else pair["loser"]
-            assert np.array_equal(np.asarray(row["jpg_0"]), run["pixels"][pair["prompt_id"], side["candidate"]])
-            assert row["winner_total"] == pair["winner"]["total"] and row["qa"][0]["choices"] == ["yes", "no"]

@@ -173,11 +173,11 @@ def test_plan_paper_config_totals_are_sane_and_consistent(paper):
 
 
 def test_plan_follows_each_models_train_overrides():
-    """A LoRA run beside the full fine-tune (models.<name>.train_overrides): its checkpoints hold
+    """A LoRA run beside the full fine-tune (models.<name>.overrides.train): its checkpoints hold
     the module weights only, and as many as its own keep_checkpoints says."""
     cfg = copy.deepcopy(load_config(PAPER))
     cfg["models"]["sdxl_lora"] = {**copy.deepcopy(cfg["models"]["sdxl"]),
-                                  "train_overrides": {"lora_rank": 8, "keep_checkpoints": 1}}
+                                  "overrides": {"train": {"lora_rank": 8, "keep_checkpoints": 1}}}
     cfg["run_models"] = ["sdxl", "sdxl_lora"]
     result = plan(cfg)
     ckpt = next(f for f in result["disk"] if f["folder"] == "results/{model}/train_checkpoints")

@@ -206,9 +206,7 @@ def _semantic_errors(cfg: dict) -> list[str]:
     if qa.get("max_pairs", 0) < qa.get("min_pairs", 0):
         errors.append(f"key 'qa.max_pairs': must be >= qa.min_pairs ({qa['min_pairs']}), got {qa['max_pairs']}")
     errors += category_errors(cfg.get("prompts", {}).get("categories") or [])
-    full = load_schema()
-    return errors + reward_errors(cfg) + override_errors(cfg, {"$defs": full.get("$defs", {}), **full["properties"]["train"]},
-                                                         _validator_with_defaults())
+    return errors + reward_errors(cfg) + override_errors(cfg, load_schema(), _validator_with_defaults())
 
 
 def check_config(cfg: dict, source: str = "config") -> dict:

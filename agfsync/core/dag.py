@@ -17,6 +17,7 @@ from __future__ import annotations
 from agfsync.core import layout
 from agfsync.core.benchmarks import STYLES, VARIANTS, enabled, metric_source, metrics_for, num_eval_shards
 from agfsync.core.config import without_operational
+from agfsync.core.overrides import candidates_model
 from agfsync.core.rewards import REWARDS
 from agfsync.core.shards import num_shards, shard_name
 
@@ -77,7 +78,7 @@ def declared(config: dict, rule: str, **wildcards) -> tuple[str, ...]:
 
 def stage_params(config: dict, rule: str, **wildcards) -> dict:
     """A job's params: stage_config of what its rule declares, as the job's model sees the config
-    (its train_overrides merged into train: agfsync.core.overrides)."""
+    (its models.<model>.overrides merged: agfsync.core.overrides)."""
     from agfsync.core.overrides import for_model
 
     return stage_config(for_model(config, wildcards.get("model")), *declared(config, rule, **wildcards))
@@ -332,6 +333,7 @@ def report_paths(config: dict) -> dict:
     tifa_shards = eval_shards(config).get("tifa", [])
     out = {}
     for model in config["run_models"]:
+        source = candidates_model(config, model)  # models.<name>.candidates_from
         tifa = None
         if tifa_shards:
             tifa = {"prompts": layout.EVAL_PROMPTS.format(bench="tifa"),
@@ -347,8 +349,8 @@ def report_paths(config: dict) -> dict:
                                     for v in VARIANTS} for bench in enabled(config)},
             "trajectory": layout.TRAJECTORY.format(model=model) if trajectory_enabled(config) else None,
             "prompts_summary": layout.PROMPTS_SUMMARY,
-            "candidate_shards": {s: layout.CANDIDATE_SHARD.format(model=model, shard=s) for s in candidates},
-            "score_shards": {s: layout.SCORES_SHARD.format(model=model, shard=s) for s in candidates},
+            "candidate_shards": {s: layout.CANDIDATE_SHARD.format(model=source, shard=s) for s in candidates},
+            "score_shards": {s: layout.SCORES_SHARD.format(model=source, shard=s) for s in candidates},
             "tifa": tifa,
         }
     return out

@@ -22,7 +22,7 @@ from agfsync.core import dag, plan_sizes as S, plan_table as T
 from agfsync.core.benchmarks import VARIANTS, enabled, max_prompts, metrics_for, num_eval_shards
 from agfsync.core.categories import CATEGORIES, category
 from agfsync.core.downloads import hub_repos, is_hub_id, needed
-from agfsync.core.overrides import merged_train
+from agfsync.core.overrides import candidates_model, merged_train
 from agfsync.core.plan_disk import disk, llm_cache_bytes
 from agfsync.core.rewards import enabled_rewards, reward_bench, reward_values, uses_endpoint
 from agfsync.core.shards import num_shards
@@ -63,13 +63,14 @@ def downloads(cfg: dict) -> dict:
 def rule_jobs(cfg: dict) -> dict[str, int]:
     """Jobs per rule of `rule all`'s DAG (what `snakemake -n --forceall` lists, less `all`)."""
     m, shards, benches = len(cfg["run_models"]), num_shards(cfg), enabled(cfg)
+    g = len({candidates_model(cfg, name) for name in cfg["run_models"]})  # models that generate (candidates_from)
     eval_shards = {b: num_eval_shards(cfg, b) for b in benches}
     rewards = enabled_rewards(cfg)
     reward_shards = {r: eval_shards[reward_bench(cfg, r)] for r in rewards}
     got, per_shard = downloads(cfg), m * len(VARIANTS)  # an evaluation shard: a job per model and variant
     jobs = {"download_file": got["files"], "download_hub": got["hub"],
             "models_tiny": int(bool(cfg["tiny_models"]["enabled"])), "prompts_generate": 1, "qa_generate": 1,
-            "candidates_generate": m * shards, "candidates_score": m * shards, "pairs_select": m, "train_cache": m,
+            "candidates_generate": g * shards, "candidates_score": g * shards, "pairs_select": m, "train_cache": m,
             "train_dpo": m, "eval_prompts": len(benches), "eval_generate": per_shard * sum(eval_shards.values()),
             "eval_score": per_shard * sum(eval_shards.values()), "eval_reference_mjhq": int("mjhq" in benches),
             "eval_reward": per_shard * sum(n for r, n in reward_shards.items() if not uses_endpoint(cfg, r)),
@@ -159,7 +160,7 @@ def plan(cfg: dict, *, gpu: str = "H100", gpus: int = 8, prices: dict | None = N
     warnings, rules = [], rule_jobs(cfg)
     job_gpus = dag.job_gpus(cfg)
     models = {name: cfg["models"][name] for name in cfg["run_models"]}
-    trains = {name: merged_train(cfg, name) for name in models}  # with each model's train_overrides
+    trains = {name: merged_train(cfg, name) for name in models}  # with each model's overrides
     cats = [category(c) for c in (cfg["prompts"]["categories"] or CATEGORIES)]
     prompts = len(cats) * cfg["prompts"]["per_category"]
     n, q = cfg["candidates"]["num_per_prompt"], qa_pairs_per_prompt(cfg)
@@ -201,12 +202,13 @@ def plan(cfg: dict, *, gpu: str = "H100", gpus: int = 8, prices: dict | None = N
     stages.append(_stage("qa", rows("qa_generate"), {"prompts": prompts, "questions": prompts * q,
                                                      "requests": llm[1]["requests"]}))
     g = job_gpus["candidates_generate"]
-    gen_rates = {m: rates[m]["generate"] for m in models}
-    stages.append(_stage("candidates_generate", rows("candidates_generate"), {"images": images * len(models)}, g,
-                         [(images * per(gen_rates[m]) / shards, shards) for m in models], gen_rates))
+    makers = sorted({candidates_model(cfg, m) for m in models} & set(models)) or list(models)  # candidates_from
+    gen_rates = {m: rates[m]["generate"] for m in makers}
+    stages.append(_stage("candidates_generate", rows("candidates_generate"), {"images": images * len(makers)}, g,
+                         [(images * per(gen_rates[m]) / shards, shards) for m in makers], gen_rates))
     stages.append(_stage("candidates_score", rows("candidates_score"),
-                         {"images": images * len(models), "questions": images * q * len(models)}, g,
-                         [(images * len(models) * per(score["stage3"]) / (shards * len(models)), shards * len(models))],
+                         {"images": images * len(makers), "questions": images * q * len(makers)}, g,
+                         [(images * len(makers) * per(score["stage3"]) / (shards * len(makers)), shards * len(makers))],
                          {"stage3": score["stage3"]}))
     stages.append(_stage("pairs_select", rows("pairs_select"), {"pairs (at most)": prompts * len(models)}))
     vae = {m: trains[m]["latents"] == "vae" for m in models}  # 2 VAE encodes per pair, at half a decode's FLOPs

@@ -331,7 +331,8 @@ class ModelSettings(Section):
     resolution: int = opt(REQUIRED, 'image side in pixels (paper: 512 SD 1.x, 1024 SDXL)', ge=8)
     generation: GenerationSettings = section(GenerationSettings, 'sampling of the candidates and evaluation images')
     train: ModelTrainSettings = section(ModelTrainSettings, 'Diffusion-DPO hyperparameters of this model')
-    train_overrides: Mapping[str, object] | None = opt(None, "null: none; keys of the global train section for this model only (agfsync.core.overrides); jobs of the model see them merged into train")
+    overrides: Mapping[str, Mapping] | None = opt(None, "null: none; sections (train, pairs, scores, candidates) set for this model only (agfsync.core.overrides); its jobs see them merged")
+    candidates_from: str | None = opt(None, "null: its own candidates; a model whose candidates and scores it reuses (same generation, candidates and scorer settings)")
     revision: str | None = opt(None, 'hub revision (null: the default branch)')
     prediction_type: str = opt('epsilon', 'what the UNet predicts (v_prediction: targets are v)', choices=('epsilon', 'v_prediction'))
 

@@ -40,7 +40,7 @@ rule candidates_score:
     benchmark:
         layout.JOB_BENCHMARKS["candidates_score"]
     params:
-        cfg=stage_params("candidates_score"),
+        cfg=lambda w: stage_params("candidates_score", w),  # the model's scores.* (overrides)
     threads: config["cpu_threads"]
     resources:
         gpu=MODEL_GPUS,
@@ -53,8 +53,8 @@ rule candidates_score:
 rule pairs_select:
     """Stage 4: best vs worst candidate of each prompt by the weighted total: the preference pairs."""
     input:
-        scores=expand(layout.SCORES_SHARD, shard=SHARDS, allow_missing=True),
-        shards=expand(rules.candidates_generate.output[0], shard=SHARDS, allow_missing=True),
+        scores=lambda w: candidate_files(w.model, layout.SCORES_SHARD),  # candidates_from: another model's
+        shards=lambda w: candidate_files(w.model, layout.CANDIDATE_SHARD),
         qa=rules.qa_generate.output.qa,
     output:
         pairs=layout.PAIRS,
@@ -64,7 +64,7 @@ rule pairs_select:
     benchmark:
         layout.JOB_BENCHMARKS["pairs_select"]
     params:
-        cfg=stage_params("pairs_select"),
+        cfg=lambda w: stage_params("pairs_select", w),
     conda:
         "../../envs/agfsync.yaml"
     script:

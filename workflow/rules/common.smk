@@ -12,7 +12,7 @@ from agfsync.core.benchmarks import VARIANTS, metrics_for
 from agfsync.core.benchmarks import enabled as enabled_benchmarks
 from agfsync.core.config import SCHEMA_PATH, check_config, check_config_files, config_digest, resolve_config
 from agfsync.core.downloads import hub_repos, needed
-from agfsync.core.overrides import for_model
+from agfsync.core.overrides import candidates_model, for_model
 from agfsync.core.rewards import enabled_rewards, reward_values, uses_endpoint
 
 # The whole config: config/config.yaml, or the --configfile over what its `extends:` names.
@@ -70,13 +70,18 @@ _PARAMS = {}  # params per declared key tuple: computed once, whatever the numbe
 
 def stage_params(rule, wildcards=None):
     """A job's params: the config keys its rule declares (agfsync.core.dag.DECLARED), as its
-    model sees them (models.<model>.train_overrides merged into train: agfsync.core.overrides)."""
+    model sees them (models.<model>.overrides merged: agfsync.core.overrides)."""
     values = dict(wildcards.items()) if wildcards else {}
     sections = dag.declared(config, rule, **values)
     key = (values.get("model"), sections)
     if key not in _PARAMS:
         _PARAMS[key] = dag.stage_config(for_model(config, values.get("model")), *sections)
     return _PARAMS[key]
+
+
+def candidate_files(model, pattern):
+    """The candidate shards or their scores a model's pairs come from (models.<name>.candidates_from)."""
+    return [pattern.format(model=candidates_model(config, model), shard=shard) for shard in SHARDS]
 
 
 def tiny_models_input():
