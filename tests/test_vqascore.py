@@ -210,3 +210,14 @@ def test_vqascore_endpoint_old_cache_entries_and_parsing(api_key, tmp_path):
     both = Reply(text="", top_logprobs=(("YES ", -1.0), ("no", -0.5)))
     assert answer_probability(both) == pytest.approx(math.exp(-1))
     assert answer_probability(Reply(text="", top_logprobs=(("No", -0.01),))) == 0.0
+
+
+def test_vqascore_endpoint_path_loads_no_torch():
+    """The endpoint's job holds no GPU and runs no model: importing its module loads no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, agfsync.stages.vqascore_endpoint; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

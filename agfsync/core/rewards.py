@@ -25,6 +25,9 @@ from __future__ import annotations
 import os
 
 REWARDS = ("pickscore", "imagereward", "hpsv21", "vqascore")
+# VQAScore's question and answer (t2v_metrics' defaults), shared by the local model and the endpoint
+VQASCORE_QUESTION = 'Does this figure show "{prompt}"? Please answer yes or no.'
+VQASCORE_ANSWER = "Yes"
 NAMES = {"pickscore": "PickScore", "imagereward": "ImageReward", "hpsv21": "HPS v2.1", "vqascore": "VQAScore"}
 # What each reward's value is, for result files and the report.
 UNITS = {"pickscore": "logit_scale * cos (about 0..30)", "imagereward": "normalised reward (z-score of ImageReward's data)",

@@ -56,8 +56,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-QUESTION = 'Does this figure show "{prompt}"? Please answer yes or no.'
-ANSWER = "Yes"
+from agfsync.core.rewards import VQASCORE_ANSWER as ANSWER
+from agfsync.core.rewards import VQASCORE_QUESTION as QUESTION
+
 # How t2v_metrics wraps the question for its BLIP (InstructBLIP flan-T5) models.
 BLIP_PROMPT = "Question: {question}"
 

@@ -33,9 +33,7 @@ scored.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 import logging
 import math
 from collections.abc import Iterable
@@ -45,7 +43,9 @@ from agfsync.core.seeds import derive_seed
 from agfsync.llm.answers import BadOutput, Outcome, check_yield, run_concurrently, tally_failures
 from agfsync.llm.base import ItemFailure, LLMSettings, Reply, Request
 from agfsync.llm.client import LLMClient
-from agfsync.models.vqascore import ANSWER, QUESTION
+from agfsync.core.rewards import VQASCORE_ANSWER as ANSWER
+from agfsync.core.rewards import VQASCORE_QUESTION as QUESTION
+from agfsync.stages.judge import data_url  # the judge's: the image as a PNG data URL
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ NO_LOGPROBS = "the endpoint returned no log-probabilities (it must support logpr
 NO_LOGPROBS_CAUSE = "the endpoint returned no log-probabilities"
 SECTION = "eval.vqascore"
 
-
-def data_url(image) -> str:
-    """The image as a PNG data URL (RGB)."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def build_request(seed: int, item_id: str, image, prompt: str, *, question: str = QUESTION,
