@@ -709,3 +709,28 @@ def test_the_report_writes_the_table_and_shows_the_intervals(demo_config, tmp_pa
                     paths=paths, config_hash="0" * 16)
     assert "Gold accuracy (world oracle)" in html and 'id="gold-parts"' in html and "95% CI" in html
     assert (tmp_path / "m.tsv").read_text().count("\n") == 1 + 42
+
+
+def test_judge_result_records_the_hub_commits_like_the_metric_files(demo_config, tmp_path, monkeypatch):
+    """write_judge with `hub` (rule eval_judge's params): provenance.hub names every repository,
+    its configured revision and the commit its download marker records."""
+    from agfsync.core.shards import encode_png, image_member, write_shard
+
+    records = [{"id": f"anime-{i:03d}", "prompt": f"prompt {i}", "group": "anime"} for i in range(3)]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for variant in ("base", "agfsync"):
+        rows = [{"prompt_id": r["id"], "candidate": 0, "image": image_member(r["id"], 0)} for r in records]
+        write_shard(tmp_path / f"{variant}.tar", rows,
+                    [(row["image"], encode_png(np.zeros((8, 8, 3), np.uint8))) for row in rows])
+    monkeypatch.setattr(judge, "judge_pairs", lambda s, m, recs, imgs: ({r["id"]: "win" for r in recs}, {}, {}))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resources" / "hub").mkdir(parents=True)
+    (tmp_path / "resources" / "hub" / "org--judge-model.json").write_text(json.dumps({"commit": "a" * 40,
+                                                                                      "revision": None}))
+    result = judge.write_judge(settings(demo_config, "eval_judge", model="sd15"), "sd15", [str(tmp_path / "base.tar")],
+                               [str(tmp_path / "agfsync.tar")], tmp_path / "prompts.jsonl", tmp_path / "judge.json",
+                               "0" * 16, hub={"org/judge-model": None, "org/other": "b" * 40})
+    assert result["provenance"]["hub"] == {
+        "org/judge-model": {"revision": None, "commit": "a" * 40, "marker_revision": None},
+        "org/other": {"revision": "b" * 40, "commit": None, "marker_revision": None}}
+    assert json.loads((tmp_path / "judge.json").read_text())["provenance"]["hub"] == result["provenance"]["hub"]
