@@ -115,8 +115,8 @@ def test_a_two_variant_weights_sweep_on_the_demo_generates_and_scores_once(tmp_p
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     world = demo["run_models"][0]
     sweep = {"extends": "config/demo.yaml", "run_models": [world, f"{world}_w"],
-             "models": {f"{world}_w": {**demo["models"][world], "candidates_from": world,
-                                       "overrides": {"scores": {"weights": {"vqa": 0.6, "clip": 0.3, "aesthetic": 0.1}}}}}}
+             "models": {f"{world}_w": {**demo["models"][world], "candidates_from": world,  # the paper's weights
+                                       "overrides": {"scores": {"weights": {"vqa": 0.35, "clip": 0.55, "aesthetic": 0.1}}}}}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     counts = {}
     for name, args in (("one", ["--configfile", "config/demo.yaml"]), ("two", ["--configfile", str(tmp_path / "sweep.yaml")])):

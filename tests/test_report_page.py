@@ -279,9 +279,10 @@ def test_all_candidates_of_three_training_prompts_with_their_scores(world_page):
         assert figure.count("<img ") == 8
         assert figure.count('class="badge winner"') == 1 and figure.count('class="badge loser"') == 1
     first = figures[0]
-    # sorted by the weighted total: t-00's candidate 7 (vqa 70, clip 27, aesthetic 43) is the winner
+    # sorted by the weighted total (the demo's weights 0.60 / 0.30 / 0.10): t-00's candidate 7 (vqa 70, clip 27,
+    # aesthetic 43) is the winner
     assert first.index('class="cand winner"') < first.index('class="cand "') < first.index('class="cand loser"')
-    assert "#7 total <b>43.65</b>" in first and "vqa 70.0 &middot; clip 27.0 &middot; aesthetic 43.0" in first
+    assert "#7 total <b>54.40</b>" in first and "vqa 70.0 &middot; clip 27.0 &middot; aesthetic 43.0" in first
 
 
 def test_a_page_from_a_single_result_file(world_config, tmp_path):
