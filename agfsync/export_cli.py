@@ -16,8 +16,11 @@ def _cmd(args, stage) -> int:
     from agfsync.stages.export_pairs import DATASET, export_pairs
 
     with stage(args, model_job=False) as (settings, cfg):
-        pairs = args.pairs or layout.PAIRS.format(model=args.model)
-        candidates = args.candidates or str(Path(layout.CANDIDATE_SHARD.format(model=args.model, shard="0")).parent)
+        from agfsync.core.sharing import source  # a variant's pairs and candidates may be another model's
+
+        pairs = args.pairs or layout.PAIRS.format(model=source(cfg, "pairs", args.model))
+        candidates = args.candidates or str(Path(layout.CANDIDATE_SHARD.format(
+            model=source(cfg, "candidates", args.model), shard="0")).parent)
         qa = args.qa if args.qa is not None else (layout.QA if Path(layout.QA).is_file() else None)
         out = args.out or DATASET.format(model=args.model)
         summary = export_pairs(pairs, candidates, out, model=args.model, prompts_qa_path=qa or None,

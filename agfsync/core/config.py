@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import json
 import math
 import os
 import re
@@ -23,7 +25,7 @@ import jsonschema
 import yaml
 
 from agfsync.core.categories import category_errors
-from agfsync.core.overrides import override_errors
+from agfsync.core.overrides import inherit_models, override_errors
 from agfsync.core.rewards import reward_errors
 from agfsync.core.yaml_keys import load_yaml
 
@@ -216,8 +218,9 @@ def check_config(cfg: dict, source: str = "config") -> dict:
     # Non-finite numbers first: JSON schema's bounds let NaN through (every comparison with it
     # is false), and a NaN or infinity is never a meaningful setting; so are strings that are not
     # Unicode. Schema errors at the same keys would only repeat the problem.
+    messages = inherit_models(cfg)  # models.<name>.like first: the schema sees whole entries
     bad_values = _bad_values(cfg, [])
-    messages = [f"key '{_key(path)}': must be a finite number, got {_show(value, path)}" if isinstance(value, float)
+    messages += [f"key '{_key(path)}': must be a finite number, got {_show(value, path)}" if isinstance(value, float)
                 else f"key '{_key(path)}': a string holds a lone surrogate escape (\\ud800-\\udfff), which is not "
                 "valid Unicode" for path, value in bad_values]
     bad_paths = [path for path, _ in bad_values]
@@ -278,6 +281,8 @@ def without_operational(stage_cfg: dict) -> dict:
         parent, key = _parent(out, dotted)
         if parent is not None:
             parent.pop(key, None)
+    for entry in (out.get("models") or {}).values():  # models.<name>.like: resolved on load, never an output's
+        entry.pop("like", None) if isinstance(entry, dict) else None
     return out
 
 
@@ -389,9 +394,6 @@ def config_digest(cfg: dict, model: str | None = None) -> str:
     """Short hash of everything in a config that can change an output (LLM fetch settings
     left out), recorded in every result file. With `model`: of that model's results only
     (the other models' settings left out), so retuning one model leaves the others' alone."""
-    import hashlib
-    import json
-
     if model is not None:
         cfg = {**{k: v for k, v in cfg.items() if k not in ("models", "run_models")}, "models": {model: cfg["models"][model]}}
     text = json.dumps(without_operational(cfg), sort_keys=True, ensure_ascii=False)

@@ -14,10 +14,9 @@ to Snakemake's `config`); paths come from agfsync.core.layout. Pure: no torch, n
 
 from __future__ import annotations
 
-from agfsync.core import layout
+from agfsync.core import layout, sharing
 from agfsync.core.benchmarks import STYLES, VARIANTS, enabled, metric_source, metrics_for, num_eval_shards
 from agfsync.core.config import without_operational
-from agfsync.core.overrides import candidates_model
 from agfsync.core.rewards import REWARDS
 from agfsync.core.shards import num_shards, shard_name
 
@@ -298,8 +297,10 @@ def check_reward_bench(config: dict, reward: str, bench: str) -> None:
 
 def eval_outputs(config: dict, model: str, variant: str, bench: str, kind: str) -> list[str]:
     """Per-shard files of one model, variant and benchmark: "shard" (the images) or
-    "per_image" (their scores or features)."""
+    "per_image" (their scores or features); base images and their scores may be another
+    model's (agfsync.core.sharing)."""
     shards = eval_shards(config)[bench]
+    model = sharing.eval_source(config, model, variant, bench, kind)
     if kind == "shard":
         return [layout.EVAL_SHARD.format(model=model, variant=variant, bench=bench, shard=s) for s in shards]
     if kind == "per_image":
@@ -333,7 +334,7 @@ def report_paths(config: dict) -> dict:
     tifa_shards = eval_shards(config).get("tifa", [])
     out = {}
     for model in config["run_models"]:
-        source = candidates_model(config, model)  # models.<name>.candidates_from
+        source = {stage: sharing.source(config, stage, model) for stage in ("candidates", "scores", "pairs")}
         tifa = None
         if tifa_shards:
             tifa = {"prompts": layout.EVAL_PROMPTS.format(bench="tifa"),
@@ -343,14 +344,14 @@ def report_paths(config: dict) -> dict:
             "metrics": {metric: layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)},
             "train_metrics": layout.TRAIN_METRICS.format(model=model),
             "train_summary": layout.TRAIN_SUMMARY.format(model=model),
-            "pairs": layout.PAIRS.format(model=model),
-            "pairs_summary": layout.PAIRS_SUMMARY.format(model=model),
-            "eval_shards": {bench: {v: layout.EVAL_SHARD.format(model=model, variant=v, bench=bench, shard=first)
-                                    for v in VARIANTS} for bench in enabled(config)},
+            "pairs": layout.PAIRS.format(model=source["pairs"]),
+            "pairs_summary": layout.PAIRS_SUMMARY.format(model=source["pairs"]),
+            "eval_shards": {bench: {v: eval_outputs(config, model, v, bench, "shard")[0] for v in VARIANTS}
+                            for bench in enabled(config)},
             "trajectory": layout.TRAJECTORY.format(model=model) if trajectory_enabled(config) else None,
             "prompts_summary": layout.PROMPTS_SUMMARY,
-            "candidate_shards": {s: layout.CANDIDATE_SHARD.format(model=source, shard=s) for s in candidates},
-            "score_shards": {s: layout.SCORES_SHARD.format(model=source, shard=s) for s in candidates},
+            "candidate_shards": {s: layout.CANDIDATE_SHARD.format(model=source["candidates"], shard=s) for s in candidates},
+            "score_shards": {s: layout.SCORES_SHARD.format(model=source["scores"], shard=s) for s in candidates},
             "tifa": tifa,
         }
     return out
@@ -377,11 +378,12 @@ def report_inputs(config: dict) -> list[str]:
 
 def final_targets(config: dict) -> list[str]:
     """Every target of `rule all`: the prompts, the tiny models (demo), per run model its
-    pairs, fine-tuned UNet and metric files, then the report and the table of its numbers."""
+    pairs (or the model's whose it shares), fine-tuned UNet and metric files, then the report and the table of its numbers."""
     targets = [layout.PROMPTS, layout.PROMPTS_SUMMARY, layout.QA, layout.QA_SUMMARY]
     targets += tiny_models_input(config)
     for model in config["run_models"]:
-        targets += [layout.PAIRS.format(model=model), layout.PAIRS_SUMMARY.format(model=model),
+        pairs = sharing.source(config, "pairs", model)  # an earlier model's, where they agree
+        targets += [layout.PAIRS.format(model=pairs), layout.PAIRS_SUMMARY.format(model=pairs),
                     layout.TRAINED.format(model=model)]
         targets += [layout.METRIC.format(model=model, metric=metric) for metric in metrics_for(config)]
         targets += [layout.TRAJECTORY.format(model=model)] if trajectory_enabled(config) else []

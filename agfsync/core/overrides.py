@@ -3,18 +3,20 @@
 `models.<name>.overrides` sets sections of the config for that model only, merged key by key
 into what its jobs see: `train` (not gpus, nodes, launch: the training job's resources, the
 same for every model), `pairs`, `scores`, `candidates` (not shard_size: the shard list is
-fixed for the whole DAG). `models.<name>.candidates_from: <other>` makes the model reuse the
-other model's candidate shards and scores (no candidate or scoring job of its own), which
-is right only when everything that made them is the same: the model's generation settings,
-`candidates`, and the scorers (`scores.vqa`, `scores.clip`, `scores.aesthetic`); this is
-checked. So
+fixed for the whole DAG). `models.<name>.like: <other>` starts the entry from another
+model's (inherit_models), so a variant names only what it changes. Outputs are shared wherever they would be the same
+(agfsync.core.sharing); `models.<name>.candidates_from: <other>` insists on reusing the other
+model's candidate shards and scores, and is refused unless everything that made them is the
+same: the model's generation settings, `candidates`, and the scorers (`scores.vqa`,
+`scores.clip`, `scores.aesthetic`). So
 
     models:
       sd15:      {...}
-      sd15_w55:  {..., candidates_from: sd15, overrides: {scores: {weights: {vqa: 0.55, clip: 0.35, aesthetic: 0.10}}}}
-      sd15_lora: {..., candidates_from: sd15, overrides: {train: {lora_rank: 8}}}
+      sd15_w55:  {like: sd15, overrides: {scores: {weights: {vqa: 0.55, clip: 0.35, aesthetic: 0.10}}}}
+      sd15_lora: {like: sd15, overrides: {train: {lora_rank: 8}}}
 
-generates and scores sd15's candidates once and selects pairs and trains three times. Every
+generates and scores sd15's candidates once, selects pairs twice (sd15_lora reuses sd15's)
+and trains three times. Every
 job of a model sees the merged sections (agfsync.core.dag.stage_params, and the `agfsync`
 commands with --model), so its params, and so Snakemake's reruns, follow the model's own
 settings; the merged sections are validated as the global ones, errors naming the model's key.
@@ -29,6 +31,37 @@ FIXED = {"train": ("gpus", "nodes", "launch"), "candidates": ("shard_size",)}
 # What made a model's candidates and their scores: a model may reuse another's only if these agree.
 CANDIDATE_MODEL_KEYS = ("family", "pretrained", "revision", "resolution", "prediction_type", "generation")
 CANDIDATE_SECTIONS = ("candidates", "scores.vqa", "scores.clip", "scores.aesthetic")
+
+
+def inherit_models(cfg: dict) -> list[str]:
+    """`models.<name>.like: <other>`: the entry is <other>'s (its `like` and `candidates_from`
+    left out) with its own keys merged on top, key by key, so that a variant names only what
+    it changes. In place, before the schema sees the entries (idempotent); the errors name the key."""
+    from agfsync.core.config import merge_config
+
+    models = cfg.get("models")
+    if not isinstance(models, dict):
+        return []
+    errors, done = [], set()
+
+    def resolve(name: str, chain: tuple) -> None:
+        entry = models[name]
+        other = entry.get("like") if isinstance(entry, dict) else None
+        if name in done or other is None:
+            return done.add(name)
+        key = f"key 'models.{name}.like'"
+        if not isinstance(other, str) or other not in models or other == name:
+            return errors.append(f"{key}: {other!r} is not another model under 'models' (defined: {', '.join(models)})")
+        if other in chain:
+            return errors.append(f"{key}: {' -> '.join((*chain, other))} is a cycle")
+        resolve(other, (*chain, other))
+        base = {k: v for k, v in (models[other] or {}).items() if k not in ("like", "candidates_from")}
+        models[name] = merge_config(base, entry)
+        done.add(name)
+
+    for name in list(models):
+        resolve(name, (name,))
+    return errors
 
 
 def _overrides(config: dict, model: str | None) -> dict:
@@ -56,8 +89,11 @@ def for_model(config: dict, model: str | None) -> dict:
 
 
 def candidates_model(config: dict, model: str) -> str:
-    """The model whose candidate shards and scores `model` uses (itself unless candidates_from)."""
-    return (config["models"][model] or {}).get("candidates_from") or model
+    """The model whose candidate shards and scores `model` uses: itself, or an earlier run model
+    (or its candidates_from) whose would be the same (agfsync.core.sharing)."""
+    from agfsync.core.sharing import source
+
+    return source(config, "scores", model)
 
 
 def _get(node, dotted: str):

@@ -18,11 +18,11 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from agfsync.core import dag, plan_sizes as S, plan_table as T
+from agfsync.core import dag, plan_sizes as S, plan_table as T, sharing
 from agfsync.core.benchmarks import VARIANTS, enabled, max_prompts, metrics_for, num_eval_shards
 from agfsync.core.categories import CATEGORIES, category
 from agfsync.core.downloads import hub_repos, is_hub_id, needed
-from agfsync.core.overrides import candidates_model, merged_train
+from agfsync.core.overrides import merged_train
 from agfsync.core.plan_disk import disk, llm_cache_bytes
 from agfsync.core.rewards import enabled_rewards, reward_bench, reward_values, uses_endpoint
 from agfsync.core.shards import num_shards
@@ -63,18 +63,26 @@ def downloads(cfg: dict) -> dict:
 def rule_jobs(cfg: dict) -> dict[str, int]:
     """Jobs per rule of `rule all`'s DAG (what `snakemake -n --forceall` lists, less `all`)."""
     m, shards, benches = len(cfg["run_models"]), num_shards(cfg), enabled(cfg)
-    g = len({candidates_model(cfg, name) for name in cfg["run_models"]})  # models that generate (candidates_from)
+
+    def made(stage, bench=None, kind=None):  # models that make their own (agfsync.core.sharing)
+        return len({sharing.source(cfg, stage, name, bench, kind) for name in cfg["run_models"]})
+
     eval_shards = {b: num_eval_shards(cfg, b) for b in benches}
     rewards = enabled_rewards(cfg)
-    reward_shards = {r: eval_shards[reward_bench(cfg, r)] for r in rewards}
-    got, per_shard = downloads(cfg), m * len(VARIANTS)  # an evaluation shard: a job per model and variant
+    # an evaluation shard: a job per model for AGFSync, per model that makes its own for the base model
+    images = sum(n * (m + made("eval", b)) for b, n in eval_shards.items())
+    scored = sum(n * (m + made("per_image", b, "per_image")) for b, n in eval_shards.items())
+    reward_jobs = {r: eval_shards[reward_bench(cfg, r)] * (m + made("per_image", reward_bench(cfg, r), r))
+                   for r in rewards}
+    got = downloads(cfg)
     jobs = {"download_file": got["files"], "download_hub": got["hub"],
             "models_tiny": int(bool(cfg["tiny_models"]["enabled"])), "prompts_generate": 1, "qa_generate": 1,
-            "candidates_generate": g * shards, "candidates_score": g * shards, "pairs_select": m, "train_cache": m,
-            "train_dpo": m, "eval_prompts": len(benches), "eval_generate": per_shard * sum(eval_shards.values()),
-            "eval_score": per_shard * sum(eval_shards.values()), "eval_reference_mjhq": int("mjhq" in benches),
-            "eval_reward": per_shard * sum(n for r, n in reward_shards.items() if not uses_endpoint(cfg, r)),
-            "eval_reward_endpoint": per_shard * sum(n for r, n in reward_shards.items() if uses_endpoint(cfg, r)),
+            "candidates_generate": made("candidates") * shards, "candidates_score": made("scores") * shards,
+            "pairs_select": made("pairs"), "train_cache": made("train_cache"),
+            "train_dpo": m, "eval_prompts": len(benches), "eval_generate": images,
+            "eval_score": scored, "eval_reference_mjhq": int("mjhq" in benches),
+            "eval_reward": sum(n for r, n in reward_jobs.items() if not uses_endpoint(cfg, r)),
+            "eval_reward_endpoint": sum(n for r, n in reward_jobs.items() if uses_endpoint(cfg, r)),
             "eval_trajectory": m * int(dag.trajectory_enabled(cfg)),
             "eval_metric": m * len([x for x in metrics_for(cfg) if x != "judge"]),
             "eval_judge": m * int(bool(cfg["eval"]["judge"]["enabled"])), "report": 1}
@@ -202,22 +210,29 @@ def plan(cfg: dict, *, gpu: str = "H100", gpus: int = 8, prices: dict | None = N
     stages.append(_stage("qa", rows("qa_generate"), {"prompts": prompts, "questions": prompts * q,
                                                      "requests": llm[1]["requests"]}))
     g = job_gpus["candidates_generate"]
-    makers = sorted({candidates_model(cfg, m) for m in models} & set(models)) or list(models)  # candidates_from
-    gen_rates = {m: rates[m]["generate"] for m in makers}
+    # the models that make their own candidates, scores, pairs, caches, base images (agfsync.core.sharing)
+    makes = {stage: set(sharing.makers(cfg, stage)) for stage in sharing.CHAIN}
+    makes.update({(stage, b): set(sharing.makers(cfg, stage, b, kind)) for b in benches
+                  for stage, kind in (("eval", None), ("per_image", "per_image"))})
+    makers = [m for m in models if m in makes["candidates"]] or list(models)
+    scorers = len(makes["scores"]) or 1
+    gen_rates = {m: rates[m]["generate"] for m in models}
     stages.append(_stage("candidates_generate", rows("candidates_generate"), {"images": images * len(makers)}, g,
-                         [(images * per(gen_rates[m]) / shards, shards) for m in makers], gen_rates))
+                         [(images * per(gen_rates[m]) / shards, shards) for m in makers],
+                         {m: gen_rates[m] for m in makers}))
     stages.append(_stage("candidates_score", rows("candidates_score"),
-                         {"images": images * len(makers), "questions": images * q * len(makers)}, g,
-                         [(images * len(makers) * per(score["stage3"]) / (shards * len(makers)), shards * len(makers))],
-                         {"stage3": score["stage3"]}))
-    stages.append(_stage("pairs_select", rows("pairs_select"), {"pairs (at most)": prompts * len(models)}))
+                         {"images": images * scorers, "questions": images * q * scorers}, g,
+                         [(images * per(score["stage3"]) / shards, shards * scorers)], {"stage3": score["stage3"]}))
+    stages.append(_stage("pairs_select", rows("pairs_select"), {"pairs (at most)": prompts * len(makes["pairs"])}))
     vae = {m: trains[m]["latents"] == "vae" for m in models}  # 2 VAE encodes per pair, at half a decode's FLOPs
     tc = {m: T.derived_rate(
         T.TF_TEXT_ENCODERS[models[m]["family"]] + vae[m] * T.VAE_DECODE_TFLOP[models[m]["family"]], peak, efficiency,
         "text encoders (2 x parameters x 77 tokens)" + (", 2 VAE encodes at half a decode's FLOPs each (assumed)"
                                                         if vae[m] else ""), "pairs/s") for m in models}
-    stages.append(_stage("train_cache", rows("train_cache"), {"pairs": prompts * len(models)}, g,
-                         [(prompts * per(tc[m]), 1) for m in models], tc, "I/O-bound in practice: not modelled"))
+    cachers = [m for m in models if m in makes["train_cache"]]
+    stages.append(_stage("train_cache", rows("train_cache"), {"pairs": prompts * len(cachers)}, g,
+                         [(prompts * per(tc[m]), 1) for m in cachers], {m: tc[m] for m in cachers},
+                         "I/O-bound in practice: not modelled"))
     passes = {m: models[m]["train"]["steps"] * models[m]["train"]["global_batch"] for m in models}
     tg = job_gpus["train_dpo"]
     stages.append(_stage("train_dpo", rows("train_dpo"), {"pair passes": sum(passes.values()),
@@ -225,27 +240,30 @@ def plan(cfg: dict, *, gpu: str = "H100", gpus: int = 8, prices: dict | None = N
                          tg, [(passes[m] * per(rates[m]["dpo"]) / max(tg, 1), 1) for m in models],
                          {m: rates[m]["dpo"] for m in models}))
     stages.append(_stage("eval_prompts", rows("eval_prompts"), {"benchmarks": len(benches)}))
-    eval_images = sum(benches.values()) * len(VARIANTS)
-    stages.append(_stage("eval_generate", rows("eval_generate"), {"images": eval_images * len(models)}, g,
-                         [(benches[b] * per(gen_rates[m]) / eval_shards[b], len(VARIANTS) * eval_shards[b])
+    # a model's evaluation: its AGFSync images, and the base model's where no earlier model's are the same
+    drawn = {b: len(models) + len(makes["eval", b]) for b in benches}
+    scored = {b: len(models) + len(makes["per_image", b]) for b in benches}
+    eval_images = sum(benches[b] * drawn[b] for b in benches)
+    stages.append(_stage("eval_generate", rows("eval_generate"), {"images": eval_images}, g,
+                         [(benches[b] * per(gen_rates[m]) / eval_shards[b], (1 + (m in makes["eval", b])) * eval_shards[b])
                           for m in models for b in benches], gen_rates))
     bench_rate = {"tifa": score["tifa"], "hpsv2": score["hpsv2"], "mjhq": score["mjhq"]}
-    durations = [(benches[b] * per(bench_rate[b]) / eval_shards[b], len(models) * len(VARIANTS) * eval_shards[b])
-                 for b in benches]
+    durations = [(benches[b] * per(bench_rate[b]) / eval_shards[b], scored[b] * eval_shards[b]) for b in benches]
     durations.append((benches.get("mjhq", 0) * per(score["mjhq"]), rules.get("eval_reference_mjhq", 0)))
-    items = {"images": eval_images * len(models)}
+    items = {"images": sum(benches[b] * scored[b] for b in benches)}
     if "tifa" in benches:
-        items["TIFA questions"] = round(benches["tifa"] * len(VARIANTS) * len(models) * TIFA_QUESTIONS_PER_PROMPT)
+        items["TIFA questions"] = round(benches["tifa"] * scored["tifa"] * TIFA_QUESTIONS_PER_PROMPT)
     if "mjhq" in benches:
         items["reference images"] = benches["mjhq"]
     stages.append(_stage("eval_score", rows("eval_score", "eval_reference_mjhq"), items, g, durations,
                          {b: bench_rate[b] for b in benches}))
     local = [r for r in rewards if not uses_endpoint(cfg, r)]
-    reward_images = {r: benches[reward_bench(cfg, r)] * len(VARIANTS) * len(models) for r in rewards}
+    rated = {r: len(models) + len(sharing.makers(cfg, "per_image", reward_bench(cfg, r), r)) for r in rewards}
+    reward_images = {r: benches[reward_bench(cfg, r)] * rated[r] for r in rewards}
     stages.append(_stage("eval_reward", rows("eval_reward", "eval_reward_endpoint"),
                          {"images scored": sum(reward_images.values())}, g if local else 0,
                          [(benches[reward_bench(cfg, r)] * per(score[r]) / eval_shards[reward_bench(cfg, r)],
-                           len(models) * len(VARIANTS) * eval_shards[reward_bench(cfg, r)]) for r in local],
+                           rated[r] * eval_shards[reward_bench(cfg, r)]) for r in local],
                          {r: score[r] for r in local}))
     traj = cfg["eval"]["trajectory"]
     traj_images = {m: (len(trains[m].get("snapshots") or ()) + 2) * min(traj["prompts"], benches.get("tifa", 0))
@@ -270,7 +288,7 @@ def plan(cfg: dict, *, gpu: str = "H100", gpus: int = 8, prices: dict | None = N
         s["wall_s"] = _wall(s, gpus, warnings) if on_gpu else s["wall_s"]
     got = downloads(cfg)
     folders = disk(cfg, models, trains, prompts, q, benches, rewards, traj_images, scale, text_dim, got,
-                   llm_cache_bytes(llm), _mean_prompt_chars(cats))
+                   llm_cache_bytes(llm), _mean_prompt_chars(cats), makes)
     costs = [x["cost_usd"] for x in llm]
     totals = {"jobs": sum(rules.values()), "gpu_hours": sum(s["gpu_hours"] for s in stages),
               "wall_s": sum(s["wall_s"] or 0 for s in stages) if on_gpu else None,

@@ -44,9 +44,16 @@ def llm_cache_bytes(llm: list[dict]) -> float:
 
 def disk(cfg: dict, models: dict, trains: dict, prompts: int, questions: float, benches: dict, rewards: list,
          traj_images: dict, scale: dict, text_dim: dict, downloads: dict, llm_cache: float,
-         prompt_chars: float) -> list[dict]:
+         prompt_chars: float, makes: dict | None = None) -> list[dict]:
     """[{folder, bytes, basis, per_model}] in workflow order; per_model: {model: bytes} where the
-    folder is per model. Counts as agfsync.core.plan.plan's (upper bounds)."""
+    folder is per model. Counts as agfsync.core.plan.plan's (upper bounds). makes: per stage of
+    agfsync.core.sharing.CHAIN, and per ("eval", bench), the models that write their own (the
+    others read an earlier model's: 0 bytes); None: every model."""
+    everyone = set(models)
+
+    def own(stage, m):
+        return m in (everyone if makes is None else makes.get(stage, everyone))
+
     n = cfg["candidates"]["num_per_prompt"]
     keep = cfg["candidates"]["keep_latents"]
     tifa_q = S.TIFA_QUESTIONS_PER_PROMPT
@@ -62,19 +69,19 @@ def disk(cfg: dict, models: dict, trains: dict, prompts: int, questions: float, 
     images = prompts * n
     add("results/{model}/candidates (PNG)", "candidates_generate",
         f"{images:,} images per model x (resolution^2 x {S.PNG_BYTES_PER_PIXEL} B + tar header + manifest row)",
-        {m: images * (png_bytes(models[m]["resolution"]) + S.MANIFEST_ROW_BYTES) for m in models})
+        {m: own("candidates", m) * images * (png_bytes(models[m]["resolution"]) + S.MANIFEST_ROW_BYTES) for m in models})
     if keep:
         add("results/{model}/candidates (latents)", "candidates_generate",
             "fp16 4 x H/8 x W/8 per image (.npy in the same tars)",
-            {m: images * latent_bytes(models[m]["resolution"]) for m in models})
+            {m: own("candidates", m) * images * latent_bytes(models[m]["resolution"]) for m in models})
     add("results/{model}/scores", "candidates_score", f"a JSONL row per image with {questions:g} per-question results",
-        {m: images * (S.SCORE_ROW_BYTES + questions * S.SCORE_QUESTION_BYTES) for m in models})
+        {m: own("scores", m) * images * (S.SCORE_ROW_BYTES + questions * S.SCORE_QUESTION_BYTES) for m in models})
     add("results/{model}/pairs.jsonl", "pairs_select", f"a row per pair (at most one per prompt), {S.PAIR_ROW_BYTES} B",
-        {m: prompts * S.PAIR_ROW_BYTES for m in models})
+        {m: own("pairs", m) * prompts * S.PAIR_ROW_BYTES for m in models})
     add("results/{model}/train_cache", "train_cache",
         "per pair: 2 fp16 latents, 77 x text-width fp16 embeddings (+ SDXL pooled)",
-        {m: prompts * train_cache_pair_bytes(models[m]["family"], models[m]["resolution"], text_dim[m])
-         for m in models})
+        {m: own("train_cache", m) * prompts * train_cache_pair_bytes(models[m]["family"], models[m]["resolution"],
+                                                                     text_dim[m]) for m in models})
     params = {m: T.UNET_PARAMS[models[m]["family"]] * scale[m] for m in models}
     kept = {m: t["keep_checkpoints"] * checkpoint_bytes_per_param(t) for m, t in trains.items()}
     add("results/{model}/train_checkpoints", "train_dpo", "; ".join(sorted({
@@ -89,10 +96,11 @@ def disk(cfg: dict, models: dict, trains: dict, prompts: int, questions: float, 
                        "mjhq": S.FID_FEATURE_BYTES}
     reward_rows = sum(benches[cfg["eval"][r]["benchmark"]] for r in rewards) * S.EVAL_ROW_BYTES
     add("results/{model}/eval", "eval_generate",
-        f"{sum(benches.values()) * len(VARIANTS):,} images per model (PNG as the candidates) "
-        "with their scores or FID features, and the reward rows",
-        {m: len(VARIANTS) * (sum(c * (png_bytes(models[m]["resolution"]) + S.MANIFEST_ROW_BYTES + per_image_extra[b])
-                                 for b, c in benches.items()) + reward_rows) for m in models})
+        f"up to {sum(benches.values()) * len(VARIANTS):,} images per model (PNG as the candidates) "
+        "with their scores or FID features, and the reward rows (base images: once per base model)",
+        {m: sum((1 + own(("eval", b), m)) * c * (png_bytes(models[m]["resolution"]) + S.MANIFEST_ROW_BYTES
+                                                  + per_image_extra[b]) for b, c in benches.items())
+         + len(VARIANTS) * reward_rows for m in models})
     if any(traj_images.values()):
         add("results/{model}/trajectory.json.work", "eval_trajectory", "an image per trajectory prompt and point "
             "(base, snapshots, final)", {m: traj_images[m] * png_bytes(models[m]["resolution"]) for m in models})

@@ -332,6 +332,7 @@ class ModelSettings(Section):
     generation: GenerationSettings = section(GenerationSettings, 'sampling of the candidates and evaluation images')
     train: ModelTrainSettings = section(ModelTrainSettings, 'Diffusion-DPO hyperparameters of this model')
     overrides: Mapping[str, Mapping] | None = opt(None, "null: none; sections (train, pairs, scores, candidates) set for this model only (agfsync.core.overrides); its jobs see them merged")
+    like: str | None = opt(None, "null: a complete entry; a model whose entry this one starts from (its own keys merged on top)")
     candidates_from: str | None = opt(None, "null: its own candidates; a model whose candidates and scores it reuses (same generation, candidates and scorer settings)")
     revision: str | None = opt(None, 'hub revision (null: the default branch)')
     prediction_type: str = opt('epsilon', 'what the UNet predicts (v_prediction: targets are v)', choices=('epsilon', 'v_prediction'))

@@ -29,7 +29,7 @@ rule candidates_generate:
 rule candidates_score:
     """Stage 3: VQA, CLIP and aesthetic sub-scores of one shard's candidates."""
     input:
-        shard=rules.candidates_generate.output[0],
+        shard=lambda w: shared_file("candidates", w.model, layout.CANDIDATE_SHARD, shard=w.shard),
         qa=rules.qa_generate.output.qa,
         models=tiny_models_input(),
         downloads=needs(*dag.scorer_values(config)),
@@ -53,8 +53,8 @@ rule candidates_score:
 rule pairs_select:
     """Stage 4: best vs worst candidate of each prompt by the weighted total: the preference pairs."""
     input:
-        scores=lambda w: candidate_files(w.model, layout.SCORES_SHARD),  # candidates_from: another model's
-        shards=lambda w: candidate_files(w.model, layout.CANDIDATE_SHARD),
+        scores=lambda w: candidate_files(w.model, "scores"),  # another model's, where they agree (agfsync.core.sharing)
+        shards=lambda w: candidate_files(w.model, "candidates"),
         qa=rules.qa_generate.output.qa,
     output:
         pairs=layout.PAIRS,

@@ -7,12 +7,12 @@ import os
 
 from snakemake.utils import validate
 
-from agfsync.core import dag, layout
+from agfsync.core import dag, layout, sharing
 from agfsync.core.benchmarks import VARIANTS, metrics_for
 from agfsync.core.benchmarks import enabled as enabled_benchmarks
-from agfsync.core.config import SCHEMA_PATH, check_config, check_config_files, config_digest, resolve_config
+from agfsync.core.config import REPO_ROOT, SCHEMA_PATH, check_config, check_config_files, config_digest, resolve_config
 from agfsync.core.downloads import hub_repos, needed
-from agfsync.core.overrides import candidates_model, for_model
+from agfsync.core.overrides import for_model
 from agfsync.core.rewards import enabled_rewards, reward_values, uses_endpoint
 
 # The whole config: config/config.yaml, or the --configfile over what its `extends:` names.
@@ -37,6 +37,10 @@ CONFIG_HASH = config_digest(config)
 # internet): everything comes from the download rules, which run on the login node and
 # switch this off for themselves (agfsync.core.downloads).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Jobs import agfsync from this checkout in any environment: with --use-conda (envs/agfsync.yaml
+# holds the dependencies; Snakemake builds it from a copy of the file, so a `pip -e` of the
+# checkout cannot be written there) and on cluster nodes (sbatch exports the environment).
+os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, [str(REPO_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])))
 DOWNLOAD_FILES = {entry["path"]: entry for entry in config["downloads"]["files"]}
 HUB_REPOS = hub_repos(config)
 
@@ -79,9 +83,16 @@ def stage_params(rule, wildcards=None):
     return _PARAMS[key]
 
 
-def candidate_files(model, pattern):
-    """The candidate shards or their scores a model's pairs come from (models.<name>.candidates_from)."""
-    return [pattern.format(model=candidates_model(config, model), shard=shard) for shard in SHARDS]
+def shared_file(stage, model, pattern, **values):
+    """`pattern` of the model whose output of `stage` `model` reads: itself, or an earlier run
+    model whose output would be the same (agfsync.core.sharing)."""
+    return pattern.format(model=sharing.source(config, stage, model), **values)
+
+
+def candidate_files(model, stage):
+    """The candidate shards ("candidates") or their scores ("scores") a model's pairs come from."""
+    pattern = {"candidates": layout.CANDIDATE_SHARD, "scores": layout.SCORES_SHARD}[stage]
+    return [shared_file(stage, model, pattern, shard=shard) for shard in SHARDS]
 
 
 def tiny_models_input():

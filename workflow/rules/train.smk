@@ -6,7 +6,7 @@
 rule train_cache:
     """The preference pairs encoded once for training (latents and text embeddings)."""
     input:
-        pairs=rules.pairs_select.output.pairs,
+        pairs=lambda w: shared_file("pairs", w.model, layout.PAIRS),  # another model's, where they agree
         shards=rules.pairs_select.input.shards,
         models=tiny_models_input(),
         downloads=model_needs("pretrained"),
@@ -30,7 +30,7 @@ rule train_cache:
 rule train_dpo:
     """Stage 5: Diffusion-DPO fine-tuning of the UNet on the pairs, resumable from its checkpoints."""
     input:
-        cache=rules.train_cache.output[0],
+        cache=lambda w: shared_file("train_cache", w.model, layout.TRAIN_CACHE),  # another model's, where it agrees
         models=tiny_models_input(),
         downloads=model_needs("pretrained"),
     output:
