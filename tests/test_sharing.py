@@ -111,14 +111,15 @@ def test_the_plan_counts_and_sizes_only_what_is_made(demo):
 
 
 def test_snakemake_runs_the_shared_jobs_once_and_the_plan_agrees(tmp_path):
-    """config/sweep_weights.yaml (the demo and a paper-weights variant) plus a beta variant, all
-    `like: world` without candidates_from: Snakemake's dry run generates, scores and draws the
-    base images once, selects pairs and encodes twice, trains three times; agfsync plan counts
-    the same jobs."""
+    """config/sweep_weights.yaml (the demo and a paper-weights variant) plus a beta variant and a
+    CLIP-gamma variant, all `like: world` without candidates_from: Snakemake's dry run generates
+    the candidates and draws the base images once, scores both twice (gamma's CLIP), selects
+    pairs and encodes three times, trains four times; agfsync plan counts the same jobs."""
     from workflow_helpers import job_counts, snakemake, workdir
 
-    spec = {"extends": "config/sweep_weights.yaml", "run_models": ["world", "world_paper", "beta"],
-            "models": {"beta": {"like": "world", "overrides": {"train": {"beta_dpo": 1000}}}}}
+    spec = {"extends": "config/sweep_weights.yaml", "run_models": ["world", "world_paper", "beta", "gamma"],
+            "models": {"beta": {"like": "world", "overrides": {"train": {"beta_dpo": 1000}}},
+                       "gamma": {"like": "world", "overrides": {"scores": {"clip": {"gamma": 50}}}}}}
     cwd = workdir(tmp_path / "w")
     (cwd / "sweep.yaml").write_text(yaml.safe_dump(spec))
     result = snakemake(cwd, "-n", "--quiet", "rules", "--configfile", "sweep.yaml")
@@ -126,8 +127,11 @@ def test_snakemake_runs_the_shared_jobs_once_and_the_plan_agrees(tmp_path):
     dry = job_counts(result.stdout + result.stderr)
     dry.pop("all")
     assert rule_jobs(load_config(cwd / "sweep.yaml")) == dry
-    assert (dry["candidates_generate"], dry["pairs_select"], dry["train_cache"], dry["train_dpo"]) == (2, 2, 2, 3)
-    assert dry["eval_generate"] == 4  # one shard: the base model once, three fine-tuned models
+    # two candidate shards, scored twice (gamma's CLIP); pairs and caches of world, world_paper, gamma
+    assert (dry["candidates_generate"], dry["candidates_score"]) == (2, 4)
+    assert (dry["pairs_select"], dry["train_cache"], dry["train_dpo"]) == (3, 3, 4)
+    # one evaluation shard: the base model's images once, scored twice; four fine-tuned models
+    assert (dry["eval_generate"], dry["eval_score"]) == (5, 6)
 
 
 def test_like_starts_a_model_from_another_and_names_bad_keys(demo):
@@ -147,3 +151,34 @@ def test_like_starts_a_model_from_another_and_names_bad_keys(demo):
         with pytest.raises(ConfigError) as err:
             check_config(cfg)
         assert message in str(err.value)
+
+
+def test_the_owner_follows_like_and_candidates_from_not_the_order_of_run_models(demo):
+    paper = {"like": "world", "overrides": {"scores": {"weights": WEIGHTS}}}
+    beta = {"like": "world", "overrides": {"train": {"beta_dpo": 1000}}}
+    for order in (["world", "p", "b"], ["b", "p", "world"], ["p", "b"]):  # world finished, then left out
+        cfg = copy.deepcopy(demo)
+        cfg["models"].update({"p": copy.deepcopy(paper), "b": copy.deepcopy(beta)})
+        cfg["run_models"] = order
+        check_config(cfg)
+        assert sources(cfg, "b") == {s: "world" for s in sources(cfg, "b")}, order
+        assert sources(cfg, "p")["candidates"] == sources(cfg, "p")["eval"] == "world"
+        assert sources(cfg, "p")["pairs"] == "p"
+        assert sharing.makers(cfg, "candidates") == ["world"]
+    # an explicit candidates_from wins wherever its target stands, in run_models or not
+    for order in (["w", "world"], ["w"]):
+        cfg = copy.deepcopy(demo)
+        cfg["models"]["w"] = {**copy.deepcopy(demo["models"]["world"]), "candidates_from": "world",
+                              "overrides": {"scores": {"weights": WEIGHTS}}}
+        cfg["run_models"] = order
+        check_config(cfg)
+        assert sharing.source(cfg, "candidates", "w") == sharing.source(cfg, "scores", "w") == "world", order
+        assert sharing.source(cfg, "candidates", "world") == "world"
+    assert rule_jobs(cfg)["candidates_generate"] == rule_jobs(demo)["candidates_generate"]
+
+
+def test_a_config_changed_after_a_first_answer_gets_a_new_one(demo):
+    cfg = sweep(demo, "world", {"v": {}})
+    assert sharing.source(cfg, "candidates", "v") == "world"
+    cfg["models"]["v"]["generation"]["steps"] = 5
+    assert sharing.source(cfg, "candidates", "v") == "v"

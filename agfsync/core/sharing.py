@@ -5,8 +5,10 @@ Outputs live under `results/{model}/`, but a model does not always make its own.
 output has an identity: the digest of its job's params as the model sees them (the config keys
 its rule declares, agfsync.core.dag.DECLARED, with the model's overrides merged and the model's
 name taken out) and of the identity of what the job reads. Two models whose stage outputs have
-the same identity would compute the same thing, so the later one in `run_models` reads the
-earlier one's (`source`):
+the same identity would compute the same thing, so one of them writes it and the others read
+it (`source`, the owner: found by following `candidates_from` and `like` while the output
+would be the same, so that reordering `run_models` or leaving a finished model out of it moves
+no output; entries with no such link share with the first run model whose output is the same):
 
   candidates    candidates_generate: generation settings, `candidates`
   scores        candidates_score: the stage-3 scorers, on the candidates
@@ -21,7 +23,8 @@ encodes them once, and every variant of one base model shares its base evaluatio
 fine-tuned model and everything after it are never shared. Sharing is never wrong: any setting
 that could change an output changes its identity (and its params, so Snakemake reruns it).
 `models.<name>.candidates_from` names the model whose candidates and scores a model must reuse
-(agfsync.core.overrides checks that they agree); the automatic choice gives the same content.
+(agfsync.core.overrides checks that they agree). Answers are memoised per config as it is (a
+config changed after a first answer gets new ones).
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ CHAIN = {
 # Model-entry keys that are not settings of any job: how the model is wired, not what it computes.
 WIRING = ("overrides", "candidates_from", "like")
 
-_MEMO: dict[int, tuple[dict, dict]] = {}
+_MEMO: dict[int, tuple[str, dict]] = {}
 
 
 def _memo(config: dict) -> dict:
+    """Results for this config as it is now (a config mutated since is a new one)."""
+    fingerprint = json.dumps(config, default=str)
     held = _MEMO.get(id(config))
-    if held is None or held[0] is not config:
-        held = _MEMO[id(config)] = (config, {})
+    if held is None or held[0] != fingerprint:
+        if len(_MEMO) > 64:
+            _MEMO.clear()
+        held = _MEMO[id(config)] = (fingerprint, {})
     return held[1]
 
 
@@ -69,12 +76,15 @@ def _digest(value) -> str:
 def identity(config: dict, stage: str, model: str, bench: str | None = None, kind: str | None = None) -> str:
     """The digest of what determines `model`'s output of `stage` (CHAIN, or "eval" / "per_image"
     of the base model's images of `bench`; `kind` "per_image" or a reward's name)."""
-    memo = _memo(config)
+    return _identity(config, _memo(config), stage, model, bench, kind)
+
+
+def _identity(config: dict, memo: dict, stage: str, model: str, bench=None, kind=None) -> str:
     key = ("identity", stage, model, bench, kind)
     if key not in memo:
         if stage in CHAIN:
             rule, upstream = CHAIN[stage]
-            parts = [stage, _params(config, rule, model), upstream and identity(config, upstream, model)]
+            parts = [stage, _params(config, rule, model), upstream and _identity(config, memo, upstream, model)]
         elif stage == "eval":
             parts = [stage, bench, _params(config, "eval_generate", model, bench=bench)]
         elif stage == "per_image":
@@ -84,24 +94,51 @@ def identity(config: dict, stage: str, model: str, bench: str | None = None, kin
                 own = _params(config, "eval_reward", model, reward=kind)
             else:
                 own = _params(config, "eval_score", model, bench=bench)
-            parts = [stage, kind, own, identity(config, "eval", model, bench)]
+            parts = [stage, kind, own, _identity(config, memo, "eval", model, bench)]
         else:
             raise ValueError(f"unknown stage {stage!r} ({', '.join([*CHAIN, 'eval', 'per_image'])})")
         memo[key] = _digest(parts)
     return memo[key]
 
 
+def _anchors(config: dict, stage: str, model: str) -> list[str]:
+    """The models a model names as its origin for `stage`: its candidates_from (candidates and
+    scores), then its like."""
+    entry = (config.get("models") or {}).get(model) or {}
+    names = [entry.get("candidates_from")] if stage in ("candidates", "scores") else []
+    return [name for name in (*names, entry.get("like")) if name and name in config.get("models", {})]
+
+
+def _root(config: dict, memo: dict, stage: str, model: str, key: tuple) -> str:
+    """Follow the model's anchors while their output of `stage` is the same as its own."""
+    seen, mine = [model], _identity(config, memo, stage, model, *key)
+    while True:
+        nxt = next((a for a in _anchors(config, stage, seen[-1]) if a not in seen
+                    and _identity(config, memo, stage, a, *key) == mine), None)
+        if nxt is None:
+            return seen[-1]
+        seen.append(nxt)
+
+
 def source(config: dict, stage: str, model: str, bench: str | None = None, kind: str | None = None) -> str:
-    """The model whose output of `stage` `model` reads: the first of `run_models` (then the
-    model named by its candidates_from, then itself) whose output has the same identity."""
+    """The model whose output of `stage` `model` reads (its owner). Stable under reordering
+    `run_models`: the owner is found by following the model's candidates_from and like while
+    the output would be the same; where that ends at a model outside `run_models`, that model
+    owns it (its jobs write under its name); otherwise the first run model whose own chain ends
+    there too, or, for entries with no such link, the first run model with the same output."""
     memo = _memo(config)
     key = ("source", stage, model, bench, kind)
     if key not in memo:
-        entry = (config.get("models") or {}).get(model) or {}
-        pool = [*config.get("run_models", []), *([entry["candidates_from"]] if entry.get("candidates_from") else [])]
-        mine = identity(config, stage, model, bench, kind)
-        memo[key] = next((other for other in pool if other in config.get("models", {})
-                          and identity(config, stage, other, bench, kind) == mine), model)
+        args = (bench, kind)
+        root = _root(config, memo, stage, model, args)
+        runs = [m for m in config.get("run_models", []) if m in config.get("models", {})]
+        if root not in runs:
+            memo[key] = root
+        else:
+            mine = _identity(config, memo, stage, model, *args)
+            roots = [r for r in (_root(config, memo, stage, m, args) for m in runs
+                                 if _identity(config, memo, stage, m, *args) == mine) if r in runs]
+            memo[key] = roots[0] if roots else root
     return memo[key]
 
 
@@ -128,6 +165,7 @@ def shared(config: dict) -> dict:
 
 
 def makers(config: dict, stage: str, bench: str | None = None, kind: str | None = None) -> list[str]:
-    """The run models whose output of `stage` is their own (no earlier model's is the same), in
-    run order: the jobs `rule all` runs for the stage (agfsync plan counts them)."""
-    return [m for m in config.get("run_models", []) if source(config, stage, m, bench, kind) == m]
+    """The models whose output of `stage` the run models read, in run order: the jobs `rule
+    all` runs for the stage (agfsync plan counts them)."""
+    found = (source(config, stage, m, bench, kind) for m in config.get("run_models", []))
+    return list(dict.fromkeys(found))

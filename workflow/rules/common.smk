@@ -122,6 +122,12 @@ def eval_unet(w):
     return dag.eval_unet(w.model, w.variant)
 
 
+def eval_shard(w):
+    """The images one per-image job scores: the base model's may be another model's (agfsync.core.sharing)."""
+    owner = sharing.eval_source(config, w.model, w.variant, w.bench, "shard")
+    return layout.EVAL_SHARD.format(model=owner, variant=w.variant, bench=w.bench, shard=w.shard)
+
+
 def eval_outputs(model, variant, bench, kind):
     return dag.eval_outputs(config, model, variant, bench, kind)
 

@@ -54,7 +54,7 @@ if EVAL_BENCHES:
     rule eval_score:
         """Scores of one shard of benchmark images (TIFA answers and gold, CLIP, aesthetic, HPS v2, FID features)."""
         input:
-            shard=rules.eval_generate.output[0],
+            shard=eval_shard,  # the base model's images may be another model's (agfsync.core.sharing)
             prompts=rules.eval_prompts.output[0],
             models=tiny_models_input(),
             downloads=eval_score_downloads,
@@ -87,7 +87,7 @@ if LOCAL_REWARDS:
     rule eval_reward:
         """Per-image scores of one reward model (PickScore, ImageReward, HPS v2.1, VQAScore) on one image shard."""
         input:
-            shard=layout.EVAL_SHARD,
+            shard=eval_shard,
             prompts=layout.EVAL_PROMPTS,
             models=tiny_models_input(),
             downloads=reward_downloads,
@@ -115,7 +115,7 @@ if ENDPOINT_REWARDS:
     rule eval_reward_endpoint:
         """VQAScore of one image shard from a vision endpoint's log-probabilities (no GPU held)."""
         input:
-            shard=layout.EVAL_SHARD,
+            shard=eval_shard,
             prompts=layout.EVAL_PROMPTS,
             responses=reward_responses,
         output:
