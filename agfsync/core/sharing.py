@@ -45,10 +45,21 @@ WIRING = ("overrides", "candidates_from", "like")
 _MEMO: dict[int, tuple[str, dict]] = {}
 
 
+_FROZEN: dict[int, dict] = {}
+
+
+def freeze(config: dict) -> None:
+    """Promise that `config` no longer changes (the workflow's, once checked): its answers are
+    then memoised without comparing the config on every call (thousands per dry run)."""
+    _FROZEN[id(config)] = config
+
+
 def _memo(config: dict) -> dict:
     """Results for this config as it is now (a config mutated since is a new one)."""
-    fingerprint = json.dumps(config, default=str)
     held = _MEMO.get(id(config))
+    if held is not None and _FROZEN.get(id(config)) is config:
+        return held[1]
+    fingerprint = json.dumps(config, default=str)
     if held is None or held[0] != fingerprint:
         if len(_MEMO) > 64:
             _MEMO.clear()

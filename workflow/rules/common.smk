@@ -29,6 +29,7 @@ config.update(_resolved)
 # the same schema (it also fills defaults, as ours does).
 check_config(config, source="config")
 validate(config, schema=str(SCHEMA_PATH))
+sharing.freeze(config)  # checked and complete: the sharing answers are computed once
 
 TINY_MODELS = config["tiny_models"]["dir"]
 CONFIG_HASH = config_digest(config)
