@@ -23,11 +23,12 @@ what the change touches (the pairs, the training cache, the training and the fin
 model's evaluation). Gold is the world's oracle; every difference is the paired bootstrap 95%
 CI of results/world/gold.json (10,000 resamples over prompts, seed 0).
 
-Measured on 2 cores (2026-11-29, a fresh-clone CI run): the positive run 24 minutes, the swapped
-rerun 5.5, the broken one 6.
-Gold: AGFSync +2.8 points (95% CI +0.5 to +5.1) with the BLIP-2 that looks at the image
-(2026-11-30; the blind one's run gained +4.4, CI +2.2 to +6.7); swapped and broken runs in
-docs/world.md, "Fourth round" and "Sixth round".
+Measured with the demo's weights (VQA 0.60, CLIP 0.30, aesthetic 0.10) on 2 cores, 2026-11-30
+(an AMD EPYC about 40% slower than the machine of the earlier runs, and shared with other
+work for part of the first run): the positive run 51 minutes, the swapped rerun 6, the broken
+one 5. Gold: AGFSync +3.9 points (95% CI +1.4 to +6.4), swapped -7.2 (CI -9.7 to -4.7), the
+mismatched embeddings -0.3 (CI -2.6 to +1.9): all three tests pass (docs/world.md, "Ninth
+round"; with the paper's weights: +2.8, CI +0.5 to +5.1, "Sixth round").
 
 The breakage goes through the real code, not a patched copy of it: results/world/pairs.jsonl
 rewritten with every pair's prompt text moved to the next pair, so the training cache (which
