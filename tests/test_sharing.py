@@ -182,3 +182,14 @@ def test_a_config_changed_after_a_first_answer_gets_a_new_one(demo):
     assert sharing.source(cfg, "candidates", "v") == "world"
     cfg["models"]["v"]["generation"]["steps"] = 5
     assert sharing.source(cfg, "candidates", "v") == "v"
+
+
+def test_jobs_get_the_checkout_on_pythonpath_once(monkeypatch, tmp_path):
+    import os
+
+    from agfsync.core.jobs import put_on_pythonpath
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/x", str(tmp_path)]))
+    put_on_pythonpath(tmp_path)
+    put_on_pythonpath(tmp_path)
+    assert os.environ["PYTHONPATH"] == os.pathsep.join([str(tmp_path), "/x"])

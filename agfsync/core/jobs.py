@@ -199,3 +199,12 @@ def job(snakemake) -> Iterator[Job]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def put_on_pythonpath(root) -> None:
+    """Jobs import agfsync from the checkout `root` in any environment (the workflow calls this
+    at parse time; jobs inherit the environment): with --use-conda, whose environments
+    Snakemake builds from a copy of envs/agfsync.yaml, so a `pip -e` of the checkout cannot be
+    written there; and on cluster nodes (sbatch exports the environment)."""
+    paths = [str(root), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))

@@ -12,6 +12,7 @@ from agfsync.core.benchmarks import VARIANTS, metrics_for
 from agfsync.core.benchmarks import enabled as enabled_benchmarks
 from agfsync.core.config import REPO_ROOT, SCHEMA_PATH, check_config, check_config_files, config_digest, resolve_config
 from agfsync.core.downloads import hub_repos, needed
+from agfsync.core.jobs import put_on_pythonpath
 from agfsync.core.overrides import for_model
 from agfsync.core.rewards import enabled_rewards, reward_values, uses_endpoint
 
@@ -38,10 +39,7 @@ CONFIG_HASH = config_digest(config)
 # internet): everything comes from the download rules, which run on the login node and
 # switch this off for themselves (agfsync.core.downloads).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Jobs import agfsync from this checkout in any environment: with --use-conda (envs/agfsync.yaml
-# holds the dependencies; Snakemake builds it from a copy of the file, so a `pip -e` of the
-# checkout cannot be written there) and on cluster nodes (sbatch exports the environment).
-os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, [str(REPO_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])))
+put_on_pythonpath(REPO_ROOT)  # jobs import agfsync from this checkout, --use-conda included
 DOWNLOAD_FILES = {entry["path"]: entry for entry in config["downloads"]["files"]}
 HUB_REPOS = hub_repos(config)
 
