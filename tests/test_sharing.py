@@ -193,3 +193,12 @@ def test_jobs_get_the_checkout_on_pythonpath_once(monkeypatch, tmp_path):
     put_on_pythonpath(tmp_path)
     put_on_pythonpath(tmp_path)
     assert os.environ["PYTHONPATH"] == os.pathsep.join([str(tmp_path), "/x"])
+
+
+def test_a_frozen_config_keeps_its_answers_without_being_compared_again(demo):
+    cfg = sweep(demo, "world", {"v": {}})
+    sharing.freeze(cfg)
+    assert sharing.source(cfg, "candidates", "v") == "world"
+    cfg["models"]["v"]["generation"]["steps"] = 5  # broken promise: the memoised answer stands
+    assert sharing.source(cfg, "candidates", "v") == "world"
+    assert sharing.source(copy.deepcopy(cfg), "candidates", "v") == "v"

@@ -43,8 +43,6 @@ CHAIN = {
 WIRING = ("overrides", "candidates_from", "like")
 
 _MEMO: dict[int, tuple[str, dict]] = {}
-
-
 _FROZEN: dict[int, dict] = {}
 
 
