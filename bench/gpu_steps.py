@@ -272,6 +272,30 @@ def _vae_decode_flops(vae, latent: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- 3. dpo
 
+def dpo_pretrained(arch: str, work: Path, device, smoke: bool) -> Path:
+    """A folder with unet/ and scheduler/ for the trainer: the tiny SD 1.x model (smoke), or the
+    real-sized `arch` UNet with random weights, drawn on `device` and saved in bf16."""
+    import torch
+
+    if smoke:
+        from agfsync.demo.tiny_models import build_all
+
+        build_all(work / "tiny", families=("sd1",))
+        return work / "tiny" / "sd1"
+    from diffusers import DDPMScheduler
+
+    pretrained = work / arch
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = bench_module("architectures").build_unet(arch).to(torch.bfloat16)  # the trainer loads fp32
+    unet.save_pretrained(pretrained / "unet", safe_serialization=True)
+    del unet
+    torch.cuda.empty_cache()
+    DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  num_train_timesteps=1000).save_pretrained(pretrained / "scheduler")
+    return pretrained
+
+
 def dpo(record, smoke: bool, device) -> None:
     import torch
 
@@ -279,29 +303,12 @@ def dpo(record, smoke: bool, device) -> None:
     from agfsync.demo.toy import toy_cache
 
     dpo_step = bench_module("dpo_step")
-    arch_mod = bench_module("architectures")
     work = Path(tempfile.mkdtemp(prefix="agfsync-gpu-dpo-"))
     steps = 2 if smoke else 4
     plan = [("sd15", 64, ["torch"])] if smoke else [("sdxl", 1024, ["triton", "torch"]), ("sd15", 512, ["triton", "torch"])]
     runs = []
     for arch, resolution, kernel_modes in plan:
-        if smoke:
-            from agfsync.demo.tiny_models import build_all
-
-            build_all(work / "tiny", families=("sd1",))
-            pretrained = work / "tiny" / "sd1"
-        else:
-            from diffusers import DDPMScheduler
-
-            pretrained = work / arch
-            torch.manual_seed(0)
-            with torch.device(device):
-                unet = arch_mod.build_unet(arch).to(torch.bfloat16)  # drawn on the GPU; the trainer loads fp32
-            unet.save_pretrained(pretrained / "unet", safe_serialization=True)
-            del unet
-            torch.cuda.empty_cache()
-            DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          num_train_timesteps=1000).save_pretrained(pretrained / "scheduler")
+        pretrained = dpo_pretrained(arch, work, device, smoke)
         sdxl = arch == "sdxl"
         cache = toy_cache(work / f"cache-{arch}", num_pairs=8, family="sdxl" if sdxl else "sd1",
                           latent_size=resolution // 8, embed_dim=2048 if sdxl else (None if smoke else 768),

@@ -262,3 +262,22 @@ def test_blip2_materialised_from_the_meta_device_is_finite_and_answers():
     qa = [{"question": "is there a circle?", "choices": ["yes", "no"], "answer": "yes"}]
     answers = VQAScorer(model, processor, torch.device("cpu"), method="fast").answer(images, qa)
     assert [len(row) for row in answers] == [1, 1, 1] and {a for row in answers for a in row} <= {"yes", "no"}
+
+
+@pytest.mark.slow
+def test_gpu_probe_smoke_compares_three_group_norm_paths(tmp_path):
+    """bench/gpu_probe.py's gn part on the CPU (interpreter, tiny shapes): every row has eager,
+    chunked and one-program-per-group results, and both kernel paths agree with eager within bf16."""
+    out = tmp_path / "probe"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_probe.py"), "--smoke", "--only", "gn",
+                             "--out", str(out), "--budget-s", "240"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "probe.json").read_text())
+    assert data["smoke"] is True and data["gn"]["status"] == "ok"
+    rows = data["gn"]["gn_rows"]
+    assert [r["shape"] for r in rows] == [[2, 64, 4, 4], [2, 320, 3, 5]]
+    for row in rows:
+        assert row["eager"]["max_abs_diff_vs_eager"] == 0.0
+        for path in ("chunked", "small"):
+            assert row[path]["host_fwd_ms"] > 0 and row[path]["device_fwd_ms"] is None  # no GPU time on a CPU
+            assert row[path]["max_abs_diff_vs_eager"] <= 2.0**-4  # bf16 outputs of values up to ~4

@@ -52,6 +52,7 @@ GN_CASES = [
     ((2, 2560, 1, 1), 32, torch.bfloat16, torch.bfloat16, True, True),  # SDXL 1280+1280 concat, 1x1 spatial, bf16 weights
     ((2, 1280, 2, 2), 32, torch.float32, torch.float32, True, False),  # GroupNorm alone (transformer input norm)
     ((3, 64, 9, 5), 32, torch.float16, torch.float16, True, False),
+    ((1, 32, 70, 70), 32, torch.float32, torch.float32, False, True),  # one channel of 4,900 > one 4,096 tile
 ]
 
 
@@ -85,8 +86,14 @@ def _gn_run(x, w, b, dy, groups, silu, tile=None, eps=1e-5):
     return y.detach(), x.grad, w.grad, b.grad
 
 
+@pytest.mark.parametrize("path", ["small", "chunked"])
 @pytest.mark.parametrize("shape,groups,x_dtype,w_dtype,channels_last,silu", GN_CASES)
-def test_group_norm_silu_forward_and_gradients_match_float64(shape, groups, x_dtype, w_dtype, channels_last, silu):
+def test_group_norm_silu_forward_and_gradients_match_float64(shape, groups, x_dtype, w_dtype, channels_last, silu,
+                                                             path, monkeypatch):
+    """Both paths on every case: one program per group (group_norm_small) and the chunked kernels."""
+    from agfsync.train.kernels import group_norm_silu
+
+    monkeypatch.setattr(group_norm_silu, "SMALL_GROUP_MAX", 1 << 30 if path == "small" else 0)
     x, w, b, dy = _gn_inputs(shape, x_dtype, w_dtype, channels_last)
     y, dx, dw, db = _gn_run(x, w, b, dy, groups, silu)
     y64, dx64, dw64, db64 = _gn_reference(x, w, b, dy, groups, silu)
@@ -110,9 +117,13 @@ def test_group_norm_silu_chunked_tiles_with_ragged_edges(channels_last):
         assert_close(out, ref, torch.float32, name)
 
 
-def test_group_norm_statistics_survive_a_large_mean():
+@pytest.mark.parametrize("small_group_max", [1 << 30, 0])
+def test_group_norm_statistics_survive_a_large_mean(small_group_max, monkeypatch):
     """mean 1000, std 1: a naive E[x^2] - E[x]^2 in fp32 loses the variance to cancellation
-    (1e6 against ulp(1e6) = 0.06); the per-channel shifted sums keep it."""
+    (1e6 against ulp(1e6) = 0.06); the per-channel shifted sums keep it (both paths)."""
+    from agfsync.train.kernels import group_norm_silu
+
+    monkeypatch.setattr(group_norm_silu, "SMALL_GROUP_MAX", small_group_max)
     x, w, b, dy = _gn_inputs((2, 64, 4, 4), torch.float32, torch.float32, False, seed=2)
     x = (x - 3.0) / 2.0 + 1000.0
     y, dx, _, _ = _gn_run(x, w, b, dy, 32, True)
@@ -124,7 +135,11 @@ def test_group_norm_statistics_survive_a_large_mean():
     torch.testing.assert_close(dx.double(), dx64, rtol=0, atol=atol)
 
 
-def test_group_norm_silu_is_bitwise_deterministic():
+@pytest.mark.parametrize("small_group_max", [1 << 30, 0])
+def test_group_norm_silu_is_bitwise_deterministic(small_group_max, monkeypatch):
+    from agfsync.train.kernels import group_norm_silu
+
+    monkeypatch.setattr(group_norm_silu, "SMALL_GROUP_MAX", small_group_max)
     x, w, b, dy = _gn_inputs((2, 320, 3, 5), torch.bfloat16, torch.float32, True, seed=3)
     first, second = _gn_run(x, w, b, dy, 32, True), _gn_run(x, w, b, dy, 32, True)
     assert all(torch.equal(a, c) for a, c in zip(first, second))
@@ -339,12 +354,15 @@ def test_kernels_setting_resolution_and_log_lines(monkeypatch, caplog):
         assert runtime.use_triton("torch", cpu) is False
         monkeypatch.delenv("TRITON_INTERPRET")
         assert runtime.use_triton("triton", cpu) is False
+        assert runtime.use_triton("auto", torch.device("cuda")) is False  # measured slower end to end (H200)
     assert caplog.messages == [
         "kernels: triton (train.kernels on cpu, numpy interpreter: slow, for tests)",
-        "kernels: torch (train.kernels: auto on cpu)",
+        "kernels: torch (train.kernels: auto on cpu; Triton compiles for GPUs only)",
         "kernels: torch (train.kernels)",
         "kernels: triton was requested (train.kernels) but cannot run here: the device is cpu and TRITON_INTERPRET "
         "is not set (Triton compiles for GPUs only); the torch reference runs instead",
+        "kernels: torch (train.kernels: auto on cuda; the Triton kernels made the SDXL DPO step slower on an H200, "
+        "bench/measurements/gpu_probe_h200.json; train.kernels: triton turns them on)",
     ]
     with pytest.raises(ValueError, match=r"^train.kernels: unknown kernels setting 'cuda' \(expected one of auto, "
                                          r"triton, torch\)$"):
@@ -455,8 +473,10 @@ def test_every_kernel_compiles_for_hopper_without_spills(tmp_path):
     assert data["target"] == "sm_90"
     kernels = {r["kernel"] for r in data["kernels"]}
     assert kernels == {"_stats_kernel", "_group_stats_kernel", "_apply_kernel", "_bwd_partials_kernel",
-                       "_bwd_group_kernel", "_bwd_dx_kernel", "_forward_kernel", "_backward_kernel"}
-    assert {r["constexprs"].get("SILU") for r in data["kernels"] if r["kernel"] == "_apply_kernel"} == {True, False}
+                       "_bwd_group_kernel", "_bwd_dx_kernel", "_forward_kernel", "_backward_kernel",
+                       "_fwd_kernel", "_bwd_kernel"}  # the last two: group_norm_small, one program per group
+    for name in ("_apply_kernel", "_fwd_kernel"):
+        assert {r["constexprs"].get("SILU") for r in data["kernels"] if r["kernel"] == name} == {True, False}
     assert [r for r in data["kernels"] if r["local"] > 0 or r["reg"] > 255] == []
 
 

@@ -216,7 +216,8 @@ def test_plan_throughputs_are_derived_from_flops_and_measured_when_committed(tmp
         "generation": {"generation": {"sd15": {"images_per_s": 11.5, "steps": 25, "resolution": 512,
                                                "candidates_per_batch": 8},
                                       "sdxl": {"images_per_s": 2.0, "steps": 30, "resolution": 1024}}},
-        "dpo": {"runs": [{"arch": "sd15", "resolution": 512, "kernels": "triton", "seconds_per_pair": 0.05}]},
+        "dpo": {"runs": [{"arch": "sd15", "resolution": 512, "kernels": "triton", "seconds_per_pair": 0.05},
+                         {"arch": "sd15", "resolution": 512, "kernels": "torch", "seconds_per_pair": 0.04}]},
         "vqa": {"fast_questions_per_s": 400.0}}}
     (tmp_path / "gpu_h200.json").write_text(json.dumps(gpu_json))
     found = plan(cfg, gpu="H200", measurements=tmp_path)
@@ -224,7 +225,12 @@ def test_plan_throughputs_are_derived_from_flops_and_measured_when_committed(tmp
     assert gen["sd15"]["value"] == 11.5 and gen["sd15"]["provenance"].startswith("measured: ")
     assert "2026-12-01" in gen["sd15"]["provenance"]
     assert gen["sdxl"]["provenance"].startswith("derived: ")  # measured at 30 steps, the config samples 15
-    assert stage(found, "train_dpo")["throughputs"]["sd15"]["value"] == pytest.approx(20.0)
+    dpo = stage(found, "train_dpo")["throughputs"]["sd15"]  # train.kernels auto runs torch: the torch run
+    assert dpo["value"] == pytest.approx(25.0) and dpo["provenance"].endswith("kernels torch)")
+    triton = copy.deepcopy(cfg)
+    triton["train"]["kernels"] = "triton"
+    assert stage(plan(triton, gpu="H200", measurements=tmp_path), "train_dpo")["throughputs"]["sd15"]["value"] == \
+        pytest.approx(20.0)
     assert stage(found, "candidates_score")["throughputs"]["stage3"]["provenance"].startswith("measured VQA")
     assert "measured where" in found["assumptions"][0]
 

@@ -4,8 +4,9 @@ images/s of each scorer and pairs/s of Diffusion-DPO. Pure (no torch).
 Measured where the repository has a measurement: bench/measurements/gpu_<gpu>.json, the
 committed output of bench/gpu.sh (bench/README.md, step 3), read when it exists: generation
 images/s of SD 1.5 and SDXL (used when the config's steps and resolution are the measured
-ones), DPO seconds per pair on one GPU, BLIP-2 fast-path questions/s. None is committed yet
-(bench/README.md: "GPU results: pending"), so today every GPU number is derived:
+ones), DPO seconds per pair on one GPU (the run with the config's train.kernels), BLIP-2
+fast-path questions/s. Only the H200 has one (gpu_h200.json, 2026-11-30); everything else,
+and every GPU type without a file, is derived:
 
     items/s per GPU = peak dense BF16 TFLOP/s of the GPU x efficiency / TFLOP per item
 
@@ -152,9 +153,7 @@ def measured(gpu: str, directory: str | Path = MEASUREMENTS) -> dict:
             out["generation"][family[arch]] = row
     for run in steps.get("dpo", {}).get("runs") or []:
         if run.get("arch") in family and run.get("seconds_per_pair") and run.get("kernels") in ("triton", "torch"):
-            key = family[run["arch"]]
-            if run["kernels"] == "triton" or key not in out["dpo"]:
-                out["dpo"][key] = run
+            out["dpo"].setdefault(family[run["arch"]], {})[run["kernels"]] = run
     if steps.get("vqa", {}).get("fast_questions_per_s"):
         out["vqa_questions_per_s"] = steps["vqa"]["fast_questions_per_s"]
     return out
@@ -175,7 +174,8 @@ def generation_rate(model: dict, peak: float, efficiency: float, found: dict, sc
 def dpo_rate(model: dict, train: dict, peak: float, efficiency: float, found: dict, scale: float = 1.0) -> dict:
     """pairs/s per GPU of Diffusion-DPO (train: the model's train section)."""
     family, res = model["family"], model["resolution"]
-    run = found.get("dpo", {}).get(family)
+    runs = found.get("dpo", {}).get(family, {})  # by train.kernels as it ran: auto runs torch (kernels/runtime.py)
+    run = runs.get("triton" if train.get("kernels") == "triton" else "torch") or next(iter(runs.values()), None)
     if run and scale == 1 and run.get("resolution") == res:
         return {"value": 1 / run["seconds_per_pair"], "unit": "pairs/s",
                 "provenance": f"measured: {found['file']} {found['date']} (one GPU, micro-batch 1, kernels "

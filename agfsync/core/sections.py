@@ -171,7 +171,7 @@ class TrainSettings(Section):
     noise: str = opt('shared', "shared: one noise draw for winner and loser (Wallace et al., paper) | separate: two draws, as the AGFSync code (loss 'authors' always draws two)", choices=('shared', 'separate'))
     latents: str = opt('generation', 'generation: final latents kept with the candidates | vae: re-encode the images', choices=('generation', 'vae'))
     attention: str = opt('sdpa', 'sdpa | xformers | auto, as candidates.attention', choices=('sdpa', 'xformers', 'auto'))
-    kernels: str = opt('auto', 'auto: our Triton kernels on GPU (fused GroupNorm+SiLU, DPO loss), torch on CPU | triton | torch', choices=('auto', 'triton', 'torch'))
+    kernels: str = opt('auto', 'auto: torch (our Triton kernels made the H200 DPO step slower; bench/README.md) | triton: our kernels (fused GroupNorm+SiLU, DPO loss) on GPU | torch', choices=('auto', 'triton', 'torch'))
     cache_chunk: int = opt(256, 'pairs per file of the latent/text-embedding cache', ge=1)
     snapshots: tuple[float, ...] = opt((), 'fractions of the steps at which the UNet is also saved (agfsync/snapshots/step-N; full UNet each, SDXL ~10 GB) for the proxy-vs-gold trajectory (eval.trajectory); [] none')
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -123,22 +124,27 @@ def compile_launches(launches, arch: int = 90) -> list[dict]:
 
 def model_launches(models=("sd15", "sdxl")) -> list:
     """The launches of a training step on the real UNets' GroupNorm shapes (one DPO pair, bf16
-    activations, fp32 master weights, both layouts) and the DPO loss on their latents."""
-    from agfsync.train.kernels import dpo_loss, group_norm_silu
+    activations, fp32 master weights, both layouts, both GroupNorm paths: one program per group
+    and chunked) and the DPO loss on their latents."""
+    from agfsync.train.kernels import dpo_loss, group_norm_silu, group_norm_small
 
     shapes = {"sd15": [(2, 320, 64, 64), (2, 640, 32, 32), (2, 1280, 8, 8), (2, 2560, 16, 16), (2, 1920, 32, 32)],
               "sdxl": [(2, 320, 128, 128), (2, 640, 64, 64), (2, 1280, 32, 32), (2, 960, 128, 128)]}
     latents = {"sd15": 64, "sdxl": 128}
     meta = torch.device("meta")
-    with recording(group_norm_silu, dpo_loss) as launches:
+    small_max = group_norm_silu.SMALL_GROUP_MAX
+    with recording(group_norm_silu, group_norm_small, dpo_loss) as launches:
         for model in models:
-            for shape in shapes[model]:
-                for layout in (torch.contiguous_format, torch.channels_last):
-                    x = torch.empty(shape, dtype=torch.bfloat16, device=meta).to(memory_format=layout)
-                    w = torch.empty(shape[1], device=meta)
-                    for silu in (True, False):
-                        _, mean, rstd = group_norm_silu.forward(x, w, w, 32, 1e-5, silu)
-                        group_norm_silu.backward(torch.empty_like(x), x, w, w, mean, rstd, 32, silu)
+            for shape, layout, silu, path_max in itertools.product(
+                    shapes[model], (torch.contiguous_format, torch.channels_last), (True, False), (1 << 40, 0)):
+                x = torch.empty(shape, dtype=torch.bfloat16, device=meta).to(memory_format=layout)
+                w = torch.empty(shape[1], device=meta)
+                group_norm_silu.SMALL_GROUP_MAX = path_max
+                try:
+                    _, mean, rstd = group_norm_silu.forward(x, w, w, 32, 1e-5, silu)
+                    group_norm_silu.backward(torch.empty_like(x), x, w, w, mean, rstd, 32, silu)
+                finally:
+                    group_norm_silu.SMALL_GROUP_MAX = small_max
             lat = (1, 4, latents[model], latents[model])
             pred = torch.empty((2, *lat[1:]), dtype=torch.bfloat16, device=meta)
             target = torch.empty(lat, device=meta)

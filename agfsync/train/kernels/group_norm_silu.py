@@ -22,6 +22,9 @@ is small). The kernels see x as [N, C, HW] with strides, so NCHW-contiguous and
 channels_last share one code path. Only the tile shape differs: long along HW for NCHW,
 wide along C for channels_last, so that loads are coalesced on the contiguous axis.
 
+Groups of at most SMALL_GROUP_MAX elements skip all this: group_norm_small.py runs one
+program per group, one launch each way (host time per launch outweighs GPU time there).
+
 Forward (3 launches): per-(n, chunk, c) partial sums -> per-(n, g) mean and rstd -> y.
 Backward (3 launches): per-(n, chunk, c) partial sums of dz and dz * xhat (dz = the gradient
 before SiLU) -> per-g weight and bias gradients plus per-(n, g) coefficients -> dx.
@@ -37,12 +40,22 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from agfsync.train.kernels import group_norm_small
+from agfsync.train.kernels.group_norm_small import _dz as _grad_before_silu
+from agfsync.train.kernels.group_norm_small import _program_group
 from agfsync.train.kernels.runtime import cdiv, empty, next_power_of_2
 
 # Tuning constants, and why.
 TILE_ELEMENTS = 4096  # elements per program tile: 16 per thread at 8 warps, enough loads in flight to cover HBM latency
 MAX_CHUNKS = 64  # chunks of HW per (n, c-block): >= 4 waves on 132 SMs for SD shapes; the group kernels load all chunks at once
 NUM_WARPS = 8  # sm_90 compile (agfsync.train.kernels.compile_check): 4 warps needed 140-255 registers per thread, 8 need 60-190
+# Groups of at most this many elements (C / G channels x HW) run in one program per group, one launch each
+# way (group_norm_small.py); larger ones take the chunked kernels below. 0 turns the small path off. On the
+# H200 (bench/measurements/gpu_probe_h200.json, bf16, N = 2) a call costs more host time than GPU time at
+# every UNet shape, and with its 2 launches instead of 6 the small path had the lower host-inclusive
+# forward + backward time up to 81,920 elements per group; at 163,840 the chunked kernels won (0.27 ms
+# against 0.34; on the GPU alone 0.06 ms against 0.31).
+SMALL_GROUP_MAX = 1 << 17
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float,
@@ -90,12 +103,7 @@ def _stats_kernel(X, S1, S2, C, HW, stride_n, stride_c, stride_hw, num_chunks,
 def _group_stats_kernel(X, S1, S2, Mean, Rstd, C, HW, G, CPG, stride_n, stride_c, num_chunks, eps,
                         BLOCK_K: tl.constexpr, BLOCK_CPG: tl.constexpr):
     """Per (n, g): combine the chunks and channels of the group into mean and 1/std (biased variance)."""
-    pid = tl.program_id(0)
-    n = pid // G
-    g = pid % G
-    j = tl.arange(0, BLOCK_CPG)
-    c = g * CPG + j
-    c_mask = j < CPG
+    pid, n, g, c, c_mask = _program_group(G, CPG, BLOCK_CPG)
     kk = tl.arange(0, BLOCK_K)
     mask = (kk < num_chunks)[:, None] & c_mask[None, :]
     idx = (n * num_chunks + kk[:, None]) * C + c[None, :]
@@ -142,19 +150,6 @@ def _apply_kernel(X, Y, W, B, Mean, Rstd, C, HW, G, CPG, stride_n, stride_c, str
         if SILU:
             z = z * tl.sigmoid(z)
         tl.store(Y + ptr, z.to(Y.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _grad_before_silu(x, dy, mean, rstd, w, b, SILU: tl.constexpr):
-    """xhat and dz = dL/d(xhat * w + b): SiLU'(z) = s (1 + z (1 - s)) with s = sigmoid(z)."""
-    xhat = (x - mean) * rstd
-    if SILU:
-        z = xhat * w + b
-        s = tl.sigmoid(z)
-        dz = dy * s * (1.0 + z * (1.0 - s))
-    else:
-        dz = dy
-    return xhat, dz
 
 
 @triton.jit
@@ -273,6 +268,16 @@ def tiling(num_channels: int, hw: int, channels_contiguous: bool, block_hw: int 
     return Tiling(block_c, block_hw, chunk, cdiv(hw, chunk))
 
 
+SMALL = "small"  # the tile of group_norm_small's one program per group
+
+
+def plan(num_channels: int, hw: int, num_groups: int, channels_contiguous: bool) -> Tiling | str:
+    """SMALL when a group has at most SMALL_GROUP_MAX elements, else the chunked kernels' tiling."""
+    if num_channels // num_groups * hw <= SMALL_GROUP_MAX:
+        return SMALL
+    return tiling(num_channels, hw, channels_contiguous)
+
+
 def _check(x, weight, bias, num_groups):
     num_channels = x.shape[1]
     if num_channels % num_groups:
@@ -284,13 +289,15 @@ def _check(x, weight, bias, num_groups):
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float, silu: bool,
-            tile: Tiling | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            tile: Tiling | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean_NG, rstd_NG): y has x's dtype and memory format; the statistics are fp32."""
     _check(x, weight, bias, num_groups)
     x, s_n, s_c, s_hw = _as_nc_hw(x)
     n, c = x.shape[:2]
     hw = x[0, 0].numel()
-    tile = tile or tiling(c, hw, s_c == 1 and c > 1)
+    tile = tile or plan(c, hw, num_groups, s_c == 1 and c > 1)
+    if tile == SMALL:
+        return group_norm_small.forward(x, s_n, s_c, s_hw, weight, bias, num_groups, eps, silu)
     cpg = c // num_groups
     s1 = empty((n, tile.num_chunks, c), torch.float32, x.device)
     s2 = empty((n, tile.num_chunks, c), torch.float32, x.device)
@@ -311,7 +318,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_group
 
 def backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
              rstd: torch.Tensor, num_groups: int, silu: bool,
-             tile: Tiling | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             tile: Tiling | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias): dx in x's dtype and memory format, dweight/dbias in the weight's dtype."""
     x, s_n, s_c, s_hw = _as_nc_hw(x)
     channels_last = s_c == 1 and x.shape[1] > 1 and x.dim() == 4
@@ -320,7 +327,9 @@ def backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torc
         dy = torch.empty_like(x, dtype=dy.dtype).copy_(dy)
     n, c = x.shape[:2]
     hw = x[0, 0].numel()
-    tile = tile or tiling(c, hw, s_c == 1 and c > 1)
+    tile = tile or plan(c, hw, num_groups, s_c == 1 and c > 1)
+    if tile == SMALL:
+        return group_norm_small.backward(dy, x, s_n, s_c, s_hw, weight, bias, mean, rstd, num_groups, silu)
     cpg = c // num_groups
     pdb = empty((n, tile.num_chunks, c), torch.float32, x.device)
     pds = empty((n, tile.num_chunks, c), torch.float32, x.device)
@@ -349,7 +358,10 @@ class GroupNormSiLUFunction(torch.autograd.Function):
     """Saves x and the fp32 statistics: 8 bytes per (sample, group) on top of the input."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, num_groups: int, eps: float, silu: bool, tile: Tiling | None = None):
+    def forward(ctx, x, weight, bias, num_groups: int, eps: float, silu: bool, tile: Tiling | str | None = None):
+        if tile is None:  # decided once: backward takes the forward's path whatever SMALL_GROUP_MAX is by then
+            layout = _as_nc_hw(x)
+            tile = plan(x.shape[1], x[0, 0].numel(), num_groups, layout[2] == 1 and x.shape[1] > 1)
         y, mean, rstd = forward(x, weight, bias, num_groups, eps, silu, tile)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         ctx.num_groups, ctx.silu, ctx.tile = num_groups, silu, tile
@@ -364,6 +376,6 @@ class GroupNormSiLUFunction(torch.autograd.Function):
 
 
 def group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float = 1e-5,
-                    silu: bool = True, tile: Tiling | None = None) -> torch.Tensor:
+                    silu: bool = True, tile: Tiling | str | None = None) -> torch.Tensor:
     """The fused op through Triton (differentiable in x, weight and bias)."""
     return GroupNormSiLUFunction.apply(x, weight, bias, num_groups, eps, silu, tile)
