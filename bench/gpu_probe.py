@@ -18,7 +18,8 @@ This probe answers it, in one call of a few minutes:
   SDPA, micro-batch 1) with train.kernels torch, and triton with every GroupNorm on the small
   path, then on the chunked path: seconds per pair over
   --steps steps after 2 warm-ups, then one profiled step: its wall time, the GPU's kernel
-  time, the GroupNorm kernels' share, the top kernels and the top CPU ops.
+  time, the GroupNorm kernels' share, the top kernels and the top CPU ops; with --stacks also
+  the Python frames behind the host time (top_cpu_stacks).
 
 Each part runs in its own process with its share of --budget-s; DIR/probe.json is rewritten
 after every record, so a part cut short keeps what it measured.
@@ -162,7 +163,7 @@ def part_gn(record, smoke: bool, deadline: float) -> None:
 
 # ------------------------------------------------------------------------------------------------ dpo
 
-def part_dpo(record, smoke: bool, deadline: float, steps: int) -> None:
+def part_dpo(record, smoke: bool, deadline: float, steps: int, stacks: bool = False) -> None:
     import torch
 
     from agfsync.core.sections import Settings
@@ -192,6 +193,8 @@ def part_dpo(record, smoke: bool, deadline: float, steps: int) -> None:
                "--model", arch, "--steps", str(steps), "--child-out", str(out_path)]
         if small_max is not None:
             cmd += ["--small-max", str(small_max)]
+        if stacks:
+            cmd += ["--stacks"]
         env = dict(os.environ, TRITON_INTERPRET="1") if smoke else None
         start = time.perf_counter()
         try:
@@ -242,7 +245,12 @@ def dpo_child(args) -> None:
          peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None)
     cuda = torch.cuda.is_available()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    extra = {}
+    if args.stacks:  # torch 2.10/2.11 fills FunctionEvent.stack only with the verbose experimental config
+        from torch._C._profiler import _ExperimentalConfig
+
+        extra = {"with_stack": True, "experimental_config": _ExperimentalConfig(verbose=True)}
+    with profile(activities=activities, **extra) as prof:
         start = time.perf_counter()
         trainer.micro_step(2 + args.steps, 0)
         sync()
@@ -259,6 +267,10 @@ def dpo_child(args) -> None:
                                                                           if e.device_type.name == "CUDA"),
         "top_kernels_ms": [[k[:90], round(v / 1e3, 3)] for k, v in top_k],
         "top_cpu_ops_self_ms": [[e.key[:90], round(e.self_cpu_time_total / 1e3, 3), e.count] for e in cpu]})
+    if args.stacks:  # where in our Python the host time goes: self CPU time by op and its 5 innermost frames
+        by_stack = sorted(prof.key_averages(group_by_stack_n=5), key=lambda e: -e.self_cpu_time_total)[:25]
+        save(top_cpu_stacks=[{"op": e.key[:90], "self_ms": round(e.self_cpu_time_total / 1e3, 3), "count": e.count,
+                              "stack": list(e.stack)[:5]} for e in by_stack])
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -269,6 +281,9 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=300, help="seconds for both parts (default 300)")
     parser.add_argument("--steps", type=int, default=6, help="timed DPO steps per mode (default 6)")
     parser.add_argument("--only", nargs="+", choices=list(SHARES), help="run these parts only")
+    parser.add_argument("--stacks", action="store_true",
+                        help="profile the DPO steps with Python stacks: top_cpu_stacks names the frames behind each "
+                             "op's host time (slower profiling)")
     parser.add_argument("--smoke", action="store_true", help="a CPU run of the same code (interpreter, tiny shapes)")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--deadline-in", type=float, help=argparse.SUPPRESS)
@@ -301,7 +316,7 @@ def main(argv=None) -> int:
         if args.part == "gn":
             part_gn(record, args.smoke, deadline)
         else:
-            part_dpo(record, args.smoke, deadline, 2 if args.smoke else args.steps)
+            part_dpo(record, args.smoke, deadline, 2 if args.smoke else args.steps, args.stacks)
         return 0
     import platform
 
@@ -310,7 +325,8 @@ def main(argv=None) -> int:
     for name in args.only or list(SHARES):
         budget = args.budget_s * SHARES[name] / sum(SHARES[n] for n in (args.only or SHARES))
         cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--out", str(out),
-               "--deadline-in", str(budget - 5)] + (["--smoke"] if args.smoke else []) + ["--steps", str(args.steps)]
+               "--deadline-in", str(budget - 5)] + (["--smoke"] if args.smoke else []) + ["--steps", str(args.steps)] \
+            + (["--stacks"] if args.stacks else [])
         start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=budget, capture_output=True, text=True)

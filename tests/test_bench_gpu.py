@@ -281,3 +281,19 @@ def test_gpu_probe_smoke_compares_three_group_norm_paths(tmp_path):
         for path in ("chunked", "small"):
             assert row[path]["host_fwd_ms"] > 0 and row[path]["device_fwd_ms"] is None  # no GPU time on a CPU
             assert row[path]["max_abs_diff_vs_eager"] <= 2.0**-4  # bf16 outputs of values up to ~4
+
+
+@pytest.mark.slow
+def test_gpu_probe_smoke_profiles_a_dpo_step_with_python_stacks(tmp_path):
+    """bench/gpu_probe.py's dpo part on the CPU (tiny SD 1.x): the torch mode's timed steps and its
+    profiled step, with the Python frames behind the host time (--stacks)."""
+    out = tmp_path / "probe"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_probe.py"), "--smoke", "--only", "dpo",
+                             "--stacks", "--out", str(out), "--budget-s", "70"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "probe.json").read_text())["dpo"]["dpo_runs"][0]
+    assert run["mode"] == "torch" and len(run["step_s"]) == 2 and run["median_s_per_pair"] > 0
+    assert run["profiled_step"]["wall_s"] > 0 and run["profiled_step"]["top_cpu_ops_self_ms"]
+    frames = [f for row in run["top_cpu_stacks"] for f in row["stack"]]
+    assert any("torch/nn/modules" in f for f in frames), frames[:10]
