@@ -133,19 +133,14 @@ def part_gn(record, smoke: bool, deadline: float) -> None:
                     y = F.group_norm(inp, 32, w, b, eps)
                     return F.silu(y) if silu else y
 
-            def ours(small_max):
-                def fn(inp):
-                    saved, gns.SMALL_GROUP_MAX = gns.SMALL_GROUP_MAX, small_max
-                    try:
-                        return gns.group_norm_silu(inp, w, b, 32, eps, silu)
-                    finally:
-                        gns.SMALL_GROUP_MAX = saved
-                return fn
+            def ours(tile):
+                return lambda inp: gns.group_norm_silu(inp, w, b, 32, eps, silu, tile)
 
             row = {"arch": arch, "shape": list(shape), "eps": eps, "silu": silu,
                    "group_elements": shape[1] // 32 * shape[2] * shape[3]}
             want = eager(x).float()
-            for name, fn in (("eager", eager), ("chunked", ours(0)), ("small", ours(1 << 40))):
+            chunked = gns.tiling(shape[1], shape[2] * shape[3], False)  # NCHW
+            for name, fn in (("eager", eager), ("chunked", ours(chunked)), ("small", ours(gns.SMALL))):
                 y = fn(x)
                 grad = torch.ones_like(y)
                 bwd = (lambda y=y, grad=grad: torch.autograd.grad(y, (x, w, b), grad, retain_graph=True))

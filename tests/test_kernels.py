@@ -118,6 +118,22 @@ def test_group_norm_silu_chunked_tiles_with_ragged_edges(channels_last):
 
 
 @pytest.mark.parametrize("small_group_max", [1 << 30, 0])
+def test_group_norm_silu_takes_a_strided_input(small_group_max, monkeypatch):
+    """Neither NCHW nor channels_last (every other column): laid out once, and the gradient reaches
+    the strided input with its shape, on both paths."""
+    from agfsync.train.kernels import group_norm_silu
+
+    monkeypatch.setattr(group_norm_silu, "SMALL_GROUP_MAX", small_group_max)
+    x, w, b, dy = _gn_inputs((2, 64, 5, 12), torch.float32, torch.float32, False, seed=4)
+    x, dy = x[..., ::2], dy[..., ::2]
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    y, dx, dw, db = _gn_run(x, w, b, dy, 32, True)
+    assert dx.shape == x.shape
+    for out, ref, name in zip((y, dx, dw, db), _gn_reference(x, w, b, dy, 32, True), ("y", "dx", "dw", "db")):
+        assert_close(out, ref, torch.float32, name)
+
+
+@pytest.mark.parametrize("small_group_max", [1 << 30, 0])
 def test_group_norm_statistics_survive_a_large_mean(small_group_max, monkeypatch):
     """mean 1000, std 1: a naive E[x^2] - E[x]^2 in fp32 loses the variance to cancellation
     (1e6 against ulp(1e6) = 0.06); the per-channel shifted sums keep it (both paths)."""

@@ -132,19 +132,17 @@ def model_launches(models=("sd15", "sdxl")) -> list:
               "sdxl": [(2, 320, 128, 128), (2, 640, 64, 64), (2, 1280, 32, 32), (2, 960, 128, 128)]}
     latents = {"sd15": 64, "sdxl": 128}
     meta = torch.device("meta")
-    small_max = group_norm_silu.SMALL_GROUP_MAX
     with recording(group_norm_silu, group_norm_small, dpo_loss) as launches:
         for model in models:
-            for shape, layout, silu, path_max in itertools.product(
-                    shapes[model], (torch.contiguous_format, torch.channels_last), (True, False), (1 << 40, 0)):
+            for shape, layout, silu, small in itertools.product(
+                    shapes[model], (torch.contiguous_format, torch.channels_last), (True, False), (True, False)):
                 x = torch.empty(shape, dtype=torch.bfloat16, device=meta).to(memory_format=layout)
                 w = torch.empty(shape[1], device=meta)
-                group_norm_silu.SMALL_GROUP_MAX = path_max
-                try:
-                    _, mean, rstd = group_norm_silu.forward(x, w, w, 32, 1e-5, silu)
-                    group_norm_silu.backward(torch.empty_like(x), x, w, w, mean, rstd, 32, silu)
-                finally:
-                    group_norm_silu.SMALL_GROUP_MAX = small_max
+                hw = shape[2] * shape[3]
+                tile = group_norm_silu.SMALL if small else \
+                    group_norm_silu.tiling(shape[1], hw, layout == torch.channels_last)
+                _, mean, rstd = group_norm_silu.forward(x, w, w, 32, 1e-5, silu, tile)
+                group_norm_silu.backward(torch.empty_like(x), x, w, w, mean, rstd, 32, silu, tile)
             lat = (1, 4, latents[model], latents[model])
             pred = torch.empty((2, *lat[1:]), dtype=torch.bfloat16, device=meta)
             target = torch.empty(lat, device=meta)

@@ -42,7 +42,7 @@ import triton.language as tl
 
 from agfsync.train.kernels import group_norm_small
 from agfsync.train.kernels.group_norm_small import _dz as _grad_before_silu
-from agfsync.train.kernels.group_norm_small import _program_group
+from agfsync.train.kernels.group_norm_small import _group_moments, _program_group
 from agfsync.train.kernels.runtime import cdiv, empty, next_power_of_2
 
 # Tuning constants, and why.
@@ -110,14 +110,9 @@ def _group_stats_kernel(X, S1, S2, Mean, Rstd, C, HW, G, CPG, stride_n, stride_c
     s1 = tl.sum(tl.load(S1 + idx, mask=mask, other=0.0), axis=0)
     s2 = tl.sum(tl.load(S2 + idx, mask=mask, other=0.0), axis=0)
     shift = tl.load(X + n.to(tl.int64) * stride_n + c * stride_c, mask=c_mask, other=0.0).to(tl.float32)
-    mean_c = shift + s1 / HW
-    m2_c = tl.where(c_mask, s2 - s1 * s1 / HW, 0.0)
-    mean = tl.sum(tl.where(c_mask, mean_c, 0.0), axis=0) / CPG
-    dev = tl.where(c_mask, mean_c - mean, 0.0)
-    var = (tl.sum(m2_c, axis=0) + HW * tl.sum(dev * dev, axis=0)) / (CPG * HW)
-    var = tl.maximum(var, 0.0)
+    mean, rstd = _group_moments(shift, s1, s2, c_mask, HW, CPG, eps)
     tl.store(Mean + pid, mean)
-    tl.store(Rstd + pid, 1.0 / tl.sqrt(var + eps))
+    tl.store(Rstd + pid, rstd)
 
 
 @triton.jit
@@ -359,9 +354,9 @@ class GroupNormSiLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, num_groups: int, eps: float, silu: bool, tile: Tiling | str | None = None):
+        x, _, s_c, _ = _as_nc_hw(x)  # NCHW or channels_last from here on (a copy only for other layouts)
         if tile is None:  # decided once: backward takes the forward's path whatever SMALL_GROUP_MAX is by then
-            layout = _as_nc_hw(x)
-            tile = plan(x.shape[1], x[0, 0].numel(), num_groups, layout[2] == 1 and x.shape[1] > 1)
+            tile = plan(x.shape[1], x[0, 0].numel(), num_groups, s_c == 1 and x.shape[1] > 1)
         y, mean, rstd = forward(x, weight, bias, num_groups, eps, silu, tile)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         ctx.num_groups, ctx.silu, ctx.tile = num_groups, silu, tile

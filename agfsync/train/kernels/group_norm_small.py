@@ -49,6 +49,18 @@ def _program_group(G, CPG, BLOCK_CPG: tl.constexpr):
 
 
 @triton.jit
+def _group_moments(shift, s1, s2, c_mask, HW, CPG, eps):
+    """A group's mean and 1/std (biased variance) from per-channel sums shifted by each channel's first
+    value, s1 = sum(x - shift) and s2 = sum((x - shift)^2) over HW: Chan's formula across the channels."""
+    mean_c = shift + s1 / HW
+    m2_c = tl.where(c_mask, s2 - s1 * s1 / HW, 0.0)
+    mean = tl.sum(tl.where(c_mask, mean_c, 0.0), axis=0) / CPG
+    dev = tl.where(c_mask, mean_c - mean, 0.0)
+    var = tl.maximum((tl.sum(m2_c, axis=0) + HW * tl.sum(dev * dev, axis=0)) / (CPG * HW), 0.0)
+    return mean, 1.0 / tl.sqrt(var + eps)
+
+
+@triton.jit
 def _fwd_kernel(X, Y, W, B, Mean, Rstd, G, CPG, stride_n, stride_c, stride_hw, eps,
                 HW: tl.constexpr, BLOCK_CPG: tl.constexpr, BLOCK_HW: tl.constexpr, SILU: tl.constexpr):
     """One (n, g): statistics, then y = silu(x * scale_c + shift_c). Y has X's strides."""
@@ -63,14 +75,7 @@ def _fwd_kernel(X, Y, W, B, Mean, Rstd, G, CPG, stride_n, stride_c, stride_hw, e
         d = tl.where(mask, tl.load(ptr, mask=mask, other=0.0).to(tl.float32) - shift[:, None], 0.0)
         acc1 += d
         acc2 += d * d
-    s1 = tl.sum(acc1, axis=1)
-    s2 = tl.sum(acc2, axis=1)
-    mean_c = shift + s1 / HW
-    m2_c = tl.where(c_mask, s2 - s1 * s1 / HW, 0.0)
-    mean = tl.sum(tl.where(c_mask, mean_c, 0.0), axis=0) / CPG
-    dev = tl.where(c_mask, mean_c - mean, 0.0)
-    var = tl.maximum((tl.sum(m2_c, axis=0) + HW * tl.sum(dev * dev, axis=0)) / (CPG * HW), 0.0)
-    rstd = 1.0 / tl.sqrt(var + eps)
+    mean, rstd = _group_moments(shift, tl.sum(acc1, axis=1), tl.sum(acc2, axis=1), c_mask, HW, CPG, eps)
     tl.store(Mean + pid, mean)
     tl.store(Rstd + pid, rstd)
     w = tl.load(W + c, mask=c_mask, other=0.0).to(tl.float32)
@@ -160,7 +165,7 @@ def _bwd_kernel(X, DY, DX, W, B, Mean, Rstd, DW, DB, G, CPG, stride_n, stride_c,
     tl.store(DB + c, db.to(DB.dtype.element_ty), mask=c_mask)
 
 
-def _blocks(cpg: int, hw: int, channels_contiguous: bool) -> tuple[int, int]:
+def _blocks(cpg: int, hw: int) -> tuple[int, int]:
     block_cpg = next_power_of_2(cpg)
     block_hw = max(1, min(next_power_of_2(hw), TILE_ELEMENTS // block_cpg))
     return block_cpg, block_hw
@@ -171,7 +176,7 @@ def forward(x, s_n, s_c, s_hw, weight, bias, num_groups: int, eps: float, silu: 
     n, c = x.shape[:2]
     hw = x[0, 0].numel()
     cpg = c // num_groups
-    block_cpg, block_hw = _blocks(cpg, hw, s_c == 1)
+    block_cpg, block_hw = _blocks(cpg, hw)
     mean = empty((n, num_groups), torch.float32, x.device)
     rstd = empty((n, num_groups), torch.float32, x.device)
     y = empty(None, x.dtype, x.device, like=x)
@@ -185,7 +190,7 @@ def backward(dy, x, s_n, s_c, s_hw, weight, bias, mean, rstd, num_groups: int, s
     n, c = x.shape[:2]
     hw = x[0, 0].numel()
     cpg = c // num_groups
-    block_cpg, block_hw = _blocks(cpg, hw, s_c == 1)
+    block_cpg, block_hw = _blocks(cpg, hw)
     dweight = empty((c,), weight.dtype, x.device)
     dbias = empty((c,), bias.dtype, x.device)
     dx = empty(None, x.dtype, x.device, like=x)
