@@ -117,6 +117,18 @@ def test_group_norm_silu_chunked_tiles_with_ragged_edges(channels_last):
         assert_close(out, ref, torch.float32, name)
 
 
+def test_group_norm_path_follows_the_measured_threshold():
+    """SMALL_GROUP_MAX = 131,072 elements per group (the H200 probe): SD1.5's [2, 320, 64, 64] (40,960
+    per group) and SDXL's [2, 640, 64, 64] (81,920) take one program per group; SDXL's [2, 320, 128, 128]
+    (163,840) the chunked kernels."""
+    from agfsync.train.kernels.group_norm_silu import SMALL, SMALL_GROUP_MAX, Tiling, plan
+
+    assert SMALL_GROUP_MAX == 131_072
+    assert plan(320, 64 * 64, 32, False) == SMALL and plan(640, 64 * 64, 32, True) == SMALL
+    assert plan(32, 131_072, 32, False) == SMALL and isinstance(plan(32, 131_073, 32, False), Tiling)
+    assert isinstance(plan(320, 128 * 128, 32, False), Tiling)
+
+
 @pytest.mark.parametrize("small_group_max", [1 << 30, 0])
 def test_group_norm_silu_takes_a_strided_input(small_group_max, monkeypatch):
     """Neither NCHW nor channels_last (every other column): laid out once, and the gradient reaches
