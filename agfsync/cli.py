@@ -176,12 +176,14 @@ def _cmd_report(args) -> int:
     from agfsync.core.dag import job_gpus, report_paths
     from agfsync.core.downloads import hub_repos
     from agfsync.core.logs import job_logging
+    from agfsync.core.runs import results_dir
     from agfsync.core.sections import Settings
     from agfsync.report.page import build_report, rebased
 
     cfg = load_config(args.config)
+    results = args.results or results_dir(cfg)  # a named run's (agfsync.core.runs), else ./results
     with job_logging(args.log):
-        paths = {model: rebased(files, args.results) for model, files in report_paths(cfg).items()}
+        paths = {model: rebased(files, results) for model, files in report_paths(cfg).items()}
         build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg), tsv=args.tsv,
                      hub=hub_repos(cfg), gpus=job_gpus(cfg))
     return 0
@@ -238,8 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _stage_parser(sub, "qa", "stage 1b: an LLM writes TIFA-style question/answer pairs per prompt",
                       "Ask the LLM of qa.llm for question/answer pairs for each prompt, validate them, drop "
-                      "prompts with fewer than qa.min_pairs, write JSONL and a JSON summary (rule qa_generate).",
-                      _qa)
+                      "prompts with fewer than qa.min_pairs, write JSONL and a JSON summary (rule qa_generate).", _qa)
     p.add_argument("--prompts", required=True, help="input prompts JSONL (from `agfsync prompts`)")
     p.add_argument("--out", required=True, help="output JSONL: prompts with their QA pairs")
     p.add_argument("--summary", required=True, help="output summary JSON")
@@ -337,8 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _stage_parser(sub, "metric", "stage 6: results/{model}/{metric}.json from per-image score files",
                       "Aggregate the per-shard score (or FID feature) files of both variants into one result file "
-                      "(rule eval_metric). The VLM judge has its own command (`agfsync judge`).", _metric,
-                      model=True)
+                      "(rule eval_metric). The VLM judge has its own command (`agfsync judge`).", _metric, model=True)
     p.add_argument("--metric", required=True, choices=[m for m in METRICS if m != "judge"])
     p.add_argument("--base", nargs="+", required=True, help="per-shard files of the base images")
     p.add_argument("--agfsync", nargs="+", required=True, help="per-shard files of the AGFSync images")
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the self-contained HTML report of a finished run",
                        description="Build the report from RESULTS (result files, training metrics, pairs, shards).")
     p.add_argument("--config", required=True, help="YAML config file of the run")
-    p.add_argument("--results", default="results", help="the run's results directory (default: results)")
+    p.add_argument("--results", help="the run's results directory (default: results; runs/NAME/results for run: NAME)")
     p.add_argument("--out", required=True, help="output HTML file")
     p.add_argument("--tsv", help="also write every number of the result files here (results/metrics.tsv's format)")
     _log(p)

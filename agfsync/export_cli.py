@@ -13,16 +13,18 @@ def _cmd(args, stage) -> int:
 
     from agfsync.core import layout
     from agfsync.core.config import config_digest
+    from agfsync.core.runs import outputs_root
     from agfsync.stages.export_pairs import DATASET, export_pairs
 
     with stage(args, model_job=False) as (settings, cfg):
         from agfsync.core.sharing import source  # a variant's pairs and candidates may be another model's
 
-        pairs = args.pairs or layout.PAIRS.format(model=source(cfg, "pairs", args.model))
-        candidates = args.candidates or str(Path(layout.CANDIDATE_SHARD.format(
+        root = outputs_root(cfg)  # a named run's folder (agfsync.core.runs), else .
+        pairs = args.pairs or str(root / layout.PAIRS.format(model=source(cfg, "pairs", args.model)))
+        candidates = args.candidates or str(root / Path(layout.CANDIDATE_SHARD.format(
             model=source(cfg, "candidates", args.model), shard="0")).parent)
-        qa = args.qa if args.qa is not None else (layout.QA if Path(layout.QA).is_file() else None)
-        out = args.out or DATASET.format(model=args.model)
+        qa = args.qa if args.qa is not None else (str(root / layout.QA) if (root / layout.QA).is_file() else None)
+        out = args.out or str(root / DATASET.format(model=args.model))
         summary = export_pairs(pairs, candidates, out, model=args.model, prompts_qa_path=qa or None,
                                shard_rows=args.shard_rows, config_digest=config_digest(cfg, args.model),
                                seed=settings.seed, overwrite=args.overwrite)

@@ -12,22 +12,24 @@ def _cmd(args, stage) -> int:
     from agfsync.core import layout
     from agfsync.core.ids import read_records
     from agfsync.core.io import DataError
+    from agfsync.core.runs import outputs_root
     from agfsync.stages import draw
 
-    with stage(args, model_job=True) as (settings, _):
-        scope = "generate"
+    with stage(args, model_job=True) as (settings, cfg):
+        scope, root = "generate", outputs_root(cfg)  # a named run's folder (agfsync.core.runs), else .
         if args.benchmark:
-            path = Path(layout.EVAL_PROMPTS.format(bench=args.benchmark))
+            path = root / layout.EVAL_PROMPTS.format(bench=args.benchmark)
             if not path.is_file():
                 raise DataError(f"{path}: no prompt list of the {args.benchmark} benchmark here; make it with "
-                                f"`snakemake {path} --configfile {args.config}`")
+                                f"`snakemake {layout.EVAL_PROMPTS.format(bench=args.benchmark)} --configfile "
+                                f"{args.config}`")
             records, scope = read_records(path, required=("id", "prompt", "group")), args.benchmark
         elif args.prompts:
             records = draw.file_records(args.prompts)
         else:
             records = draw.prompt_records(args.prompt)
         records = records[: args.max_prompts] if args.max_prompts else records
-        trained = args.unet or layout.TRAINED.format(model=args.model)
+        trained = args.unet or str(root / layout.TRAINED.format(model=args.model))
         variants = {v: None if v == "base" else f"{trained}/unet" for v in dict.fromkeys(args.variant or ["base"])}
         written = draw.draw(settings, args.model, records, args.out, variants=variants, scope=scope,
                             per_prompt=args.n)

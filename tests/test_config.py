@@ -72,7 +72,7 @@ def mutate(cfg, path, value):
 DELETE = object()
 BAD = [
     ("typo at top level", "modles", {}, "unknown key 'modles' (allowed here: candidates, cpu_threads, device, downloads, eval, extends, llm_cache_dir, models, pairs, "
-     "prompts, qa, run_models, scores, seed, tiny_models, train, world)"),
+     "prompts, qa, run, run_models, scores, seed, tiny_models, train, world)"),
     ("missing key", "qa.llm.model", DELETE, "missing required key 'qa.llm.model'"),
     ("wrong type", "seed", "abc", "key 'seed': expected integer, got str 'abc'"),
     ("not in enum", "qa.mode", "yes-no", "key 'qa.mode': expected one of 'yes_no', 'multiple_choice'; got 'yes-no'"),

@@ -250,11 +250,9 @@ LLM_SECTIONS = ("prompts.llm", "qa.llm", "eval.judge.llm", "eval.vqascore.llm")
 
 def llm_sections(cfg: dict):
     for dotted in LLM_SECTIONS:
-        node = cfg
-        for key in dotted.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            yield dotted, node
+        node, key = _parent(cfg, dotted)
+        if isinstance(node, dict) and isinstance(node.get(key), dict):
+            yield dotted, node[key]
 
 
 # Whole sections that are operational in the same sense: how training processes start
@@ -283,6 +281,7 @@ def without_operational(stage_cfg: dict) -> dict:
             parent.pop(key, None)
     for entry in (out.get("models") or {}).values():  # models.<name>.like: resolved on load, never an output's
         entry.pop("like", None) if isinstance(entry, dict) else None
+    out.pop("run", None)  # where a run writes (agfsync.core.runs), never what
     return out
 
 

@@ -352,6 +352,7 @@ class Settings(Section):
     device: str = opt('auto', 'auto: CUDA when present, else CPU', choices=('auto', 'cuda', 'cpu'))
     cpu_threads: int = opt(2, 'intra-op CPU threads of every model job (torch.set_num_threads) and of each training process; fixed by config, not by --cores, because on a CPU the thread count changes float reductions and so the outputs', ge=1)
     tiny_models: TinyModelsSettings = section(TinyModelsSettings, 'tiny local models instead of real checkpoints (demo)', default={'enabled': False, 'dir': 'resources/tiny_models'})
+    run: str | None = opt(None, 'null: outputs in the working directory; NAME: every output (results/, logs/, benchmarks/) under runs/NAME/ of the checkout, or $AGFSYNC_RUNS_DIR/NAME (agfsync.core.runs)')
     llm_cache_dir: str = opt('resources/llm_cache', 'on-disk cache of LLM answers: a rerun sends no request')
     world: WorldSettings = section(WorldSettings, 'the miniature world: procedural scenes, an oracle, trained tiny models', default={'seed': 0, 'models': 'data/world/models', 'build_dir': 'resources/world/models'})
     eval: EvalSettings = section(EvalSettings, 'stage 6: base vs fine-tuned model on the benchmarks (docs/method.md, Evaluation)', default={})

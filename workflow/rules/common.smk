@@ -7,7 +7,7 @@ import os
 
 from snakemake.utils import validate
 
-from agfsync.core import dag, layout, sharing
+from agfsync.core import dag, layout, runs, sharing
 from agfsync.core.benchmarks import VARIANTS, metrics_for
 from agfsync.core.benchmarks import enabled as enabled_benchmarks
 from agfsync.core.config import REPO_ROOT, SCHEMA_PATH, check_config, check_config_files, config_digest, resolve_config
@@ -31,6 +31,14 @@ config.update(_resolved)
 check_config(config, source="config")
 validate(config, schema=str(SCHEMA_PATH))
 sharing.freeze(config)  # checked and complete: the sharing answers are computed once
+
+# A named run (`run: NAME`) works in its own folder, runs/NAME (agfsync.core.runs), linked to
+# the checkout's data/ and resources/. An absolute path: a cluster job that parses this file
+# again in that folder lands in the same place. `--directory` wins, as Snakemake wants.
+RUN_DIR = runs.run_dir(config, REPO_ROOT)
+if RUN_DIR is not None and workflow.overwrite_workdir is None:
+    runs.prepare(RUN_DIR, REPO_ROOT)
+    workflow.workdir(str(RUN_DIR))
 
 TINY_MODELS = config["tiny_models"]["dir"]
 CONFIG_HASH = config_digest(config)
