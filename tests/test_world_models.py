@@ -200,6 +200,11 @@ def test_world_check_reports_every_measure_with_its_count(shortened):
                       "aesthetic_quality_spearman": 8,
                       "vqa_agreement_where_oracle_reads": result["vqa_agreement_where_oracle_reads"]["n"]}
     assert result["vqa_agreement_where_oracle_reads"]["n"] <= questions
+    judge = result["vqa_diagnostics"]  # per question kind; the kinds partition the questions
+    assert sum(v["n"] for v in judge["right_on_renders"].values()) == questions
+    assert (sum(v["n"] for v in judge["agreement_where_oracle_reads"].values())
+            == result["vqa_agreement_where_oracle_reads"]["n"])
+    assert {kind.split(", ")[1] for kind in judge["right_on_renders"]} <= {"yes/no", "choice"}
     assert result["oracle_accuracy_on_renders"]["value"] == 1.0
     assert {k: v["n"] for k, v in result["base_gold_accuracy_by_split"].items()} == {"seen": 3, "unseen": 3}
     assert sum(v["n"] for v in result["base_gold_accuracy_by_category"].values()) == 6

@@ -6,7 +6,9 @@ held-out color-shape pair, reported separately as "unseen"):
   base_recognisable_rate       base-model images with >= 1 object the oracle reads fully
   base_gold_accuracy           the oracle's TIFA accuracy on base-model images (mean over prompts)
   vqa_agreement                BLIP-2 answers equal to the oracle's, on base-model images
-                               (also on the questions the oracle answers, not "unrecognised")
+                               (also on the questions the oracle answers, not "unrecognised";
+                               vqa_diagnostics: per question kind, BLIP-2 right on the clean
+                               renders, agreement, and "yes" where the oracle reads "no")
   clip_gold_spearman           CLIP score vs gold accuracy, per image
   aesthetic_quality_spearman   aesthetic score vs the renderer's quality, per perturbed render
   candidate_spread             prompts whose 8 candidates (sigma-noised, as stage 2) differ in gold
@@ -129,15 +131,28 @@ def run(models: str | Path, *, seed: int = 0, prompts: int = 500, spread_prompts
     model, processor, device = load_blip2(str(models / "blip2"), device="cpu")
     vqa = VQAScorer(model, processor, device)
     agree = count = agree_read = read = 0
+    judge = defaultdict(list)  # diagnostics of the judge, by question kind (vqa_diagnostics)
     for r, image, answers in zip(records, base, oracle_answers):
         (vqa_answers,) = vqa.answer([image], r["qa"])
+        (on_render,) = vqa.answer([scenes.render(r["scene"])], r["qa"])
         agree += sum(a == o for a, o in zip(vqa_answers, answers))
         count += len(answers)
         agree_read += sum(a == o for a, o in zip(vqa_answers, answers) if o != questions.UNRECOGNISED)
         read += sum(o != questions.UNRECOGNISED for o in answers)
+        for q, a, o, w in zip(r["qa"], vqa_answers, answers, on_render):
+            kind = f"{q['element_type']}, {'yes/no' if sorted(q['choices']) == ['no', 'yes'] else 'choice'}"
+            judge[kind, "right_on_renders"].append(w == q["answer"])
+            if o != questions.UNRECOGNISED:
+                judge[kind, "agreement_where_oracle_reads"].append(a == o)
+            if o == "no":
+                judge[kind, "yes_where_oracle_reads_no"].append(a == "yes")
     result["vqa_agreement"] = _value(agree / count, count, unit="questions")
     # Where the oracle reads no answer ("unrecognised"), BLIP-2, which must pick a choice, cannot agree.
     result["vqa_agreement_where_oracle_reads"] = _value(agree_read / read if read else None, read, unit="questions")
+    result["vqa_diagnostics"] = {  # per question kind: BLIP-2 on the prompts' clean renders, and on base images
+        measure: {kind: _value(float(np.mean(v)), len(v), unit="questions")
+                  for (kind, m), v in sorted(judge.items()) if m == measure}
+        for measure in ("right_on_renders", "agreement_where_oracle_reads", "yes_where_oracle_reads_no")}
 
     clip_model, clip_processor, device = load_clip(str(models / "clip"), device="cpu")
     clip = CLIPScorer(clip_model, clip_processor, device)
@@ -201,4 +216,7 @@ def table(result: dict) -> str:
     for group in ("base_gold_accuracy_by_split", "base_gold_accuracy_by_element_type", "base_gold_accuracy_by_category"):
         for name, entry in result[group].items():
             lines.append(f"  {group.removeprefix('base_gold_accuracy_')} {name:18s} {entry['value']!s:>8s} {entry['n']:7d}")
+    for measure, kinds in result.get("vqa_diagnostics", {}).items():
+        for kind, entry in kinds.items():
+            lines.append(f"  vqa {measure} {kind:18s} {entry['value']:8.3f} {entry['n']:7d}")
     return "\n".join(lines)
