@@ -103,3 +103,20 @@ def test_directory_wins_over_a_run_name(tmp_path):
                tmp_path, tmp_path / "runs")
     assert (here / ".snakemake").is_dir()
     assert not (tmp_path / "runs").exists()
+
+
+def test_commands_outside_the_workflow_read_the_run_folder_of_their_config(tmp_path):
+    """agfsync generate / export-pairs / report default to the run folder's results."""
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"extends": "config/tiny.yaml", "run": "exp9"}))
+    env = {**os.environ, runs.ENV: str(tmp_path / "runs")}
+    agfsync = Path(sys.executable).parent / "agfsync"
+    folder = tmp_path / "runs" / "exp9" / "results"
+    for args, message in (
+            (["generate", "--model", "sd15", "--benchmark", "tifa", "--out", str(tmp_path / "g")],
+             f"{folder}/eval/tifa/prompts.jsonl: no prompt list of the tifa benchmark here; make it with "
+             f"`snakemake results/eval/tifa/prompts.jsonl --configfile {tmp_path / 'exp.yaml'}`"),
+            (["export-pairs", "--model", "sd15"], f"{folder}/sd15/pairs.jsonl: file not found")):
+        out = subprocess.run([str(agfsync), args[0], "--config", str(tmp_path / "exp.yaml"), *args[1:]], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert f"agfsync {args[0]}: error: {message}" in out.stderr
