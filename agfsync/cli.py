@@ -172,6 +172,8 @@ def _cmd_download(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from pathlib import Path
+
     from agfsync.core.config import config_digest, load_config
     from agfsync.core.dag import job_gpus, report_paths
     from agfsync.core.downloads import hub_repos
@@ -182,10 +184,10 @@ def _cmd_report(args) -> int:
 
     cfg = load_config(args.config)
     results = args.results or results_dir(cfg)  # a named run's (agfsync.core.runs), else ./results
-    with job_logging(args.log):
+    with job_logging(args.log):  # root: where the run's benchmarks/ and resources/ are, beside its results
         paths = {model: rebased(files, results) for model, files in report_paths(cfg).items()}
         build_report(Settings.from_dict(cfg), args.out, paths, config_hash=config_digest(cfg), tsv=args.tsv,
-                     hub=hub_repos(cfg), gpus=job_gpus(cfg))
+                     hub=hub_repos(cfg), gpus=job_gpus(cfg), root=Path(results).parent)
     return 0
 
 
@@ -204,11 +206,9 @@ def _log(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="agfsync",
-        description="AGFSync preference tuning for text-to-image diffusion models: the steps of the Snakemake "
-        "workflow (workflow/Snakefile), runnable one at a time.",
-    )
+    parser = argparse.ArgumentParser(prog="agfsync", description="AGFSync preference tuning for text-to-image "
+                                     "diffusion models: the steps of the Snakemake workflow (workflow/Snakefile), "
+                                     "runnable one at a time.")
     parser.add_argument("--version", action="version", version=f"agfsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -26,8 +26,10 @@ def test_run_folder_is_under_the_checkout_or_the_env_root(tmp_path):
     assert runs.run_dir({"run": "a"}, REPO, env={runs.ENV: str(tmp_path)}) == tmp_path / "a"
     assert runs.results_dir({"run": "a"}, REPO, env={runs.ENV: str(tmp_path)}) == str(tmp_path / "a" / "results")
     assert runs.results_dir({"run": None}, REPO, env={}) == "results"
-    with pytest.raises(ValueError, match=r"key 'run': '\.\./x' is not a run name"):
-        runs.run_dir({"run": "../x"}, REPO, env={})
+    for bad in ("../x", "exp\n"):  # Python's $ also matches before a final newline: not here
+        with pytest.raises(ValueError, match=r"key 'run': .* is not a run name \(letters, digits, '\.', '_', '-', "
+                                             r"starting with a letter or digit; at most 64\)"):
+            runs.run_dir({"run": bad}, REPO, env={})
 
 
 @pytest.mark.parametrize("name", ["a/b", "../up", ".hidden", "x" * 65, "sp ace"])
@@ -59,6 +61,11 @@ def test_prepare_links_the_shared_inputs_once_and_keeps_a_runs_own(tmp_path):
     (own / "resources").mkdir(parents=True)
     assert runs.prepare(own, checkout) == ["resources"]
     assert not (own / "resources").is_symlink() and (own / "data").is_symlink()
+    fresh = tmp_path / "fresh"  # a fresh clone has data/ but no resources/ (ignored by git)
+    (fresh / "data").mkdir(parents=True)
+    assert runs.prepare(tmp_path / "runs" / "r3", fresh) == []
+    (tmp_path / "runs" / "r3" / "resources" / "tiny_models").mkdir()  # what a job writing there does
+    assert (fresh / "resources" / "tiny_models").is_dir()
 
 
 def _snakemake(args, cwd, env_root, timeout=600):
@@ -92,6 +99,23 @@ def test_two_named_runs_write_apart_and_alike(tmp_path):
     again = _snakemake(["--cores", "1", "results/prompts/qa.jsonl", "--configfile", str(tmp_path / "one.yaml")],
                        start, root)
     assert "Nothing to be done" in again.stdout + again.stderr  # the run's own metadata: nothing redone
+
+
+def test_agfsync_unlock_of_a_run_folder_removes_its_stale_lock(tmp_path):
+    """A run folder holds no Snakefile: `agfsync unlock runs/NAME` names ours, and
+    --directory, so that a config's run: cannot move the unlock elsewhere."""
+    folder = tmp_path / "runs" / "exp"
+    (folder / ".snakemake" / "locks").mkdir(parents=True)
+    (folder / ".snakemake" / "locks" / "0.output.lock").write_text(str(folder / "results" / "x") + "\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "squeue").write_text("#!/bin/sh\n")  # no SLURM job is left
+    (tmp_path / "bin" / "squeue").chmod(0o755)
+    out = subprocess.run([sys.executable, "-m", "agfsync.cli", "unlock", str(folder)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "removing the stale lock (1 lock file(s))" in out.stdout
+    assert not list((folder / ".snakemake" / "locks").glob("*.lock"))
 
 
 def test_directory_wins_over_a_run_name(tmp_path):

@@ -253,24 +253,23 @@ def test_training_on_two_nodes_through_srun_matches_two_local_processes(cluster,
 
 @pytest.mark.timeout(900)
 def test_a_named_run_through_slurm_writes_in_its_own_folder(cluster, tmp_path):
-    """`run: NAME` through `--profile slurm`: the SLURM jobs parse the Snakefile again
-    wherever SLURM starts them and land in the same run folder (an absolute working
-    directory); the directory Snakemake started in keeps only SLURM's own job logs (the
-    plugin roots a relative slurm-logdir there, whatever the workflow's working directory)."""
+    """`run: NAME` through `--profile slurm`, typed from the checkout as a user does (the
+    Snakefile found as workflow/Snakefile): the SLURM jobs start in the run folder (its
+    absolute path), parse the Snakefile again there and write into it, SLURM's own job logs
+    included; the checkout gets nothing of the run but Snakemake's main log."""
     repo = Path(__file__).resolve().parents[1]
-    start = tmp_path / "start"
-    start.mkdir()
-    (start / "slurm").symlink_to(repo / "profiles" / "slurm")  # as ./slurm in the checkout
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"extends": "config/tiny.yaml", "run": "slurm-exp"}))
     target = "results/prompts/qa.jsonl"
-    run = profile_run(cluster, start, "-s", str(repo / "workflow" / "Snakefile"), target, "--configfile",
-                      str(tmp_path / "exp.yaml"), env={"AGFSYNC_RUNS_DIR": str(tmp_path / "runs")})
+    stamp = lambda path: path.stat().st_mtime_ns if path.exists() else None  # noqa: E731
+    before = {p: stamp(repo / p) for p in (target, "logs/slurm", "logs/prompts/qa_generate.log")}
+    run = profile_run(cluster, repo, target, "--configfile", str(tmp_path / "exp.yaml"),
+                      env={"AGFSYNC_RUNS_DIR": str(tmp_path / "runs")})
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out[-3000:]
     assert len(submissions(out)) == 2, out[-3000:]  # prompts_generate and qa_generate, each a SLURM job
     folder = tmp_path / "runs" / "slurm-exp"
     for made in (target, "logs/prompts/qa_generate.log", "benchmarks/prompts/prompts_generate.tsv"):
         assert (folder / made).is_file(), made
-    assert sorted(p.name for p in start.iterdir()) == [".snakemake", "logs", "slurm"]
-    assert sorted(p.parent.name for p in (start / "logs" / "slurm").rglob("*.log")) == [
+    assert sorted(p.parent.name for p in (folder / "logs" / "slurm").rglob("*.log")) == [
         "rule_prompts_generate", "rule_qa_generate"]
+    assert {p: stamp(repo / p) for p in before} == before

@@ -41,19 +41,23 @@ def run_dir(config: dict, checkout: Path, env: dict | None = None) -> Path | Non
     name = config.get("run")
     if name is None:
         return None
-    if not isinstance(name, str) or not NAME.match(name):
-        raise ValueError(f"key 'run': {name!r} is not a run name (letters, digits, '.', '_', '-'; at most 64)")
+    if not isinstance(name, str) or not NAME.fullmatch(name.rstrip("\n")) or name.endswith("\n"):
+        raise ValueError(f"key 'run': {name!r} is not a run name (letters, digits, '.', '_', '-', starting with a "
+                         "letter or digit; at most 64)")
     return runs_root(checkout, env) / name
 
 
 def prepare(folder: Path, checkout: Path) -> list[str]:
     """Create the run folder and its links to the checkout's shared inputs (idempotent: a
-    job of the run, or a rerun, finds them made). An entry of that name that is already
-    there and is not such a link is kept (the run's own inputs); returns their names."""
+    job of the run, or a rerun, finds them made), and the shared folders themselves (a
+    fresh clone has no resources/: a link to nothing would fail every job writing there).
+    An entry of that name that is already there and is not such a link is kept (the run's
+    own inputs, or a link to another checkout's); returns their names."""
     folder.mkdir(parents=True, exist_ok=True)
     kept = []
     for name in SHARED:
         link, target = folder / name, checkout / name
+        target.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() and Path(os.readlink(link)) == target:
             continue
         if link.exists() or link.is_symlink():

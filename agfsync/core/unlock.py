@@ -80,5 +80,11 @@ def main(directory: str | os.PathLike = ".") -> int:
     print(f"no Snakemake runs in {directory} on {socket.gethostname()} and no SLURM job of it is left: "
           f"removing the stale lock ({len(locks)} lock file(s))")
     snakemake = Path(sys.executable).with_name("snakemake")
-    return subprocess.run([str(snakemake) if snakemake.exists() else "snakemake", "--unlock"], cwd=directory).returncode
+    # Our Snakefile and this very directory, named: a run folder (runs/NAME) holds no Snakefile,
+    # and --directory keeps a config's `run:` from moving the unlock elsewhere.
+    from agfsync.core.config import REPO_ROOT
+
+    command = [str(snakemake) if snakemake.exists() else "snakemake", "-s", str(REPO_ROOT / "workflow" / "Snakefile"),
+               "--directory", str(directory), "--unlock"]
+    return subprocess.run(command, cwd=directory).returncode
 

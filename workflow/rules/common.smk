@@ -4,6 +4,7 @@
 # every path in agfsync.core.layout.
 
 import os
+import sys
 
 from snakemake.utils import validate
 
@@ -37,8 +38,16 @@ sharing.freeze(config)  # checked and complete: the sharing answers are computed
 # again in that folder lands in the same place. `--directory` wins, as Snakemake wants.
 RUN_DIR = runs.run_dir(config, REPO_ROOT)
 if RUN_DIR is not None and workflow.overwrite_workdir is None:
-    runs.prepare(RUN_DIR, REPO_ROOT)
+    for _name in runs.prepare(RUN_DIR, REPO_ROOT):
+        print(f"agfsync: {RUN_DIR / _name} is not a link to {REPO_ROOT / _name}: the run reads its own",
+              file=sys.stderr)
     workflow.workdir(str(RUN_DIR))
+    # Jobs start where Snakemake started (sbatch -D, the local executor's cd, the SLURM plugin's
+    # relative slurm-logdir): make that the run folder too, so that all of the run is in it and
+    # `agfsync unlock runs/NAME` finds its SLURM jobs. Jobs parse this file again: they get the
+    # runs root as an absolute path (a relative $AGFSYNC_RUNS_DIR would move with them).
+    workflow._workdir_init = str(RUN_DIR)
+    os.environ[runs.ENV] = str(RUN_DIR.parent)
 
 TINY_MODELS = config["tiny_models"]["dir"]
 CONFIG_HASH = config_digest(config)
