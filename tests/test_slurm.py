@@ -262,8 +262,9 @@ def test_a_named_run_through_slurm_writes_in_its_own_folder(cluster, tmp_path):
     target = "results/prompts/qa.jsonl"
     stamp = lambda path: path.stat().st_mtime_ns if path.exists() else None  # noqa: E731
     before = {p: stamp(repo / p) for p in (target, "logs/slurm", "logs/prompts/qa_generate.log")}
+    # a relative runs root: every parse of the Snakefile (sbatch step, srun jobstep) must land in the same folder
     run = profile_run(cluster, repo, target, "--configfile", str(tmp_path / "exp.yaml"),
-                      env={"AGFSYNC_RUNS_DIR": str(tmp_path / "runs")})
+                      env={"AGFSYNC_RUNS_DIR": os.path.relpath(tmp_path / "runs", repo)})
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out[-3000:]
     assert len(submissions(out)) == 2, out[-3000:]  # prompts_generate and qa_generate, each a SLURM job

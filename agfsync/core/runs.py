@@ -24,6 +24,9 @@ import os
 import re
 from pathlib import Path
 
+from agfsync.core.config import REPO_ROOT
+from agfsync.core.layout import RESULTS
+
 ENV = "AGFSYNC_RUNS_DIR"
 RUNS = "runs"  # under the checkout, when $AGFSYNC_RUNS_DIR is not set
 SHARED = ("data", "resources")  # linked from every run folder to the checkout's
@@ -41,7 +44,7 @@ def run_dir(config: dict, checkout: Path, env: dict | None = None) -> Path | Non
     name = config.get("run")
     if name is None:
         return None
-    if not isinstance(name, str) or not NAME.fullmatch(name.rstrip("\n")) or name.endswith("\n"):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: no final newline either
         raise ValueError(f"key 'run': {name!r} is not a run name (letters, digits, '.', '_', '-', starting with a "
                          "letter or digit; at most 64)")
     return runs_root(checkout, env) / name
@@ -70,16 +73,12 @@ def prepare(folder: Path, checkout: Path) -> list[str]:
     return kept
 
 
-def outputs_root(config: dict, checkout: Path | None = None, env: dict | None = None) -> Path:
+def outputs_root(config: dict, checkout: Path = REPO_ROOT, env: dict | None = None) -> Path:
     """The folder a config's results/ and logs/ are in, for commands run outside the
     workflow (agfsync report, generate, export-pairs): the run folder, else '.'."""
-    if checkout is None:
-        from agfsync.core.config import REPO_ROOT as checkout
     return run_dir(config, checkout, env) or Path(".")
 
 
-def results_dir(config: dict, checkout: Path | None = None, env: dict | None = None) -> str:
+def results_dir(config: dict, checkout: Path = REPO_ROOT, env: dict | None = None) -> str:
     """The results/ folder of a config's run (agfsync report's default)."""
-    from agfsync.core.layout import RESULTS
-
     return str(outputs_root(config, checkout, env) / RESULTS)
