@@ -144,3 +144,26 @@ def test_commands_outside_the_workflow_read_the_run_folder_of_their_config(tmp_p
                              env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 2, out.stderr[-2000:]
         assert f"agfsync {args[0]}: error: {message}" in out.stderr
+
+
+def test_report_of_a_named_run_reads_its_results_and_its_job_benchmarks(demo_run, tmp_path):
+    """`agfsync report --config` of a named run, typed anywhere: the run folder's results/ and
+    the compute costs of its benchmarks/ (not those of the directory it is typed in)."""
+    import shutil
+
+    folder = tmp_path / "runs" / "exp"
+    for part in ("results", "benchmarks"):
+        shutil.copytree(demo_run / part, folder / part)
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"extends": "config/tiny.yaml", "run": "exp"}))
+    env = {**os.environ, runs.ENV: str(tmp_path / "runs")}
+
+    def report(name):
+        out = subprocess.run([sys.executable, "-m", "agfsync.cli", "report", "--config", str(tmp_path / "exp.yaml"),
+                              "--out", str(tmp_path / name)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return (tmp_path / name).read_text()
+
+    assert "Compute: not measured" not in report("with.html")
+    shutil.rmtree(folder / "benchmarks")  # the control: the same page without them says so
+    assert "Compute: not measured" in report("without.html")
