@@ -84,6 +84,36 @@ def test_retraining_one_part_keeps_every_other_model_and_records_its_base(part, 
     assert after["command"] == f"agfsync world build {tmp_path / 'a'} --{part}-from {base} --shorten 0.002"
 
 
+def test_blip2_binding_recipe_is_recorded_and_loads(shortened, tmp_path, monkeypatch):
+    """`--blip2-binding`: BLIP-2 with the eleventh round's recipe (build.BLIP2_BINDING), its
+    settings in the manifest's schedule and its architecture in the saved config; it loads and
+    answers through the scorer."""
+    import torch
+
+    from agfsync.cli import main
+    from agfsync.models.loaders import load_blip2
+    from agfsync.models.vqa import VQAScorer
+    from agfsync.world import check, scenes
+    from agfsync.world.build import BLIP2_BINDING, Schedule
+
+    base, _ = shortened
+    argv = ["world", "build", str(tmp_path / "b"), "--blip2-from", str(base), "--blip2-binding", "--shorten", "0.002"]
+    monkeypatch.setattr("sys.argv", ["agfsync", *argv])
+    assert main(argv) == 0
+    schedule = json.loads((tmp_path / "b" / "MANIFEST.json").read_text())["schedule"]
+    assert {k: schedule[k] for k in BLIP2_BINDING} == {**BLIP2_BINDING, "blip2_steps": 3}  # 1,800 x 0.002
+    assert Schedule().blip2_slot_loss == Schedule().blip2_patch_loss == 0.0  # the shipped judge is without it
+    config = json.loads((tmp_path / "b" / "blip2" / "config.json").read_text())
+    assert (config["text_config"]["num_layers"], config["qformer_config"]["cross_attention_frequency"]) == (3, 1)
+    shipped = json.loads((SHIPPED / "blip2" / "config.json").read_text())
+    assert (shipped["text_config"]["num_layers"], shipped["qformer_config"]["cross_attention_frequency"]) == (2, 2)
+    torch.set_num_threads(2)
+    record = check.held_out_prompts(3, 1)[0]
+    vqa = VQAScorer(*load_blip2(str(tmp_path / "b" / "blip2"), device="cpu"))
+    (answers,) = vqa.answer([scenes.render(record["scene"])], record["qa"])
+    assert all(a in q["choices"] for a, q in zip(answers, record["qa"]))
+
+
 @pytest.mark.parametrize("flag", ["--unet-from", "--blip2-from"])
 def test_retraining_a_part_of_a_directory_that_is_no_build_names_it(flag, tmp_path, capsys):
     from agfsync.cli import main
@@ -234,3 +264,27 @@ def test_judges_training_batches_pass_the_chosen_share_through_the_vae():
     again = render_batch(0, "clip", 3, 40, perturbed=0.3, roundtrip=black, roundtrip_p=0.3)
     assert [im.tobytes() for im in again[2]] == [im.tobytes() for im in mixed[2]]
     assert render_batch(0, "clip", 3, 40, perturbed=0.3, roundtrip=black, roundtrip_p=1.0)[2][0].getbbox() is None
+
+
+def test_blip2_slot_targets_bind_each_position_to_its_objects_color_shape_and_size():
+    from agfsync.world import judges
+    from agfsync.world.scenes import Obj, Scene
+
+    scene = Scene(objects=(Obj("triangle", "purple", "large", "left", 13, 31),
+                           Obj("square", "red", "small", "center", 32, 33)), background=200)
+    # positions left, right, top, bottom, center; colors red..purple, shapes circle, square,
+    # triangle, sizes small, large, each index + 1 (0: nothing there)
+    assert judges.slot_targets([scene])[0].tolist() == [[6, 3, 2], [0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 2, 1]]
+
+
+def test_blip2_patch_targets_name_each_patch_and_the_object_covering_its_centre():
+    from agfsync.world import judges
+    from agfsync.world.scenes import Obj, Scene
+
+    # patch centres lie at 4, 12, 20, ... px; a small blue circle (half-extent 7) at (12, 32) covers
+    # those within 7 px on both axes: x = 12 (column 1), y = 28 and 36 (rows 3 and 4)
+    scene = Scene(objects=(Obj("circle", "blue", "small", "left", 12, 32),), background=200)
+    targets = judges.patch_targets([scene])[0]
+    assert targets.shape == (64, 3) and targets[:, 0].tolist() == list(range(64))
+    covered = {int(i): (int(c), int(s)) for i, (_, c, s) in enumerate(targets) if c}
+    assert covered == {3 * 8 + 1: (5, 1), 4 * 8 + 1: (5, 1)}

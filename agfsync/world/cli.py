@@ -24,7 +24,7 @@ def _build(args) -> int:
     from agfsync.core.logs import job_logging
     from agfsync.world.build import Schedule, build, retrain_blip2, retrain_unet
 
-    schedule = Schedule()
+    schedule = Schedule().with_blip2_binding() if args.blip2_binding else Schedule()
     if args.shorten != 1.0:
         schedule = schedule.shortened(args.shorten)
     seed = _config_seed(args.config, args.seed)
@@ -84,6 +84,10 @@ def add_parser(sub) -> None:
     again.add_argument("--blip2-from", metavar="DIR",
                        help="train only BLIP-2 again, on the CLIP and VAE of the finished build DIR (everything "
                        "else copied as it is); OUT may be DIR")
+    p.add_argument("--blip2-binding", action="store_true",
+                   help="train BLIP-2 with the binding recipe (patch and slot losses, 3 text encoder layers, 1,800 "
+                   "steps; build.BLIP2_BINDING): it reads shapes, sizes and positions better, the shipped judge "
+                   "is without it (docs/world.md, Eleventh round)")
     p.add_argument("--log", help="also write the log to this file")
     p.set_defaults(func=_build)
 

@@ -17,7 +17,12 @@ known content, but with the soft corners and tints generated images have.
   query outputs (which colors appear with which shape, size and position), in place of
   BLIP-2's first, representation-learning stage. Without it the language model learns the
   answers' priors from the question alone, the Q-Former's output stops depending on the
-  image, and the judge is blind (docs/world.md, "Sixth round").
+  image, and the judge is blind (docs/world.md, "Sixth round"). Optional (the schedule's
+  BLIP2_BINDING, off in the shipped judge): two more training-only losses that make it bind
+  attributes to objects (docs/world.md, "Eleventh round"): every patch token of the image
+  encoder names its own patch and the color and shape covering it (the world CLIP's tokens
+  barely know where they are, so no attention can pick an object by place), and the Q-Former's
+  output names what stands at each of the five positions (slot_targets).
 """
 
 from __future__ import annotations
@@ -143,9 +148,12 @@ def train_aesthetic(schedule, seed: int, clip_model, processor):
 # ----------------------------------------------------------------------------- BLIP-2
 
 NUM_QUERY_TOKENS = 8
+PATCH = 8  # pixels per side of the image encoder's patches
 
 
-def make_blip2(tokenizer):
+def make_blip2(tokenizer, *, text_layers: int = 2, cross_attention_every: int = 2):
+    """A randomly initialised world BLIP-2 and its processor: `text_layers` T5 encoder
+    layers, cross-attention to the image in every `cross_attention_every`-th Q-Former layer."""
     from transformers import (
         Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig, Blip2VisionConfig,
         BlipImageProcessor, T5Config,
@@ -156,12 +164,13 @@ def make_blip2(tokenizer):
     vocab = len(processor.tokenizer)
     config = Blip2Config(
         vision_config=Blip2VisionConfig(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=3,
-                                        num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8, qkv_bias=True,
+                                        num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH, qkv_bias=True,
                                         hidden_act="quick_gelu").to_dict(),
         qformer_config=Blip2QFormerConfig(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
                                           intermediate_size=2 * HIDDEN, encoder_hidden_size=HIDDEN,
+                                          cross_attention_frequency=cross_attention_every,
                                           vocab_size=vocab).to_dict(),
-        text_config=T5Config(vocab_size=vocab, d_model=HIDDEN, d_kv=16, d_ff=2 * HIDDEN, num_layers=2,
+        text_config=T5Config(vocab_size=vocab, d_model=HIDDEN, d_kv=16, d_ff=2 * HIDDEN, num_layers=text_layers,
                              num_decoder_layers=1, num_heads=4, decoder_start_token_id=0, pad_token_id=0,
                              eos_token_id=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False).to_dict(),
         num_query_tokens=NUM_QUERY_TOKENS,
@@ -237,16 +246,66 @@ def scene_facts(batch_scenes) -> torch.Tensor:
     return out.clamp(max=1.0)
 
 
+SLOT_CLASSES = (len(COLORS) + 1, len(SHAPES) + 1, len(SIZES) + 1)  # class 0: nothing there
+GRID = IMAGE_SIZE // PATCH
+PATCH_CLASSES = (GRID * GRID, len(COLORS) + 1, len(SHAPES) + 1)  # the patch's own index; what covers it
+
+
+def slot_targets(batch_scenes) -> torch.Tensor:
+    """(scenes, positions, 3) classes of the slot loss: the color, shape and size of the
+    object at each of the five positions (index + 1; 0 where none stands). A scene's
+    positions are distinct, so they are its object slots: one fact per slot binds an
+    object's color to its shape and size, which facts per color cannot."""
+    out = torch.zeros(len(batch_scenes), len(POSITIONS), 3, dtype=torch.long)
+    for i, scene in enumerate(batch_scenes):
+        for o in scene.objects:
+            out[i, list(POSITIONS).index(o.position)] = torch.tensor(
+                [list(COLORS).index(o.color) + 1, SHAPES.index(o.shape) + 1, list(SIZES).index(o.size) + 1])
+    return out
+
+
+def patch_targets(batch_scenes) -> torch.Tensor:
+    """(scenes, GRID * GRID, 3) classes of the patch loss, patches in row-major order: the
+    patch's own index, and the color and shape (index + 1; 0 for background) of the object
+    whose box covers the patch's centre."""
+    centre = torch.arange(GRID) * PATCH + PATCH / 2
+    cy, cx = centre.repeat_interleave(GRID), centre.repeat(GRID)
+    out = torch.zeros(len(batch_scenes), GRID * GRID, 3, dtype=torch.long)
+    out[:, :, 0] = torch.arange(GRID * GRID)
+    for i, scene in enumerate(batch_scenes):
+        for o in scene.objects:
+            half = SIZES[o.size]
+            covered = ((cx - o.x).abs() <= half) & ((cy - o.y).abs() <= half)
+            out[i, covered, 1] = list(COLORS).index(o.color) + 1
+            out[i, covered, 2] = SHAPES.index(o.shape) + 1
+    return out
+
+
+def _classes_loss(logits: torch.Tensor, targets: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
+    """Sum over the target columns of the mean cross-entropy; logits (..., sum(classes))."""
+    parts = torch.split(logits, list(classes), dim=-1)
+    return sum(F.cross_entropy(part.reshape(-1, n), targets[..., k].reshape(-1))
+               for k, (part, n) in enumerate(zip(parts, classes)))
+
+
 def train_blip2(schedule, seed: int, tokenizer, clip_model=None, roundtrip=None):
     torch.manual_seed(rng_for(seed, "blip2", "init").getrandbits(63))
-    model, processor = make_blip2(tokenizer)
+    model, processor = make_blip2(tokenizer, text_layers=schedule.blip2_text_layers,
+                                  cross_attention_every=schedule.blip2_cross_attention_every)
     if clip_model is not None:
         vision_from_clip(model, clip_model.float())
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
-    # Read by the scene loss during training only; not part of the shipped model.
+    # Heads of the scene, slot and patch losses: read in training only, not part of the shipped model.
+    # (the optional ones made only when used: their draws would change every later one)
     scene_head = torch.nn.Linear(NUM_QUERY_TOKENS * HIDDEN, SCENE_FACTS)
-    opt = torch.optim.AdamW([*model.parameters(), *scene_head.parameters()], lr=schedule.blip2_lr,
-                            weight_decay=1e-2)
+    trained = [*model.parameters(), *scene_head.parameters()]
+    if schedule.blip2_slot_loss:
+        slot_head = torch.nn.Linear(NUM_QUERY_TOKENS * HIDDEN, len(POSITIONS) * sum(SLOT_CLASSES))
+        trained += slot_head.parameters()
+    if schedule.blip2_patch_loss:
+        patch_head = torch.nn.Linear(HIDDEN, sum(PATCH_CLASSES))
+        trained += patch_head.parameters()
+    opt = torch.optim.AdamW(trained, lr=schedule.blip2_lr, weight_decay=1e-2)
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup(s, schedule.blip2_steps))
     per_image = schedule.blip2_questions
     bar = tqdm(range(schedule.blip2_steps), desc="world blip2", mininterval=5)
@@ -267,11 +326,18 @@ def train_blip2(schedule, seed: int, tokenizer, clip_model=None, roundtrip=None)
         rows = features[torch.tensor(owner)].to(embeds.dtype)
         embeds = embeds.masked_scatter((ids == image_id).unsqueeze(-1).expand_as(embeds), rows)
         loss = model.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        queries = image.qformer_outputs[0].flatten(1)
         if schedule.blip2_scene_loss:
-            facts = scene_head(image.qformer_outputs[0].flatten(1))
             loss = loss + schedule.blip2_scene_loss * F.binary_cross_entropy_with_logits(
-                facts, scene_facts(batch_scenes))
-        optimizer_step(opt, loss, lr_at=lr_at, clip_params=[*model.parameters(), *scene_head.parameters()])
+                scene_head(queries), scene_facts(batch_scenes))
+        if schedule.blip2_slot_loss:
+            slots = slot_head(queries).view(len(queries), len(POSITIONS), -1)
+            loss = loss + schedule.blip2_slot_loss * _classes_loss(slots, slot_targets(batch_scenes), SLOT_CLASSES)
+        if schedule.blip2_patch_loss:
+            patches = patch_head(image.last_hidden_state[:, 1:])  # the patch tokens, after the class token
+            loss = loss + schedule.blip2_patch_loss * _classes_loss(patches, patch_targets(batch_scenes),
+                                                                    PATCH_CLASSES)
+        optimizer_step(opt, loss, lr_at=lr_at, clip_params=trained)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval(), processor
