@@ -125,6 +125,15 @@ def test_retraining_a_part_of_a_directory_that_is_no_build_names_it(flag, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_blip2_binding_with_unet_from_is_refused(tmp_path, capsys):
+    from agfsync.cli import main
+
+    assert main(["world", "build", str(tmp_path / "out"), "--unet-from", str(SHIPPED), "--blip2-binding"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "agfsync world: error: --blip2-binding trains BLIP-2 and --unet-from only the UNet: give one of them")
+    assert not (tmp_path / "out").exists()
+
+
 def test_shipped_blip2_answers_from_the_image_not_from_the_question_alone():
     """On clean renders of held-out scenes the world's BLIP-2 answers most questions right,
     and far fewer when every question is asked about another scene's render: a judge that

@@ -24,6 +24,10 @@ def _build(args) -> int:
     from agfsync.core.logs import job_logging
     from agfsync.world.build import Schedule, build, retrain_blip2, retrain_unet
 
+    if args.blip2_binding and args.unet_from:
+        from agfsync.core.io import DataError
+
+        raise DataError("--blip2-binding trains BLIP-2 and --unet-from only the UNet: give one of them")
     schedule = Schedule().with_blip2_binding() if args.blip2_binding else Schedule()
     if args.shorten != 1.0:
         schedule = schedule.shortened(args.shorten)
